@@ -1,0 +1,221 @@
+"""Frame sources: camera, video file, image sequence — all timestamped on one clock.
+
+Every frame carries its index and a capture time in `time.monotonic_ns()`
+units. For files the time is derived from the container's timestamps (offset
+to the moment the source was opened) so that replaying a recording keeps its
+real timing; for cameras it is taken when the frame is grabbed. A camera source
+runs a grabber thread that keeps only the newest frame: the consumer never
+works on a stale frame, and every frame it skipped is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import glob
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from guidance.errors import SourceError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    t_capture_ns: int
+    image: np.ndarray  # BGR uint8, HxWx3
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+class FrameSource:
+    """Iterable of frames; a context manager that releases the device or file."""
+
+    name: str = ""
+    fps: float = 0.0
+    dropped: int = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def read(self) -> Frame | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoFileSource(FrameSource):
+    """A video file; capture times follow the container's presentation timestamps."""
+
+    def __init__(self, path: str | Path, *, max_frames: int | None = None, resize: tuple[int, int] | None = None):
+        self.path = Path(path)
+        self.name = str(self.path)
+        if not self.path.exists():
+            raise SourceError("video file not found", path=self.path)
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise SourceError("cannot open as a video (unknown format or corrupt)", path=self.path)
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._t0_ns = time.monotonic_ns()
+        self._index = 0
+        self._max = max_frames
+        self._resize = resize
+        self._last_pts_ns = -1
+
+    def read(self) -> Frame | None:
+        if self._max is not None and self._index >= self._max:
+            return None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self._index == 0:
+                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
+            return None
+        pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        pts_ns = int(round(pos_ms * 1e6)) if pos_ms and pos_ms > 0 else int(round(self._index * 1e9 / self.fps))
+        if pts_ns <= self._last_pts_ns:  # some containers repeat or omit timestamps
+            pts_ns = self._last_pts_ns + int(1e9 / self.fps)
+        self._last_pts_ns = pts_ns
+        if self._resize:
+            image = cv2.resize(image, self._resize, interpolation=cv2.INTER_AREA)
+        frame = Frame(self._index, self._t0_ns + pts_ns, image)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageSequenceSource(FrameSource):
+    """A folder or glob of still images, played at a nominal frame rate."""
+
+    def __init__(self, pattern: str | Path, *, fps: float = 30.0, repeat: int = 1):
+        p = Path(pattern)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files = [p]
+        else:
+            files = sorted(Path(f) for f in glob.glob(str(pattern)) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError("no images found", path=pattern)
+        self.name = str(pattern)
+        self.files = files
+        self.fps = fps
+        self._repeat = repeat
+        self._index = 0
+        self._t0_ns = time.monotonic_ns()
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def read(self) -> Frame | None:
+        total = len(self.files) * self._repeat
+        if self._index >= total:
+            return None
+        f = self.files[self._index % len(self.files)]
+        image = self._cache.get(f)
+        if image is None:
+            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SourceError("cannot decode image", path=f)
+            if self._repeat > 1:
+                self._cache[f] = image
+        frame = Frame(self._index, self._t0_ns + int(round(self._index * 1e9 / self.fps)), image)
+        self._index += 1
+        return frame
+
+
+class CameraSource(FrameSource):
+    """A live camera (index or URL); always hands out the newest frame.
+
+    A grabber thread reads continuously and overwrites a one-frame slot; a
+    frame that was overwritten before anyone took it counts as dropped. If no
+    frame arrives for `stall_timeout_s` the source raises instead of hanging.
+    """
+
+    def __init__(self, spec: int | str, *, stall_timeout_s: float = 2.0, size: tuple[int, int] | None = None):
+        self.name = str(spec)
+        self._cap = cv2.VideoCapture(spec)
+        if not self._cap.isOpened():
+            raise SourceError("cannot open camera", path=str(spec))
+        if size:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+        self._stall = stall_timeout_s
+        self._cond = threading.Condition()
+        self._slot: tuple[int, np.ndarray] | None = None
+        self._grabbed = 0
+        self._taken_index = -1
+        self._index = 0
+        self._failed: str | None = None
+        self._running = True
+        self._thread = threading.Thread(target=self._grab, name=f"camera-{spec}", daemon=True)
+        self._thread.start()
+
+    def _grab(self) -> None:
+        while self._running:
+            ok, image = self._cap.read()
+            t = time.monotonic_ns()
+            with self._cond:
+                if not ok or image is None:
+                    self._failed = "camera stopped delivering frames (unplugged?)"
+                    self._cond.notify_all()
+                    return
+                if self._slot is not None:
+                    self.dropped += 1  # overwritten before it was taken
+                self._slot = (t, image)
+                self._grabbed += 1
+                self._cond.notify_all()
+
+    def read(self) -> Frame | None:
+        deadline = time.monotonic() + self._stall
+        with self._cond:
+            while self._slot is None:
+                if self._failed:
+                    raise SourceError(self._failed, path=self.name)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SourceError(f"no frame for {self._stall:.1f} s (camera stalled)", path=self.name)
+                self._cond.wait(remaining)
+            t, image = self._slot
+            self._slot = None
+        frame = Frame(self._index, t, image)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=1.0)
+        self._cap.release()
+
+
+def open_source(spec: str | int | Path, **kwargs) -> FrameSource:
+    """Open a camera (int index or URL), a video file, or an image folder/glob/file."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return CameraSource(int(spec), **kwargs)
+    s = str(spec)
+    if "://" in s:
+        return CameraSource(s, **kwargs)
+    p = Path(s)
+    if p.is_dir() or any(ch in s for ch in "*?[") or p.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSequenceSource(s, **kwargs)
+    return VideoFileSource(p, **kwargs)
