@@ -1,0 +1,212 @@
+"""Where did each reported pulse land, and was it allowed? Every pulse gets exactly one answer.
+
+A pulse report carries the controller's clock and the permit it fired under.
+The service maps the time onto its own clock (clock-offset estimate), checks
+the permit against what it actually published, and interpolates the tip track
+at that moment. The outcome is either "coverage" (handed to the coverage
+sink) or "violation" (kept here and shown); a gap in a controller's pulse
+numbering becomes "missing" violations, so a lost report is still counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from guidance.device_bridge.protocol import Permit, Pulse
+
+
+@dataclass(frozen=True)
+class TipSample:
+    t_ns: int  # capture time of the frame (service clock)
+    u: float | None
+    v: float | None
+    zone: str | None
+    valid: bool
+
+
+@dataclass
+class TipTrack:
+    """Time-stamped tip positions in chart coordinates, oldest dropped first."""
+
+    max_samples: int = 2048
+    max_gap_ms: float = 100.0  # do not interpolate across a hole longer than this
+    _t: list[int] = field(default_factory=list)
+    _s: list[TipSample] = field(default_factory=list)
+
+    def add(self, s: TipSample) -> None:
+        if self._t and s.t_ns < self._t[-1]:
+            return  # out-of-order frames are not allowed to rewrite history
+        self._t.append(s.t_ns)
+        self._s.append(s)
+        if len(self._t) > self.max_samples:
+            drop = len(self._t) - self.max_samples
+            del self._t[:drop], self._s[:drop]
+
+    def at(self, t_ns: int) -> TipSample | None:
+        """Tip at t_ns, linear between the two valid neighbours; None if unknown there."""
+        i = bisect.bisect_left(self._t, t_ns)
+        if i < len(self._t) and self._t[i] == t_ns:
+            return self._s[i] if self._s[i].valid else None
+        if i == 0 or i == len(self._t):
+            return None
+        a, b = self._s[i - 1], self._s[i]
+        if not (a.valid and b.valid) or (b.t_ns - a.t_ns) / 1e6 > self.max_gap_ms:
+            return None
+        w = (t_ns - a.t_ns) / (b.t_ns - a.t_ns)
+        u = a.u + w * (b.u - a.u) if a.u is not None and b.u is not None else None
+        v = a.v + w * (b.v - a.v) if a.v is not None and b.v is not None else None
+        zone = a.zone if w < 0.5 else b.zone
+        return TipSample(t_ns, u, v, zone, True)
+
+
+@dataclass(frozen=True)
+class PublishedPermit:
+    permit: Permit
+    t_next_publish_ns: int | None = None  # when the following permit went out
+
+
+@dataclass
+class PermitLog:
+    """What this service boot actually published, by sequence number."""
+
+    boot: str
+    max_entries: int = 4096
+    _by_seq: "collections.OrderedDict[int, Permit]" = field(default_factory=collections.OrderedDict)
+
+    def add(self, p: Permit) -> None:
+        self._by_seq[p.seq] = p
+        while len(self._by_seq) > self.max_entries:
+            self._by_seq.popitem(last=False)
+
+    def get(self, boot: str | None, seq: int | None) -> Permit | None:
+        return self._by_seq.get(seq) if boot == self.boot and seq is not None else None
+
+    def next_after(self, seq: int) -> Permit | None:
+        return self._by_seq.get(seq + 1)
+
+
+@dataclass(frozen=True)
+class AttributedPulse:
+    controller: str
+    controller_boot: str
+    pulse_seq: int
+    outcome: str  # "coverage" or "violation"
+    reason: str  # "ok" or a violation code (docs/protocol.md)
+    t_ctrl_ns: int | None
+    t_service_ns: int | None
+    time_source: str  # "clock_offset", "permit" (no offset yet), or "none"
+    permit_seq: int | None
+    zone: str | None
+    tip_u: float | None
+    tip_v: float | None
+    duration_us: int | None
+    intensity_pct: float | None
+    energy_mj: float | None
+
+
+class CoverageSink(Protocol):
+    """Whatever accumulates treated area; the zones package plugs its rasters in here."""
+
+    def add_pulse(self, pulse: AttributedPulse) -> None: ...
+
+
+@dataclass
+class PulseListSink:
+    """The simplest real coverage sink: keeps every attributed pulse in order."""
+
+    pulses: list[AttributedPulse] = field(default_factory=list)
+
+    def add_pulse(self, pulse: AttributedPulse) -> None:
+        self.pulses.append(pulse)
+
+
+@dataclass
+class PulseAttributor:
+    permits: PermitLog
+    track: TipTrack
+    sink: CoverageSink
+    revocation_grace_ms: float = 10.0  # time a controller has to see a deny before pulses count against it
+    violations: list[AttributedPulse] = field(default_factory=list)
+    received: int = 0
+    duplicates: int = 0
+    covered: int = 0
+    _seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    _high: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def on_pulse(self, p: Pulse, t_service_ns: int | None, uncertainty_ns: int | None) -> list[AttributedPulse]:
+        """Attribute one report (t_service_ns: its time mapped to our clock, None if unsynced)."""
+        key = (p.controller, p.boot)
+        seen = self._seen.setdefault(key, set())
+        if p.pulse_seq in seen:
+            self.duplicates += 1
+            return []
+        seen.add(p.pulse_seq)
+        self.received += 1
+        out: list[AttributedPulse] = []
+        high = self._high.get(key, 0)
+        for missing in range(high + 1, p.pulse_seq):  # reports that never arrived
+            if missing not in seen:
+                out.append(self._violation_missing(p.controller, p.boot, missing))
+        self._high[key] = max(high, p.pulse_seq)
+        if p.pulse_seq < high:
+            self._remove_missing(key, p.pulse_seq)  # a late report replaces its placeholder
+        out.append(self._judge(p, t_service_ns, uncertainty_ns))
+        for a in out:
+            if a.outcome == "coverage":
+                self.covered += 1
+                self.sink.add_pulse(a)
+            else:
+                self.violations.append(a)
+        return out
+
+    def _remove_missing(self, key: tuple[str, str], seq: int) -> bool:
+        for i, v in enumerate(self.violations):
+            if v.reason == "missing" and (v.controller, v.controller_boot, v.pulse_seq) == (*key, seq):
+                del self.violations[i]
+                return True
+        return False
+
+    def _violation_missing(self, controller: str, boot: str, seq: int) -> AttributedPulse:
+        return AttributedPulse(controller, boot, seq, "violation", "missing", None, None, "none",
+                               None, None, None, None, None, None, None)
+
+    def _judge(self, p: Pulse, t_service_ns: int | None, unc_ns: int | None) -> AttributedPulse:
+        permit = self.permits.get(p.permit_boot, p.permit_seq)
+        time_source = "clock_offset" if t_service_ns is not None else "permit"
+        t = t_service_ns if t_service_ns is not None else (permit.t_publish_ns if permit else None)
+        reason = "ok"
+        if p.permit_seq is None:
+            reason = "no_permit"
+        elif permit is None:
+            reason = "unknown_permit"
+        elif not permit.permit:
+            reason = "permit_denied"
+        elif t_service_ns is not None:
+            tol = unc_ns or 0
+            if t_service_ns < permit.t_publish_ns - tol:
+                reason = "before_permit"
+            elif t_service_ns > permit.t_capture_ns + permit.ttl_ms * 1_000_000 + tol:
+                reason = "expired_permit"
+            else:
+                nxt = self.permits.next_after(permit.seq)
+                grace = int(self.revocation_grace_ms * 1e6) + tol
+                if nxt is not None and not nxt.permit and t_service_ns > nxt.t_publish_ns + grace:
+                    reason = "after_revocation"
+        tip = self.track.at(t) if t is not None else None
+        if tip is None and permit is not None and permit.permit:
+            tip = TipSample(permit.t_capture_ns, permit.tip_u, permit.tip_v, permit.zone, True)
+            time_source = time_source if t_service_ns is not None else "permit"
+        return AttributedPulse(
+            p.controller, p.boot, p.pulse_seq, "coverage" if reason == "ok" else "violation", reason,
+            p.t_ctrl_ns, t, time_source if t is not None else "none", p.permit_seq,
+            tip.zone if tip else None, tip.u if tip else None, tip.v if tip else None,
+            p.duration_us, p.intensity_pct, p.energy_mj,
+        )
+
+    def accounted(self) -> bool:
+        """Every unique report is in coverage or in violations (the 'none lost' invariant)."""
+        reported = sum(1 for v in self.violations if v.reason != "missing")
+        return self.received == self.covered + reported

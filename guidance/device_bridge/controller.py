@@ -1,0 +1,323 @@
+"""The reference controller-side gate: fire only on an authentic, newest, unexpired permit.
+
+`ControllerGate` is the whole safety decision of a controller and owns no
+sockets and no clock: the caller hands it each received frame with its own
+receive time, and asks `may_fire(now_ns)` right before it would pulse. That
+keeps it small enough to port to firmware line by line and to test without
+timing luck. `ControllerLink` wires it to ZeroMQ (SUB for permits, DEALER for
+pulse reports, status and clock echoes) the way docs/protocol.md describes.
+
+Fail closed: the only path to `True` is a permit with `permit=true` that
+passed every check and whose window, counted on the controller's own clock
+from the moment it arrived, has not run out. Any rejected input also revokes
+the permit held so far, because a link that carries garbage is not trusted.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+import zmq
+
+from guidance.device_bridge import protocol
+from guidance.device_bridge.protocol import Permit, ProtocolError
+from guidance.errors import UserError
+
+
+class Verdict(str, Enum):
+    """What the gate did with one received frame (stable names, counted)."""
+
+    ACCEPTED = "accepted"  # a permit=true that now may be fired under
+    ACCEPTED_DENY = "accepted_deny"  # a valid permit=false: revokes
+    BOOT_UNCONFIRMED = "boot_unconfirmed"  # first permit of a new service boot: wait for the next
+    UNAUTHENTICATED = "unauthenticated"
+    OVERSIZE = "oversize"
+    MALFORMED = "malformed"
+    WRONG_VERSION = "wrong_version"
+    UNEXPECTED_TYPE = "unexpected_type"
+    WRONG_SERVICE = "wrong_service"
+    OLD_BOOT = "old_boot"
+    DUPLICATE = "duplicate"
+    OUT_OF_ORDER = "out_of_order"
+    STALE = "stale"
+
+
+class GateState(str, Enum):
+    """Why `may_fire` says what it says right now."""
+
+    OK = "ok"
+    NO_PERMIT = "no_permit"
+    DENIED = "denied"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    CLOCK_BACKWARDS = "clock_backwards"
+
+
+@dataclass
+class HeldPermit:
+    permit: Permit
+    t_recv_ns: int
+    t_expiry_ns: int
+
+
+@dataclass
+class ControllerGate:
+    """Latest-wins permit state with sequence, boot and expiry checks.
+
+    `max_ttl_ms` caps any window the service asks for; `expect_service`, when
+    set, rejects permits naming another service id.
+    """
+
+    max_ttl_ms: int = 100
+    accept_unauthenticated: bool = False
+    expect_service: str | None = None
+    retired_boot_memory: int = 16
+    boot: str | None = None
+    last_seq: int | None = None
+    last_t_capture_ns: int | None = None
+    held: HeldPermit | None = None
+    last_state: GateState = GateState.NO_PERMIT
+    counters: collections.Counter = field(default_factory=collections.Counter)
+    _candidate: tuple[str, int, int] | None = None  # (boot, seq, t_capture_ns)
+    _retired: collections.deque = field(default_factory=collections.deque)
+
+    # -- input -------------------------------------------------------------
+    def offer(self, data: bytes, t_recv_ns: int, authenticated: bool) -> Verdict:
+        """Judge one received frame; anything but a valid permit=true leaves may_fire False."""
+        verdict = self._judge(data, t_recv_ns, authenticated)
+        self.counters[verdict.value] += 1
+        if verdict not in (Verdict.ACCEPTED,):
+            if self.held is not None:
+                self.last_state = GateState.DENIED if verdict == Verdict.ACCEPTED_DENY else GateState.REVOKED
+            elif verdict == Verdict.ACCEPTED_DENY:
+                self.last_state = GateState.DENIED
+            self.held = None
+        return verdict
+
+    def _judge(self, data: bytes, t_recv_ns: int, authenticated: bool) -> Verdict:
+        if not authenticated and not self.accept_unauthenticated:
+            return Verdict.UNAUTHENTICATED
+        try:
+            msg = protocol.decode(data, expect=("permit",))
+        except ProtocolError as exc:
+            return Verdict(exc.code)
+        assert isinstance(msg, Permit)
+        if self.expect_service is not None and msg.service != self.expect_service:
+            return Verdict.WRONG_SERVICE
+        if msg.t_publish_ns < msg.t_capture_ns or msg.ttl_ms <= 0:
+            return Verdict.MALFORMED
+        if msg.boot in self._retired:
+            return Verdict.OLD_BOOT
+        if msg.boot != self.boot:
+            # A new service boot (service restarted, or our own first contact).
+            # Its first permit never grants: only the next, newer one confirms it.
+            cand = self._candidate
+            if cand is None or cand[0] != msg.boot or not (msg.seq > cand[1] and msg.t_capture_ns >= cand[2]):
+                self._candidate = (msg.boot, msg.seq, msg.t_capture_ns)
+                return Verdict.BOOT_UNCONFIRMED
+            if self.boot is not None:
+                self._retired.append(self.boot)
+                while len(self._retired) > self.retired_boot_memory:
+                    self._retired.popleft()
+            self.boot, self.last_seq, self.last_t_capture_ns = msg.boot, cand[1], cand[2]
+            self._candidate = None
+        assert self.last_seq is not None and self.last_t_capture_ns is not None
+        if msg.seq == self.last_seq:
+            return Verdict.DUPLICATE
+        if msg.seq < self.last_seq:
+            return Verdict.OUT_OF_ORDER
+        if msg.t_capture_ns < self.last_t_capture_ns:
+            return Verdict.STALE
+        age_ns = msg.t_publish_ns - msg.t_capture_ns
+        ttl_ns = min(msg.ttl_ms, self.max_ttl_ms) * 1_000_000
+        if age_ns >= ttl_ns:
+            return Verdict.STALE
+        self.last_seq, self.last_t_capture_ns = msg.seq, msg.t_capture_ns
+        if not msg.permit:
+            return Verdict.ACCEPTED_DENY
+        self.held = HeldPermit(msg, t_recv_ns, t_recv_ns + ttl_ns - age_ns)
+        self.last_state = GateState.OK
+        return Verdict.ACCEPTED
+
+    # -- decision ------------------------------------------------------------
+    def state(self, now_ns: int) -> GateState:
+        held = self.held
+        if held is None:
+            return self.last_state if self.last_state != GateState.OK else GateState.NO_PERMIT
+        if now_ns < held.t_recv_ns:
+            self.held, self.last_state = None, GateState.CLOCK_BACKWARDS
+            return self.last_state
+        if now_ns >= held.t_expiry_ns:
+            self.held, self.last_state = None, GateState.EXPIRED
+            return self.last_state
+        return GateState.OK
+
+    def may_fire(self, now_ns: int) -> bool:
+        """True only while an accepted permit=true is held and unexpired at `now_ns`."""
+        return self.state(now_ns) == GateState.OK
+
+    def fire(self, now_ns: int) -> Permit | None:
+        """Check and claim in one step: the permit to report the pulse under, or None (do not fire)."""
+        return self.held.permit if self.may_fire(now_ns) and self.held is not None else None
+
+
+def _load_curve_client(sock: zmq.Socket, server_public: bytes, client_public: bytes, client_secret: bytes) -> None:
+    sock.curve_serverkey = server_public
+    sock.curve_publickey = client_public
+    sock.curve_secretkey = client_secret
+
+
+@dataclass
+class LinkKeys:
+    """What a controller needs for CURVE: the service's public key and its own pair."""
+
+    server_public: bytes
+    client_public: bytes
+    client_secret: bytes
+
+
+class ControllerLink:
+    """A controller's two sockets around a `ControllerGate`.
+
+    SUB (CONFLATE: only the newest permit is kept) connects to the permit
+    endpoint; DEALER connects to the report endpoint and carries pulses and
+    status out, and answers clock pings. Without keys it refuses to start
+    unless `insecure=True` was asked for explicitly, and then the gate
+    accepts unauthenticated permits only because that flag said so.
+    """
+
+    def __init__(
+        self,
+        permit_endpoint: str,
+        report_endpoint: str,
+        *,
+        controller_id: str,
+        keys: LinkKeys | None,
+        insecure: bool = False,
+        clock: Callable[[], int] = time.monotonic_ns,
+        gate: ControllerGate | None = None,
+        boot: str | None = None,
+    ):
+        if keys is None and not insecure:
+            raise UserError("no CURVE keys configured; pass keys or run explicitly insecure (dev/test only)")
+        if keys is not None and not zmq.has("curve"):
+            raise UserError("this libzmq has no CURVE support")
+        self.controller_id = controller_id
+        self.boot = boot or _new_boot()
+        self.clock = clock
+        self.gate = gate or ControllerGate(accept_unauthenticated=insecure and keys is None)
+        self.authenticated = keys is not None
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        for s in (self.sub, self.dealer):
+            s.linger = 0
+            s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES)
+            s.setsockopt(zmq.RECONNECT_IVL, 20)
+            s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+            if keys is not None:
+                _load_curve_client(s, keys.server_public, keys.client_public, keys.client_secret)
+        self.sub.setsockopt(zmq.CONFLATE, 1)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.dealer.setsockopt(zmq.SNDHWM, 100_000)
+        try:
+            self.sub.connect(permit_endpoint)
+            self.dealer.connect(report_endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise UserError(f"cannot connect: {exc}", field="endpoint") from None
+        self.outbox: collections.deque[bytes] = collections.deque()
+        self.pulse_seq = 0
+        self.status_seq = 0
+        self.pulses = 0
+        self.rejected_inbound = 0
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.dealer, zmq.POLLIN)
+
+    def poll(self, timeout_ms: int) -> list[Verdict]:
+        """Wait up to timeout_ms for input; feed permits to the gate, answer pings."""
+        verdicts: list[Verdict] = []
+        events = dict(self.poller.poll(timeout_ms))
+        if self.sub in events:
+            while True:
+                try:
+                    data = self.sub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                verdicts.append(self.gate.offer(data, self.clock(), self.authenticated or self.gate.accept_unauthenticated))
+        if self.dealer in events:
+            while True:
+                try:
+                    frames = self.dealer.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_service_message(frames)
+        self.flush()
+        return verdicts
+
+    def _on_service_message(self, frames: list[bytes]) -> None:
+        t2 = self.clock()
+        try:
+            if len(frames) != 1:
+                raise ProtocolError("malformed", "multipart")
+            ping = protocol.decode(frames[0], expect=("ping",))
+        except ProtocolError:
+            self.rejected_inbound += 1
+            return
+        assert isinstance(ping, protocol.Ping)
+        pong = protocol.Pong(self.controller_id, self.boot, ping.ping_seq, ping.t1_ns, t2, self.clock())
+        self._send(pong.encode())
+
+    def report_pulse(self, t_ctrl_ns: int, permit: Permit | None, *, duration_us: int, intensity_pct: float,
+                     energy_mj: float | None = None) -> protocol.Pulse:
+        self.pulse_seq += 1
+        self.pulses += 1
+        msg = protocol.Pulse(
+            self.controller_id, self.boot, self.pulse_seq, t_ctrl_ns, duration_us, intensity_pct, energy_mj,
+            permit.boot if permit else None, permit.seq if permit else None,
+        )
+        self._send(msg.encode())
+        return msg
+
+    def send_status(self, trigger: bool) -> protocol.Status:
+        now = self.clock()
+        self.status_seq += 1
+        held = self.gate.held
+        msg = protocol.Status(
+            self.controller_id, self.boot, self.status_seq, now, self.gate.may_fire(now),
+            self.gate.state(now).value, bool(trigger), held.permit.seq if held else None, self.pulses,
+            sum(v for k, v in self.gate.counters.items() if k not in ("accepted", "accepted_deny")) + self.rejected_inbound,
+        )
+        self._send(msg.encode())
+        return msg
+
+    def _send(self, data: bytes) -> None:
+        self.outbox.append(data)
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand queued reports to ZeroMQ; what it will not take now stays queued, in order."""
+        while self.outbox:
+            try:
+                self.dealer.send(self.outbox[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.outbox.popleft()
+
+    def close(self, drain_ms: int = 0) -> None:
+        """Close; `drain_ms` > 0 gives queued pulse reports that long to leave."""
+        self.flush()
+        self.sub.close(0)
+        self.dealer.close(drain_ms)
+        self.ctx.term()
+
+
+def _new_boot() -> str:
+    import secrets
+
+    return secrets.token_hex(protocol.BOOT_HEX_CHARS // 2)

@@ -1,0 +1,199 @@
+"""The pulse gate policy: may a pulse fired during the next `ttl_ms` land inside the plan?
+
+Permit only when every condition holds; otherwise deny with the reason code of
+the first failing check (in the documented order) and list all failing ones,
+so the overlay shows the most basic problem first and the record keeps the rest.
+Every comparison is written as "permit if <condition>", so a NaN anywhere fails
+the condition and denies. Any exception inside the policy is a deny with
+`internal_error`, never a permit.
+
+Inputs are a plain dataclass rather than tracker objects so the zones and
+tracking issues can fill it however they compute things.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Stable reason codes (the wire carries `.value`; docs/protocol.md lists them)."""
+
+    OK = "ok"
+    NOT_ARMED = "not_armed"
+    CAMERA_STALLED = "camera_stalled"
+    NO_FACE = "no_face"
+    FACE_STALE = "face_stale"
+    LOW_PRESENCE = "low_presence"
+    TIP_LOST = "tip_lost"
+    TIP_LOW_CONFIDENCE = "tip_low_confidence"
+    CALIBRATION_MISSING = "calibration_missing"
+    OFF_SURFACE = "off_surface"
+    ZONE_EXCLUDED = "zone_excluded"
+    ZONE_NOT_PLANNED = "zone_not_planned"
+    NEAR_BOUNDARY = "near_boundary"
+    PASSES_EXCEEDED = "passes_exceeded"
+    ZONE_COMPLETE = "zone_complete"
+    INTERNAL_ERROR = "internal_error"
+    SERVICE_STOPPING = "service_stopping"
+
+
+class ZoneKind(str, Enum):
+    TREAT = "treat"
+    EXCLUSION = "exclusion"
+    OFF_SURFACE = "off_surface"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Thresholds; defaults suit 30–60 fps tracking. `ttl_ms` is what permits carry."""
+
+    ttl_ms: int = 50
+    margin_mm: float = 2.0
+    max_frame_age_ms: float = 50.0  # newest frame older than this: camera stalled
+    max_face_age_ms: float = 40.0  # face track older than the frame by more than this
+    min_presence: float = 0.5
+    min_tip_confidence: float = 0.5
+
+
+@dataclass(frozen=True)
+class GateInput:
+    """Everything the gate needs about one frame, in the service's monotonic clock."""
+
+    armed: bool
+    t_capture_ns: int  # capture time of the frame this decision is about
+    face_found: bool
+    t_face_ns: int | None  # capture time of the frame the face track comes from
+    presence: float
+    tip_valid: bool
+    tip_confidence: float
+    zone: str | None
+    zone_kind: ZoneKind | None
+    zone_planned: bool
+    boundary_mm: float | None  # signed; >0 inside the zone, <0 outside
+    speed_mm_s: float | None
+    pipeline_latency_ms: float  # measured capture → publish latency (e.g. running p99)
+    local_passes: int = 0
+    max_passes: int | None = None
+    zone_complete: bool = False
+    stop_at_target: bool = False
+    calibration_required: bool = False
+    calibration_ok: bool = True
+    tip_u: float | None = None
+    tip_v: float | None = None
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    permit: bool
+    reason: Reason
+    reasons: tuple[Reason, ...]  # every failing check, first = `reason`
+    t_capture_ns: int
+    t_decided_ns: int
+    ttl_ms: int
+    zone: str | None
+    boundary_mm: float | None
+    required_mm: float | None  # margin + speed × (latency + ttl); None if not computed
+    speed_mm_s: float | None
+    tip_u: float | None = None
+    tip_v: float | None = None
+    latency_ms: float | None = None
+
+
+def _true(x: object) -> bool:
+    """Only a real boolean True (Python or numpy) counts; 1, "yes" or None do not."""
+    return x is True or (type(x).__name__ == "bool_" and bool(x))
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: float) -> float:
+    """Look-ahead: how far the tip can travel before this permit is gone, plus the margin."""
+    return policy.margin_mm + abs(speed_mm_s) * (latency_ms + policy.ttl_ms) / 1000.0
+
+
+def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], float | None, float]:
+    fails: list[Reason] = []
+    frame_age_ms = (now_ns - g.t_capture_ns) / 1e6
+    latency_ms = max(g.pipeline_latency_ms, frame_age_ms) if _finite(g.pipeline_latency_ms) else math.nan
+    if not _true(g.armed):
+        fails.append(Reason.NOT_ARMED)
+    if not (0 <= frame_age_ms <= p.max_frame_age_ms):
+        fails.append(Reason.CAMERA_STALLED)
+    if not _true(g.face_found):
+        fails.append(Reason.NO_FACE)
+    else:
+        if g.t_face_ns is None or not (0 <= (g.t_capture_ns - g.t_face_ns) / 1e6 <= p.max_face_age_ms):
+            fails.append(Reason.FACE_STALE)
+        if not (_finite(g.presence) and g.presence >= p.min_presence):
+            fails.append(Reason.LOW_PRESENCE)
+    if not _true(g.tip_valid):
+        fails.append(Reason.TIP_LOST)
+    elif not (_finite(g.tip_confidence) and g.tip_confidence >= p.min_tip_confidence):
+        fails.append(Reason.TIP_LOW_CONFIDENCE)
+    if g.calibration_required and not _true(g.calibration_ok):
+        fails.append(Reason.CALIBRATION_MISSING)
+    if g.zone is None or g.zone_kind is None or g.zone_kind == ZoneKind.OFF_SURFACE:
+        fails.append(Reason.OFF_SURFACE)
+    elif g.zone_kind == ZoneKind.EXCLUSION:
+        fails.append(Reason.ZONE_EXCLUDED)
+    elif not (g.zone_kind == ZoneKind.TREAT and _true(g.zone_planned)):
+        fails.append(Reason.ZONE_NOT_PLANNED)
+    required: float | None = None
+    if _finite(g.speed_mm_s) and math.isfinite(latency_ms):
+        required = required_distance_mm(p, g.speed_mm_s, latency_ms)
+    if not (required is not None and _finite(g.boundary_mm) and g.boundary_mm >= required):
+        fails.append(Reason.NEAR_BOUNDARY)
+    if g.max_passes is not None and not (g.local_passes < g.max_passes):
+        fails.append(Reason.PASSES_EXCEEDED)
+    if g.stop_at_target and g.zone_complete:
+        fails.append(Reason.ZONE_COMPLETE)
+    return fails, required, latency_ms
+
+
+def decide(policy: GatePolicy, g: GateInput, now_ns: int) -> GateDecision:
+    """One frame's permit or deny. Pure: same inputs, same decision."""
+    try:
+        fails, required, latency_ms = _failures(policy, g, now_ns)
+        permit = not fails
+        return GateDecision(
+            permit=permit, reason=Reason.OK if permit else fails[0], reasons=tuple(fails),
+            t_capture_ns=g.t_capture_ns, t_decided_ns=now_ns, ttl_ms=policy.ttl_ms, zone=g.zone,
+            boundary_mm=g.boundary_mm, required_mm=required, speed_mm_s=g.speed_mm_s,
+            tip_u=g.tip_u, tip_v=g.tip_v, latency_ms=latency_ms if math.isfinite(latency_ms) else None,
+        )
+    except Exception:  # a bug in the policy must never become a permit
+        return deny(policy, Reason.INTERNAL_ERROR, t_capture_ns=getattr(g, "t_capture_ns", now_ns), now_ns=now_ns)
+
+
+def deny(policy: GatePolicy, reason: Reason, *, t_capture_ns: int, now_ns: int) -> GateDecision:
+    """A deny that needs no inputs (startup, shutdown, errors)."""
+    t_cap = t_capture_ns if isinstance(t_capture_ns, int) and t_capture_ns >= 0 else now_ns
+    return GateDecision(
+        permit=False, reason=reason, reasons=(reason,), t_capture_ns=t_cap, t_decided_ns=now_ns,
+        ttl_ms=policy.ttl_ms, zone=None, boundary_mm=None, required_mm=None, speed_mm_s=None,
+    )
+
+
+@dataclass
+class LatencyTracker:
+    """Running capture→decision latency for the look-ahead: the max of the recent window.
+
+    The max rather than the mean because the look-ahead must cover the slow frames.
+    """
+
+    window: int = 120
+    _samples: list[float] = field(default_factory=list)
+
+    def add(self, latency_ms: float) -> None:
+        if math.isfinite(latency_ms) and latency_ms >= 0:
+            self._samples.append(latency_ms)
+            if len(self._samples) > self.window:
+                del self._samples[0]
+
+    def value_ms(self, default_ms: float = 33.0) -> float:
+        return max(self._samples) if self._samples else default_ms
