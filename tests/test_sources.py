@@ -1,0 +1,76 @@
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from guidance.errors import SourceError
+from guidance.vision.sources import CameraSource, ImageSequenceSource, VideoFileSource, open_source
+
+
+def test_video_frames_carry_index_and_container_timestamps(sample):
+    with open_source(sample("single_face.mp4")) as src:
+        frames = list(src)
+        fps = src.fps
+    assert [f.index for f in frames] == list(range(len(frames)))
+    t = np.array([f.t_capture_ns for f in frames], dtype=np.int64)
+    dt = np.diff(t) / 1e9
+    assert np.all(dt > 0)
+    # derived from the container: spacing is the frame period, not decode speed
+    assert np.median(dt) == pytest.approx(1 / fps, rel=0.02)
+    assert frames[0].image.shape == (360, 640, 3)
+
+
+def test_image_sequence_repeats_a_still_at_a_nominal_rate(sample):
+    src = ImageSequenceSource(sample("astronaut.png"), fps=25, repeat=5)
+    frames = list(src)
+    assert len(frames) == 5
+    assert (frames[1].t_capture_ns - frames[0].t_capture_ns) == 40_000_000
+    assert np.array_equal(frames[0].image, frames[4].image)
+
+
+def test_missing_and_corrupt_files_raise_clear_errors_fast(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        open_source(tmp_path / "nope.mp4")
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(np.random.default_rng(0).bytes(20000))
+    t0 = time.monotonic()
+    with pytest.raises(SourceError) as err:
+        with open_source(bad) as src:
+            list(src)
+    assert str(bad) in str(err.value)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(SourceError, match="no images"):
+        open_source(str(tmp_path / "*.png"))
+
+
+def test_unopenable_camera_fails_instead_of_hanging():
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="cannot open camera"):
+        CameraSource(97)
+    assert time.monotonic() - t0 < 10
+
+
+def test_live_source_hands_out_the_newest_frame_and_counts_drops(sample):
+    """A live stream (here: a file opened through the camera path, decoded as fast as it comes)
+    read by a slow consumer: frames it could not take are dropped and counted, never queued."""
+    path = sample("WolfgangLanger_Pexels.mp4")
+    total = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT))
+    src = CameraSource(str(path), stall_timeout_s=1.0)
+    taken = []
+    try:
+        while True:
+            try:
+                f = src.read()
+            except SourceError as exc:  # end of stream looks like an unplugged camera
+                assert "stopped delivering" in str(exc) or "stalled" in str(exc)
+                break
+            taken.append(f)
+            time.sleep(0.02)  # a consumer slower than the decoder
+    finally:
+        src.close()
+    assert src.dropped > 0
+    assert len(taken) + src.dropped <= total
+    assert len(taken) + src.dropped >= total - 1
+    stamps = [f.t_capture_ns for f in taken]
+    assert stamps == sorted(stamps)
