@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "landmarks",
     "bench",
     "media",
+    "controller_sim",
+    "keys",
 ]
 
 

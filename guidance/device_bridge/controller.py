@@ -82,10 +82,33 @@ class ControllerGate:
     held: HeldPermit | None = None
     last_state: GateState = GateState.NO_PERMIT
     counters: collections.Counter = field(default_factory=collections.Counter)
+    ping_window: int = 8
     _candidate: tuple[str, int, int] | None = None  # (boot, seq, t_capture_ns)
+    _ping_boot: str | None = None
+    _ping_offsets: collections.deque = field(default_factory=collections.deque)
     _retired: collections.deque = field(default_factory=collections.deque)
 
     # -- input -------------------------------------------------------------
+    def note_ping(self, service_boot: str, t1_service_ns: int, t2_ctrl_ns: int) -> None:
+        """Learn an upper bound of (controller clock − service clock) from a service ping.
+
+        t2 − t1 = offset + one-way delay ≥ offset, so the minimum over recent pings
+        bounds the offset from above; with it, a permit's age is never
+        overestimated as younger than it is by more than the fastest delivery,
+        and a permit delayed in transit gets no fresh window. A short window lets
+        a stepped controller clock recover.
+        """
+        if service_boot != self._ping_boot:
+            self._ping_boot = service_boot
+            self._ping_offsets.clear()
+        self._ping_offsets.append(t2_ctrl_ns - t1_service_ns)
+        while len(self._ping_offsets) > self.ping_window:
+            self._ping_offsets.popleft()
+
+    @property
+    def offset_bound_ns(self) -> int | None:
+        return min(self._ping_offsets) if self._ping_offsets else None
+
     def offer(self, data: bytes, t_recv_ns: int, authenticated: bool) -> Verdict:
         """Judge one received frame; anything but a valid permit=true leaves may_fire False."""
         verdict = self._judge(data, t_recv_ns, authenticated)
@@ -136,10 +159,16 @@ class ControllerGate:
         ttl_ns = min(msg.ttl_ms, self.max_ttl_ms) * 1_000_000
         if age_ns >= ttl_ns:
             return Verdict.STALE
+        t_expiry = t_recv_ns + ttl_ns - age_ns
+        bound = self.offset_bound_ns if self._ping_boot == msg.boot else None
+        if bound is not None:
+            t_expiry = min(t_expiry, msg.t_capture_ns + bound + ttl_ns)
         self.last_seq, self.last_t_capture_ns = msg.seq, msg.t_capture_ns
         if not msg.permit:
             return Verdict.ACCEPTED_DENY
-        self.held = HeldPermit(msg, t_recv_ns, t_recv_ns + ttl_ns - age_ns)
+        if t_expiry <= t_recv_ns:
+            return Verdict.STALE
+        self.held = HeldPermit(msg, t_recv_ns, t_expiry)
         self.last_state = GateState.OK
         return Verdict.ACCEPTED
 
@@ -270,6 +299,7 @@ class ControllerLink:
             self.rejected_inbound += 1
             return
         assert isinstance(ping, protocol.Ping)
+        self.gate.note_ping(ping.boot, ping.t1_ns, t2)
         pong = protocol.Pong(self.controller_id, self.boot, ping.ping_seq, ping.t1_ns, t2, self.clock())
         self._send(pong.encode())
 
