@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "landmarks",
     "bench",
     "media",
+    "demo",
     "controller_sim",
     "keys",
 ]
