@@ -1,0 +1,162 @@
+"""Pose of a rigid marker body from this frame's detections, or the reason there is none.
+
+One marker alone: `SOLVEPNP_IPPE_SQUARE` gives two candidate poses (the planar
+ambiguity). If the second fits clearly worse we take the first; if not, a pose
+from the previous frame or two may pick the candidate that continues the
+motion; otherwise we refuse ("pose_ambiguous") rather than guess, because the
+flipped pose moves a tip 7 cm away by centimetres. Several markers: all their
+corners jointly (iterative PnP started from the best single-marker candidate),
+with the worst marker dropped once if it does not fit the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from guidance.vision.camera import CameraModel
+from guidance.vision.marker_body import MarkerBody
+from guidance.vision.marker_detect import MarkerDetections
+from guidance.vision.rigid import RigidPose, rotation_angle_deg
+
+# Reasons (stable strings: they go into CSVs, recordings and deny messages).
+NOT_SEEN = "marker_not_seen"
+DUPLICATE = "duplicate_marker_id"
+AMBIGUOUS = "pose_ambiguous"
+REPROJECTION = "reprojection_error_too_high"
+TOO_SMALL = "marker_too_small"
+BEHIND = "pose_implausible"
+
+
+@dataclass(frozen=True)
+class PoseLimits:
+    max_rms_px: float = 1.5  # joint reprojection RMS above this: something is wrong (occlusion, misdetection)
+    ambiguity_ratio: float = 3.0  # single marker: second-best / best reprojection error must exceed this
+    prior_max_age_ns: int = 100_000_000  # a previous pose older than this cannot disambiguate
+    prior_max_angle_deg: float = 25.0
+    min_marker_side_px: float = 12.0
+    min_depth_mm: float = 50.0
+    max_depth_mm: float = 3000.0
+
+
+@dataclass(frozen=True)
+class BodyPose:
+    """Pose of a body in one frame; `valid` False means `pose` must not be used, `reason` says why."""
+
+    valid: bool
+    reason: str
+    pose: RigidPose | None
+    rms_px: float
+    ids_used: tuple[int, ...]
+    n_corners: int
+    ambiguity_ratio: float  # single marker only; inf when several markers were used
+    cov6: np.ndarray | None  # covariance of (rvec, tvec) from the corner fit, for tip uncertainty
+    t_capture_ns: int
+
+
+def _invalid(reason: str, t_ns: int, ids=(), rms=float("nan")) -> BodyPose:
+    return BodyPose(False, reason, None, rms, tuple(ids), 0, float("nan"), None, t_ns)
+
+
+def _reproj_rms(obj: np.ndarray, img: np.ndarray, pose: RigidPose, cam: CameraModel) -> float:
+    px, _ = cv2.projectPoints(obj, pose.rvec, pose.t_mm, cam.K, cam.dist)
+    return float(np.sqrt(np.mean(np.sum((px.reshape(-1, 2) - img) ** 2, axis=1))))
+
+
+def _single_candidates(body: MarkerBody, mid: int, img: np.ndarray, cam: CameraModel) -> list[tuple[RigidPose, float]]:
+    """Both IPPE poses of one marker, expressed as body poses, best first, with their RMS errors."""
+    n, rvecs, tvecs, errs = cv2.solvePnPGeneric(body.local_square(mid), img, cam.K, cam.dist,
+                                                flags=cv2.SOLVEPNP_IPPE_SQUARE)
+    R_mb, t_mb = body.marker_to_body(mid)
+    body_in_marker = RigidPose(R_mb, t_mb).inverse()
+    out = []
+    for k in range(n):
+        cam_marker = RigidPose.from_rvec(rvecs[k], tvecs[k])
+        out.append((cam_marker.compose(body_in_marker), float(np.ravel(errs)[k]) if errs is not None else 0.0))
+    out.sort(key=lambda c: c[1])
+    return out
+
+
+def _fit_covariance(obj: np.ndarray, pose: RigidPose, cam: CameraModel, sigma_px: float) -> np.ndarray | None:
+    _, J = cv2.projectPoints(obj, pose.rvec, pose.t_mm, cam.K, cam.dist)
+    J = J[:, :6]
+    try:
+        return sigma_px ** 2 * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel, t_ns: int,
+                       prior: BodyPose | None = None, limits: PoseLimits = PoseLimits()) -> BodyPose:
+    if det.duplicate_ids and any(i in body.corners_mm for i in det.duplicate_ids):
+        return _invalid(DUPLICATE, t_ns, det.duplicate_ids)
+    ids = [i for i in sorted(det.corners_px) if i in body.corners_mm]
+    if not ids:
+        return _invalid(NOT_SEEN, t_ns)
+    sides = {i: float(np.mean(np.linalg.norm(det.corners_px[i] - np.roll(det.corners_px[i], -1, 0), axis=1)))
+             for i in ids}
+    ids = [i for i in ids if sides[i] >= limits.min_marker_side_px]
+    if not ids:
+        return _invalid(TOO_SMALL, t_ns, sorted(sides))
+    fresh_prior = (prior is not None and prior.valid and prior.pose is not None
+                   and 0 <= t_ns - prior.t_capture_ns <= limits.prior_max_age_ns)
+
+    while True:
+        obj = np.concatenate([body.corners_mm[i] for i in ids])
+        img = np.concatenate([det.corners_px[i] for i in ids])
+        if len(ids) == 1:
+            cands = _single_candidates(body, ids[0], img, cam)
+            best, e1 = cands[0]
+            e2 = cands[1][1] if len(cands) > 1 else float("inf")
+            ratio = e2 / max(e1, 1e-6)
+            if ratio < limits.ambiguity_ratio:
+                if not fresh_prior:
+                    return _invalid(AMBIGUOUS, t_ns, ids, e1)
+                angles = [rotation_angle_deg(prior.pose.R, c[0].R) for c in cands]
+                k = int(np.argmin(angles))
+                if angles[k] > limits.prior_max_angle_deg:
+                    return _invalid(AMBIGUOUS, t_ns, ids, e1)
+                best = cands[k][0]
+            pose = best
+        else:
+            # Seed: the single-marker candidate that best explains all corners.
+            seeds = [c[0] for i in ids for c in _single_candidates(body, i, det.corners_px[i], cam)]
+            seed = min(seeds, key=lambda p: _reproj_rms(obj, img, p, cam))
+            ok, rvec, tvec = cv2.solvePnP(obj, img, cam.K, cam.dist, seed.rvec.reshape(3, 1).copy(),
+                                          seed.t_mm.reshape(3, 1).copy(), useExtrinsicGuess=True,
+                                          flags=cv2.SOLVEPNP_ITERATIVE)
+            pose = RigidPose.from_rvec(rvec, tvec) if ok else seed
+            ratio = float("inf")
+        rms = _reproj_rms(obj, img, pose, cam)
+        if rms > limits.max_rms_px and len(ids) > 1:
+            per = {}
+            for i in ids:
+                per[i] = _reproj_rms(body.corners_mm[i], det.corners_px[i], pose, cam)
+            ids = [i for i in ids if i != max(per, key=per.get)]
+            continue  # once per marker at most: the list shrinks each time
+        break
+    if rms > limits.max_rms_px:
+        return _invalid(REPROJECTION, t_ns, ids, rms)
+    depth = pose.apply(np.array([body.centre_mm(i) for i in ids]))[:, 2]
+    if depth.min() < limits.min_depth_mm or depth.max() > limits.max_depth_mm:
+        return _invalid(BEHIND, t_ns, ids, rms)
+    cov = _fit_covariance(obj, pose, cam, max(rms, 0.3))
+    return BodyPose(True, "", pose, rms, tuple(ids), len(ids) * 4, ratio, cov, t_ns)
+
+
+def point_sigma_mm(pose: RigidPose, cov6: np.ndarray | None, point_body: np.ndarray) -> float:
+    """1-sigma 3D uncertainty (root of the covariance trace) of a body point, propagated from the pose fit."""
+    if cov6 is None:
+        return float("inf")
+    rvec = pose.rvec
+    p0 = pose.R @ point_body
+    J = np.zeros((3, 6))
+    eps = 1e-6
+    for k in range(3):
+        dr = rvec.copy()
+        dr[k] += eps
+        J[:, k] = (cv2.Rodrigues(dr.reshape(3, 1))[0] @ point_body - p0) / eps
+    J[:, 3:] = np.eye(3)
+    return float(np.sqrt(max(np.trace(J @ cov6 @ J.T), 0.0)))
