@@ -103,6 +103,21 @@ def test_smoothed_landmarks_of_a_still_face_do_not_jitter(sample):
     assert jitter_smooth <= r[..., :2].std(axis=0).max() + 1e-6
 
 
+def test_smoothing_removes_most_sensor_noise_jitter(sample):
+    """The same still face with fresh sensor-like noise every frame (sigma 4 grey levels)."""
+    rng = np.random.default_rng(1)
+    img = cv2.imread(str(sample("astronaut.png"))).astype(np.float32)
+    frames = [Frame(i, int(i * 1e9 / 30), np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
+              for i in range(60)]
+    out = {}
+    for smoothing in (True, False):
+        tracker = FaceTracker(TrackerConfig(head_pose=False, smoothing=smoothing))
+        lm = np.stack([tracker.process(f).landmarks for f in frames])[10:]
+        out[smoothing] = lm[..., :2].std(axis=0)
+    assert out[True].max() < 0.3
+    assert out[True].mean() < 0.5 * out[False].mean()
+
+
 def test_a_moving_face_is_followed_without_lag(sample):
     """Translate a still face at 150 px/s; the smoothed mesh must keep up (not trail by frames)."""
     img = cv2.imread(str(sample("astronaut.png")))
