@@ -8,6 +8,11 @@ What it does, so that anyone can check our models against their source:
 2. extracts the .tflite files we use and verifies each sha256;
 3. creates a throwaway virtual environment with tensorflow-cpu and tf2onnx
    (pinned below), converts each model to ONNX there, and deletes it;
+   models listed in DENSIFY first go through densify_tflite.py, which turns
+   their sparse constant weights into dense ones (tf2onnx cannot read
+   TFLite's sparse tensors) and checks the result against TFLite itself;
+   every ONNX file then goes through canonicalize_onnx.py, which renames
+   tf2onnx's run-dependent constant names so a rebuild gives the same bytes;
 4. extracts the face-mesh topology (edge sets from
    mediapipe/python/solutions/face_mesh_connections.py) as JSON;
 5. writes MANIFEST.json with every sha256 and the converter versions;
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +51,13 @@ MODELS = {
     "face_landmark": "face_landmark.tflite",
     "iris_landmark": "iris_landmark.tflite",
     "pose_landmark_full": "pose_landmark_full.tflite",
+    "pose_detection": "pose_detection.tflite",
 }
+
+# Models whose tflite holds sparse weights (DENSIFY ops): pre-pass needed.
+DENSIFY = {"pose_detection"}
+DENSIFY_SCRIPT = HERE / "densify_tflite.py"
+CANONICALIZE_SCRIPT = HERE / "canonicalize_onnx.py"
 
 TOPOLOGY_SOURCE = "mediapipe/python/solutions/face_mesh_connections.py"
 
@@ -59,10 +71,23 @@ def converter_env(keep: Path | None, tmp: Path) -> Path:
     return py
 
 
+def run(cmd: list[str]) -> None:
+    """Run a converter step; on failure show its output, which capture would hide."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+
+
 def converter_versions(py: Path) -> dict[str, str]:
     code = "import tensorflow, tf2onnx, onnx, json; print(json.dumps({'tensorflow-cpu': tensorflow.__version__, 'tf2onnx': tf2onnx.__version__, 'onnx': onnx.__version__}))"
     out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def previous_manifest() -> dict:
+    path = HERE / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def extract_topology(wheel: Path) -> dict:
@@ -93,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest: dict = {
         "source_wheel": {"file": samples.DISTS["mediapipe"].filename, "sha256": samples.DISTS["mediapipe"].sha256},
         "opset": OPSET,
+        "postpass": CANONICALIZE_SCRIPT.name,
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -101,23 +127,33 @@ def main(argv: list[str] | None = None) -> int:
         manifest["converter"] = converter_versions(py)
         for name, key in MODELS.items():
             tflite = samples.fetch(key)
-            out = HERE / f"{name}.onnx"
-            subprocess.run(
-                [str(py), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out), "--opset", str(OPSET)],
-                check=True, capture_output=True,
-            )
-            manifest["models"][name] = {
+            out = tmp / f"{name}.onnx"  # moved into models/ only once every model converted
+            entry = {
                 "file": out.name,
-                "sha256": samples.sha256_file(out),
+                "sha256": "",
                 "tflite": samples.MEMBERS[key].member,
                 "tflite_sha256": samples.MEMBERS[key].sha256,
             }
+            if name in DENSIFY:
+                dense = tmp / f"{name}.dense.tflite"
+                run([str(py), str(DENSIFY_SCRIPT), str(tflite), str(dense)])
+                entry["prepass"] = DENSIFY_SCRIPT.name
+                entry["tflite_dense_sha256"] = samples.sha256_file(dense)
+                tflite = dense
+            run([str(py), "-m", "tf2onnx.convert", "--tflite", str(tflite), "--output", str(out), "--opset", str(OPSET)])
+            run([str(py), str(CANONICALIZE_SCRIPT), str(out)])
+            entry["sha256"] = samples.sha256_file(out)
+            manifest["models"][name] = entry
             print(f"{name}: {manifest['models'][name]['sha256']}")
+        for name in MODELS:
+            shutil.move(str(tmp / f"{name}.onnx"), str(HERE / f"{name}.onnx"))
 
     topo = extract_topology(wheel)
     topo_path = HERE / "face_mesh_topology.json"
     topo_path.write_text(json.dumps(topo, separators=(",", ":")) + "\n")
-    manifest["data"] = {"face_mesh_topology": {"file": topo_path.name, "sha256": samples.sha256_file(topo_path)}}
+    # Other data files in models/ (made by their own scripts) keep their entries.
+    manifest["data"] = dict(previous_manifest().get("data", {}))
+    manifest["data"]["face_mesh_topology"] = {"file": topo_path.name, "sha256": samples.sha256_file(topo_path)}
     (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print("wrote", HERE / "MANIFEST.json")
     return 0
