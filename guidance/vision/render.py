@@ -320,3 +320,34 @@ def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     y0 = (r.shape[0] - h) // 2
     x0 = (r.shape[1] - w) // 2
     return np.ascontiguousarray(r[y0:y0 + h, x0:x0 + w])
+
+
+def sample_tip_pose(profile: HandpieceProfile, camera: CameraModel, rng: np.random.Generator,
+                    depth_mm: tuple[float, float] = (300.0, 500.0), tilt_deg: tuple[float, float] = (20.0, 80.0),
+                    margin: float = 0.25) -> RigidPose:
+    """A plausible treatment pose: tip at 30-50 cm inside the central image area, the shaft pointing
+    into the scene at `tilt_deg` from the optical axis (the practitioner's hand towards the camera)."""
+    w, h = camera.size
+    z = rng.uniform(*depth_mm)
+    u = rng.uniform(margin * w, (1 - margin) * w)
+    v = rng.uniform(margin * h, (1 - margin) * h)
+    ray = np.linalg.solve(camera.K, np.array([u, v, 1.0]))
+    tip = ray / ray[2] * z
+    th, az = np.radians(rng.uniform(*tilt_deg)), rng.uniform(0, 2 * np.pi)
+    axis = np.array([np.sin(th) * np.cos(az), np.sin(th) * np.sin(az), np.cos(th)])
+    return pose_with_tip_at(profile, tip, axis, rng.uniform(0, 2 * np.pi))
+
+
+def video_frames(path: str, size: tuple[int, int], limit: int | None = None) -> list[np.ndarray]:
+    """Frames of a video fitted to `size`, for use as backgrounds."""
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    try:
+        while limit is None or len(out) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            out.append(fit_frame(frame, size))
+    finally:
+        cap.release()
+    return out
