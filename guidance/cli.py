@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "demo",
     "controller_sim",
     "keys",
+    "tip",
 ]
 
 
