@@ -1,0 +1,139 @@
+"""Gate policy: each condition denies with its own code; the look-ahead stops a fast tip before the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from guidance.gate import GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, required_distance_mm
+
+MS = 1_000_000
+NOW = 10_000 * MS
+POLICY = GatePolicy(ttl_ms=50, margin_mm=2.0)
+
+
+def good(**kw) -> GateInput:
+    base = GateInput(
+        armed=True, t_capture_ns=NOW - 10 * MS, face_found=True, t_face_ns=NOW - 10 * MS, presence=0.9,
+        tip_valid=True, tip_confidence=0.9, zone="cheek_left", zone_kind=ZoneKind.TREAT, zone_planned=True,
+        boundary_mm=10.0, speed_mm_s=20.0, pipeline_latency_ms=15.0, local_passes=1, max_passes=3,
+        tip_u=0.3, tip_v=0.6,
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def test_all_conditions_met_permits():
+    d = decide(POLICY, good(), NOW)
+    assert d.permit and d.reason == Reason.OK and d.reasons == ()
+    assert d.required_mm == pytest.approx(2.0 + 20.0 * (15 + 50) / 1000)
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(armed=False), Reason.NOT_ARMED),
+    (dict(t_capture_ns=NOW - 200 * MS, t_face_ns=NOW - 200 * MS), Reason.CAMERA_STALLED),
+    (dict(t_capture_ns=NOW + 5 * MS), Reason.CAMERA_STALLED),  # from the future: not trusted either
+    (dict(face_found=False), Reason.NO_FACE),
+    (dict(t_face_ns=NOW - 100 * MS), Reason.FACE_STALE),
+    (dict(t_face_ns=None), Reason.FACE_STALE),
+    (dict(presence=0.2), Reason.LOW_PRESENCE),
+    (dict(presence=math.nan), Reason.LOW_PRESENCE),
+    (dict(tip_valid=False), Reason.TIP_LOST),
+    (dict(tip_confidence=0.1), Reason.TIP_LOW_CONFIDENCE),
+    (dict(calibration_required=True, calibration_ok=False), Reason.CALIBRATION_MISSING),
+    (dict(zone=None, zone_kind=None), Reason.OFF_SURFACE),
+    (dict(zone_kind=ZoneKind.OFF_SURFACE), Reason.OFF_SURFACE),
+    (dict(zone="lip", zone_kind=ZoneKind.EXCLUSION), Reason.ZONE_EXCLUDED),
+    (dict(zone_planned=False), Reason.ZONE_NOT_PLANNED),
+    (dict(boundary_mm=3.0), Reason.NEAR_BOUNDARY),
+    (dict(boundary_mm=-1.0), Reason.NEAR_BOUNDARY),
+    (dict(boundary_mm=None), Reason.NEAR_BOUNDARY),
+    (dict(boundary_mm=math.nan), Reason.NEAR_BOUNDARY),
+    (dict(speed_mm_s=None), Reason.NEAR_BOUNDARY),
+    (dict(speed_mm_s=math.inf), Reason.NEAR_BOUNDARY),
+    (dict(pipeline_latency_ms=math.nan), Reason.NEAR_BOUNDARY),
+    (dict(local_passes=3), Reason.PASSES_EXCEEDED),
+    (dict(zone_complete=True, stop_at_target=True), Reason.ZONE_COMPLETE),
+    (dict(armed=1), Reason.NOT_ARMED),  # only a real boolean arms
+])
+def test_each_condition_denies_with_its_code(change, reason):
+    d = decide(POLICY, good(**change), NOW)
+    assert not d.permit
+    assert d.reason == reason and reason in d.reasons
+
+
+def test_complete_zone_without_stop_at_target_still_permits():
+    assert decide(POLICY, good(zone_complete=True, stop_at_target=False), NOW).permit
+
+
+def test_first_failure_is_the_reason_and_all_are_listed():
+    d = decide(POLICY, good(armed=False, tip_valid=False, boundary_mm=0.0), NOW)
+    assert d.reason == Reason.NOT_ARMED
+    assert d.reasons == (Reason.NOT_ARMED, Reason.TIP_LOST, Reason.NEAR_BOUNDARY)
+
+
+def test_policy_error_is_a_deny():
+    d = decide(POLICY, good(t_capture_ns="not a time"), NOW)  # type: ignore[arg-type]
+    assert not d.permit and d.reason == Reason.INTERNAL_ERROR
+
+
+def test_frame_age_counts_as_latency_in_the_look_ahead():
+    # 5 mm inside at 60 mm/s: with 15 ms latency it needs 2 + 60*0.065 = 5.9 mm -> deny;
+    # at 40 mm/s it needs 4.6 mm -> permit, unless the frame is already 40 ms old (2 + 40*0.09 = 5.6).
+    assert not decide(POLICY, good(boundary_mm=5.0, speed_mm_s=60.0), NOW).permit
+    assert decide(POLICY, good(boundary_mm=5.0, speed_mm_s=40.0), NOW).permit
+    old = good(boundary_mm=5.0, speed_mm_s=40.0, t_capture_ns=NOW - 40 * MS, t_face_ns=NOW - 40 * MS)
+    d = decide(POLICY, old, NOW)
+    assert not d.permit and d.reason == Reason.NEAR_BOUNDARY and d.required_mm == pytest.approx(5.6)
+
+
+def test_fast_tip_toward_exclusion_is_denied_before_it_crosses():
+    """Simulate a tip moving at 150 mm/s toward an exclusion 12 mm away, one frame per 1/60 s.
+
+    Every permit granted must keep the tip inside for its whole validity window
+    (latency + ttl), so a pulse fired anytime under any permit lands inside.
+    """
+    frame_ns = int(1e9 / 60)
+    latency_ms = 12.0
+    speed = 150.0
+    x0 = 12.0  # distance to the edge at t=0
+    t_cross = x0 / speed
+    last_permit_t = None
+    for i in range(60):
+        t_cap = i * frame_ns
+        dist = x0 - speed * t_cap / 1e9
+        now = t_cap + int(latency_ms * MS)
+        d = decide(POLICY, good(t_capture_ns=t_cap, t_face_ns=t_cap, boundary_mm=dist, speed_mm_s=speed,
+                                pipeline_latency_ms=latency_ms), now)
+        if d.permit:
+            last_permit_t = t_cap
+            window_end_s = (t_cap + POLICY.ttl_ms * MS) / 1e9 + latency_ms / 1e3
+            assert speed * window_end_s + POLICY.margin_mm <= x0 + 1e-9  # inside with the margin to spare
+    assert last_permit_t is not None, "the tip started well inside; it must have been permitted at first"
+    assert last_permit_t / 1e9 < t_cross - (POLICY.ttl_ms + latency_ms) / 1e3
+    # The slow tip on the same path is permitted much closer to the edge.
+    assert decide(POLICY, good(boundary_mm=3.0, speed_mm_s=5.0), NOW).permit
+
+
+def test_required_distance_formula():
+    assert required_distance_mm(POLICY, -30.0, 10.0) == pytest.approx(2.0 + 30.0 * 0.06)
+
+
+def test_reason_codes_are_documented_and_stable():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    table = set(re.findall(r"^\| `(\w+)` \|", doc, re.M))
+    assert {r.value for r in Reason} <= table
+    assert Reason.NEAR_BOUNDARY.value == "near_boundary" and Reason.OK.value == "ok"
+
+
+def test_latency_tracker_keeps_the_worst_recent():
+    lt = LatencyTracker(window=3)
+    assert lt.value_ms(default_ms=33.0) == 33.0
+    for v in (20.0, 5.0, 7.0, 6.0):
+        lt.add(v)
+    assert lt.value_ms() == 7.0  # 20 fell out of the window
+    lt.add(math.nan)
+    assert lt.value_ms() == 7.0
