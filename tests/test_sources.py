@@ -74,3 +74,19 @@ def test_live_source_hands_out_the_newest_frame_and_counts_drops(sample):
     assert len(taken) + src.dropped >= total - 1
     stamps = [f.t_capture_ns for f in taken]
     assert stamps == sorted(stamps)
+
+
+def test_realtime_file_plays_like_a_camera(sample):
+    """Never a frame before its time; a slow consumer skips to the newest frame."""
+    with VideoFileSource(sample("single_face.mp4"), realtime=True) as src:
+        got = []
+        for f in src:
+            now = time.monotonic_ns()
+            assert f.t_capture_ns <= now + 1_000_000
+            # handed out promptly: the frame is at most ~two frame periods old
+            assert now - f.t_capture_ns < 2.5e9 / src.fps + 30e6
+            got.append(f.index)
+            if len(got) > 5:
+                time.sleep(2.5 / src.fps)  # slower than the camera
+        assert src.dropped > 0
+        assert got == sorted(got) and len(got) + src.dropped == 72

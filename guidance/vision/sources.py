@@ -64,9 +64,16 @@ class FrameSource:
 
 
 class VideoFileSource(FrameSource):
-    """A video file; capture times follow the container's presentation timestamps."""
+    """A video file; capture times follow the container's presentation timestamps.
 
-    def __init__(self, path: str | Path, *, max_frames: int | None = None, resize: tuple[int, int] | None = None):
+    With `realtime=True` the file plays like a camera: a frame is handed out
+    no earlier than its capture time, and frames whose time has already passed
+    by more than a frame period are skipped (counted in `dropped`), so a slow
+    consumer always gets the newest frame, as from a live camera.
+    """
+
+    def __init__(self, path: str | Path, *, max_frames: int | None = None, resize: tuple[int, int] | None = None,
+                 realtime: bool = False):
         self.path = Path(path)
         self.name = str(self.path)
         if not self.path.exists():
@@ -81,20 +88,42 @@ class VideoFileSource(FrameSource):
         self._max = max_frames
         self._resize = resize
         self._last_pts_ns = -1
+        self._realtime = realtime
 
-    def read(self) -> Frame | None:
-        if self._max is not None and self._index >= self._max:
-            return None
-        ok, image = self._cap.read()
-        if not ok or image is None:
-            if self._index == 0:
-                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
-            return None
+    def _next_pts_ns(self) -> int:
         pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         pts_ns = int(round(pos_ms * 1e6)) if pos_ms and pos_ms > 0 else int(round(self._index * 1e9 / self.fps))
         if pts_ns <= self._last_pts_ns:  # some containers repeat or omit timestamps
             pts_ns = self._last_pts_ns + int(1e9 / self.fps)
         self._last_pts_ns = pts_ns
+        return pts_ns
+
+    def read(self) -> Frame | None:
+        if self._max is not None and self._index >= self._max:
+            return None
+        if self._realtime and self._index == 0:
+            self._t0_ns = time.monotonic_ns()  # the clock starts with the first frame, not at open
+        if self._realtime and self._index > 0:
+            period_ns = int(1e9 / self.fps)
+            # Behind by more than a frame: skip (grab without decoding) to the newest frame.
+            while time.monotonic_ns() - (self._t0_ns + self._last_pts_ns + period_ns) > period_ns:
+                if not self._cap.grab():
+                    return None
+                self._next_pts_ns()
+                self._index += 1
+                self.dropped += 1
+                if self._max is not None and self._index >= self._max:
+                    return None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self._index == 0:
+                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
+            return None
+        pts_ns = self._next_pts_ns()
+        if self._realtime:
+            wait_ns = self._t0_ns + pts_ns - time.monotonic_ns()
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
         if self._resize:
             image = cv2.resize(image, self._resize, interpolation=cv2.INTER_AREA)
         frame = Frame(self._index, self._t0_ns + pts_ns, image)
