@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "controller_sim",
     "keys",
     "tip",
+    "calibrate",
 ]
 
 
