@@ -1,6 +1,11 @@
 """The service end of the bridge: bind, authenticate, publish permits, take reports in.
 
-One object for the live pipeline to hold. It owns its ZeroMQ context and, with
+One object for the live pipeline to hold. Reports are received on a thread of
+its own, which blocks on the ROUTER socket: it stamps each clock echo the
+moment it arrives (a reply left waiting until the next frame would skew the
+offset by half the wait) and keeps heartbeats and pulses flowing while the
+frame loop is busy. The frame loop only publishes and, when it likes, drains
+what the thread produced with `poll()`. It owns its ZeroMQ context and, with
 CURVE, a ZAP authenticator thread that admits only allow-listed controller
 keys on both sockets, so an unknown peer can neither subscribe to permits nor
 push reports. Without keys it refuses to start unless told `insecure=True`.
@@ -8,7 +13,9 @@ push reports. Without keys it refuses to start unless told `insecure=True`.
 
 from __future__ import annotations
 
+import collections
 import secrets
+import threading
 import time
 from typing import Callable
 
@@ -92,19 +99,48 @@ class BridgeService:
         self.heartbeat = HeartbeatMonitor(timeout_ms=heartbeat_timeout_ms)
         self.receiver = PulseReceiver(self.router, self.attributor, self.heartbeat, service_id=service_id,
                                       boot=self.boot, ping_interval_ms=ping_interval_ms, clock=clock)
+        self.lock = threading.Lock()  # guards permit log, tip track, attributor, heartbeat
+        self.receiver_errors = 0
+        self._out: collections.deque = collections.deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive_loop, name="bridge-receiver", daemon=True)
         self.closed = False
+        self._thread.start()
+
+    def _receive_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        while not self._stop.is_set():
+            try:
+                poller.poll(10)
+                with self.lock:
+                    pulses = self.receiver.poll()
+                    events = self.heartbeat.check(self.clock())
+                if pulses or events:
+                    self._out.append((pulses, events))
+            except zmq.ZMQError:
+                if self._stop.is_set():
+                    return
+                self.receiver_errors += 1
+            except Exception:  # never let one bad report end reception
+                self.receiver_errors += 1
 
     # -- hot path ------------------------------------------------------------
     def publish(self, decision: GateDecision) -> Permit:
         """Send this frame's decision; also records the tip for pulse attribution."""
-        self.track.add(TipSample(decision.t_capture_ns, decision.tip_u, decision.tip_v, decision.zone,
-                                 decision.tip_u is not None and decision.tip_v is not None))
-        return self.publisher.publish(decision)
+        with self.lock:
+            self.track.add(TipSample(decision.t_capture_ns, decision.tip_u, decision.tip_v, decision.zone,
+                                     decision.tip_u is not None and decision.tip_v is not None))
+            return self.publisher.publish(decision)
 
     def poll(self) -> tuple[list[AttributedPulse], list[LinkEvent]]:
-        """Take in reports and heartbeats (non-blocking); call once per frame or so."""
-        pulses = self.receiver.poll()
-        events = self.heartbeat.check(self.clock())
+        """Attributed pulses and link events since the last call (non-blocking)."""
+        pulses: list[AttributedPulse] = []
+        events: list[LinkEvent] = []
+        while self._out:
+            p, e = self._out.popleft()
+            pulses.extend(p)
+            events.extend(e)
         return pulses, events
 
     # -- state -----------------------------------------------------------------
@@ -122,8 +158,11 @@ class BridgeService:
             return
         if final_deny:
             now = self.clock()
-            self.publisher.publish(deny(self.policy, Reason.SERVICE_STOPPING, t_capture_ns=now, now_ns=now))
+            with self.lock:
+                self.publisher.publish(deny(self.policy, Reason.SERVICE_STOPPING, t_capture_ns=now, now_ns=now))
             self.pub.linger = 100
+        self._stop.set()
+        self._thread.join(timeout=5)
         self._teardown()
         self.closed = True
 

@@ -1,0 +1,124 @@
+"""Clock offset, tip track and pulse attribution: every pulse gets exactly one outcome."""
+
+from __future__ import annotations
+
+import random
+
+from guidance.device_bridge.attribution import PermitLog, PulseAttributor, PulseListSink, TipSample, TipTrack
+from guidance.device_bridge.clock import ClockOffsetEstimator
+from guidance.device_bridge.heartbeat import HeartbeatMonitor
+from guidance.device_bridge.protocol import Permit, Pulse, Status
+
+MS = 1_000_000
+SB = "5555555555555555"
+CB = "cccccccccccccccc"
+
+
+def exchange(est, t1, offset, d_up, d_down, proc=20_000):
+    t2 = t1 + d_up + offset
+    t3 = t2 + proc
+    t4 = t3 - offset + d_down
+    return est.add(t1, t2, t3, t4)
+
+
+def test_offset_estimate_prefers_fastest_exchange_and_follows_a_step():
+    rng = random.Random(7)
+    est = ClockOffsetEstimator()
+    true = 3_210_987_654
+    for i in range(30):
+        exchange(est, i * 20 * MS, true, rng.randint(30_000, 2_000_000), rng.randint(30_000, 2_000_000))
+    assert est.synced
+    assert abs(est.offset_ns - true) <= est.uncertainty_ns <= 1 * MS
+    assert abs(est.to_service_ns(true + 5 * MS) - 5 * MS) <= est.uncertainty_ns
+    # The controller clock steps by +700 ms: two far samples reset the window.
+    exchange(est, 700 * MS, true + 700 * MS, 50_000, 50_000)
+    assert abs(est.offset_ns - true) < 1 * MS  # one sample is not enough to move
+    exchange(est, 720 * MS, true + 700 * MS, 50_000, 50_000)
+    assert est.steps == 1 and abs(est.offset_ns - (true + 700 * MS)) < 1 * MS
+    assert est.add(0, 10, 5, 20) is None and est.rejected == 1  # t3 < t2: impossible
+
+
+def test_tip_track_interpolates_and_refuses_holes():
+    tr = TipTrack(max_gap_ms=50)
+    tr.add(TipSample(0, 0.0, 0.0, "a", True))
+    tr.add(TipSample(10 * MS, 1.0, 0.5, "b", True))
+    tr.add(TipSample(20 * MS, None, None, None, False))
+    tr.add(TipSample(200 * MS, 0.0, 0.0, "a", True))
+    tr.add(TipSample(300 * MS, 1.0, 1.0, "a", True))
+    s = tr.at(4 * MS)
+    assert s.u == 0.4 and s.v == 0.2 and s.zone == "a"
+    assert tr.at(8 * MS).zone == "b"
+    assert tr.at(15 * MS) is None  # next to an invalid sample
+    assert tr.at(250 * MS) is None  # across a 100 ms hole
+    assert tr.at(-1) is None and tr.at(301 * MS) is None
+    assert tr.at(10 * MS).u == 1.0
+
+
+def permit(seq, t_cap_ms, ok=True):
+    return Permit("guidance", SB, seq, t_cap_ms * MS, t_cap_ms * MS + 2 * MS, 50, ok, "ok" if ok else "tip_lost",
+                  "cheek", 0.1 * seq, 0.5, 8.0, 3.0, 10.0)
+
+
+def pulse(seq, t_ms, permit_seq, boot=SB):
+    return Pulse("ctl", CB, seq, t_ms * MS, 2000, 60.0, None, boot if permit_seq else None, permit_seq)
+
+
+def make():
+    log = PermitLog(SB)
+    track = TipTrack()
+    for i, ok in enumerate([True, True, False, True], start=1):
+        p = permit(i, 10 * i, ok)
+        log.add(p)
+        track.add(TipSample(p.t_capture_ns, p.tip_u, p.tip_v, p.zone, True))
+    sink = PulseListSink()
+    return PulseAttributor(log, track, sink), sink
+
+
+def test_each_pulse_is_coverage_or_a_named_violation():
+    a, sink = make()
+    cases = [
+        (pulse(1, 15, 1), "ok"),
+        (pulse(2, 25, 2), "ok"),
+        (pulse(3, 35, 3), "permit_denied"),
+        (pulse(4, 42, None), "no_permit"),
+        (pulse(5, 45, 99), "unknown_permit"),
+        (pulse(6, 45, 4, boot="6666666666666666"), "unknown_permit"),
+        (pulse(7, 5, 1), "before_permit"),
+        (pulse(8, 95, 4), "expired_permit"),
+        (pulse(9, 55, 2), "after_revocation"),  # permit 3 (deny) went out at 32 ms; 55 > 32 + 10 grace
+    ]
+    for p, reason in cases:
+        out = a.on_pulse(p, p.t_ctrl_ns, 0)
+        assert [o.reason for o in out] == [reason]
+    assert [o.pulse_seq for o in sink.pulses] == [1, 2]
+    assert abs(sink.pulses[0].tip_u - 0.15) < 1e-9  # halfway between permits 1 and 2
+    assert a.accounted() and a.covered == 2 and len(a.violations) == 7
+
+
+def test_gaps_are_missing_until_the_late_report_arrives_and_duplicates_count_once():
+    a, sink = make()
+    a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)
+    a.on_pulse(pulse(4, 16, 1), 16 * MS, 0)
+    assert sorted(v.pulse_seq for v in a.violations if v.reason == "missing") == [2, 3]
+    a.on_pulse(pulse(3, 16, 1), 16 * MS, 0)
+    assert sorted(v.pulse_seq for v in a.violations if v.reason == "missing") == [2]
+    assert a.on_pulse(pulse(3, 16, 1), 16 * MS, 0) == [] and a.duplicates == 1
+    assert a.covered == 3 and a.accounted()
+
+
+def test_unsynced_pulse_is_placed_at_its_permit():
+    a, sink = make()
+    out = a.on_pulse(pulse(1, 999_999, 2), None, None)
+    assert out[0].outcome == "coverage" and out[0].time_source == "permit" and out[0].t_service_ns == 22 * MS
+
+
+def test_heartbeat_monitor_records_silence_resume_restart():
+    hb = HeartbeatMonitor(timeout_ms=100)
+    st = Status("ctl", CB, 1, 0, False, "no_permit", False, None, 0, 0)
+    hb.on_status(st, 0)
+    assert hb.check(50 * MS) == [] and not hb.any_silent()
+    assert [e.kind for e in hb.check(150 * MS)] == ["silent"] and hb.any_silent()
+    assert hb.check(300 * MS) == []  # reported once
+    hb.on_status(st, 310 * MS)
+    hb.on_status(Status("ctl", "dddddddddddddddd", 1, 0, False, "no_permit", False, None, 0, 0), 320 * MS)
+    assert [e.kind for e in hb.events] == ["connected", "silent", "resumed", "restarted"]

@@ -1,0 +1,338 @@
+"""Fault injection with real ZeroMQ sockets (CURVE on) and a real `guidance controller-sim` process.
+
+Each fault must end in "deny" within ttl + one frame. The controller-sim logs
+every pulse with the controller time it checked `may_fire` at; on one host
+that is the same CLOCK_MONOTONIC the test reads, so "no pulse after the
+deadline" is checked against the controller's own record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from guidance.device_bridge import keys as keyfiles
+from guidance.device_bridge.controller import ControllerLink, LinkKeys
+from guidance.device_bridge.protocol import Permit, Pulse
+from guidance.device_bridge.service import BridgeService
+from guidance.errors import UserError
+from guidance.gate import GateDecision, GatePolicy, Reason
+
+MS = 1_000_000
+FRAME_MS = 10
+TTL_MS = 50
+DEADLINE_NS = (TTL_MS + FRAME_MS) * MS
+POLICY = GatePolicy(ttl_ms=TTL_MS)
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bridge") / "keys"
+    keyfiles.generate(d)
+    return d
+
+
+@pytest.fixture
+def service(keydir):
+    svc = BridgeService("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", keys=keyfiles.load_service_keys(keydir),
+                        policy=POLICY, ping_interval_ms=20, heartbeat_timeout_ms=150)
+    yield svc
+    svc.close()
+
+
+class Sim:
+    """A controller-sim child process, always killed at the end."""
+
+    def __init__(self, tmp: Path, permit_ep: str, report_ep: str, *extra: str, name: str = "sim"):
+        self.log = tmp / f"{name}.jsonl"
+        cmd = [sys.executable, "-m", "guidance.cli", "controller-sim", "--connect", permit_ep, "--report", report_ep,
+               "--rate-hz", "200", "--status-ms", "20", "--log", str(self.log), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a killed process may be cut
+            if kind is None or e["event"] == kind:
+                out.append(e)
+        return out
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def sims():
+    started: list[Sim] = []
+    yield started
+    for s in started:
+        s.stop(signal.SIGKILL)
+        if s.proc.stdout:
+            s.proc.stdout.close()
+            s.proc.stderr.close()
+
+
+def decision(t_cap: int, permit: bool = True, reason: Reason = Reason.OK) -> GateDecision:
+    return GateDecision(permit=permit, reason=reason, reasons=() if permit else (reason,), t_capture_ns=t_cap,
+                        t_decided_ns=t_cap, ttl_ms=TTL_MS, zone="cheek_left", boundary_mm=8.0, required_mm=3.0,
+                        speed_mm_s=10.0, tip_u=0.25, tip_v=0.5)
+
+
+def run_frames(svc: BridgeService, seconds: float, frame=None) -> list[Permit | None]:
+    """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send."""
+    out = []
+    t_end = time.monotonic_ns() + int(seconds * 1e9)
+    i = 0
+    while (now := time.monotonic_ns()) < t_end:
+        action = frame(i, now) if frame else None
+        if action == "skip":
+            out.append(None)
+        elif isinstance(action, bytes):
+            svc.pub.send(action)
+            out.append(None)
+        else:
+            out.append(svc.publish(decision(now, permit=action != "deny",
+                                            reason=Reason.OK if action != "deny" else Reason.TIP_LOST)))
+        svc.poll()
+        i += 1
+        time.sleep(max(0.0, (now + FRAME_MS * MS - time.monotonic_ns()) / 1e9))
+    return out
+
+
+def start_sim(tmp_path, svc, keydir, sims, *extra, name="sim") -> Sim:
+    s = Sim(tmp_path, svc.permit_endpoint, svc.report_endpoint, "--keys", str(keydir), *extra, name=name)
+    sims.append(s)
+    return s
+
+
+def warm_up(svc: BridgeService, sim: Sim, min_pulses: int = 5, limit_s: float = 10.0) -> None:
+    """Publish permits until the controller is connected, synced and firing."""
+    t_end = time.monotonic() + limit_s
+    while time.monotonic() < t_end:
+        run_frames(svc, 0.1)
+        if len(sim.events("pulse")) >= min_pulses and svc.heartbeat.controllers:
+            return
+        assert sim.proc.poll() is None, sim.proc.stderr.read()
+    pytest.fail("controller-sim never started firing")
+
+
+def pulses_after(sim: Sim, t_ns: int) -> list[dict]:
+    return [e for e in sim.events("pulse") if e["t_ctrl_ns"] >= t_ns]
+
+
+def assert_denies_after(svc, sim, t_last_good_capture: int, fault, seconds=0.3):
+    run_frames(svc, seconds, fault)
+    late = pulses_after(sim, t_last_good_capture + DEADLINE_NS)
+    assert late == [], f"pulses after ttl + one frame: {late[:3]}"
+
+
+@pytest.mark.parametrize("fault", ["dropped", "replayed", "seq_regression", "wrong_version", "camera_stalled"])
+def test_fault_ends_in_deny_within_ttl_plus_a_frame(fault, tmp_path, service, keydir, sims):
+    sim = start_sim(tmp_path, service, keydir, sims)
+    warm_up(service, sim)
+    sent = run_frames(service, 0.1)
+    last = [p for p in sent if p is not None][-1]
+    old = [p for p in sent if p is not None][0]
+    n = {"i": 0}
+
+    def frame(i, now):
+        n["i"] += 1
+        if fault == "dropped":
+            return "skip"
+        if fault == "replayed":  # the same old permit, over and over
+            return old.encode()
+        if fault == "seq_regression":
+            p = Permit(**{**old.__dict__, "seq": old.seq + n["i"] % 5, "t_capture_ns": now, "t_publish_ns": now})
+            return p.encode()
+        if fault == "wrong_version":
+            p = Permit(**{**last.__dict__, "seq": last.seq + n["i"], "t_capture_ns": now, "t_publish_ns": now})
+            return p.encode().replace(b'"v":1', b'"v":2', 1)
+        if fault == "camera_stalled":  # frames stop arriving: the service keeps stating the last frame
+            p = Permit(**{**last.__dict__, "seq": last.seq + n["i"], "t_publish_ns": now})
+            return p.encode()
+        raise AssertionError(fault)
+
+    assert_denies_after(service, sim, last.t_capture_ns, frame)
+    assert len(pulses_after(sim, last.t_capture_ns - 50 * MS)) > 0  # it was firing right up to the fault
+    # And it recovers on fresh permits (fail closed, not dead).
+    n_before = len(sim.events("pulse"))
+    run_frames(service, 0.3)
+    assert len(sim.events("pulse")) > n_before
+
+
+def test_service_killed(tmp_path, keydir, sims):
+    code = (
+        "import sys, time\n"
+        "from guidance.device_bridge import keys\n"
+        "from guidance.device_bridge.service import BridgeService\n"
+        "from guidance.gate import GateDecision, Reason\n"
+        f"svc = BridgeService('tcp://127.0.0.1:*', 'tcp://127.0.0.1:*', keys=keys.load_service_keys({str(keydir)!r}),"
+        " ping_interval_ms=20)\n"
+        "print(svc.permit_endpoint, svc.report_endpoint, flush=True)\n"
+        "while True:\n"
+        "    t = time.monotonic_ns()\n"
+        f"    svc.publish(GateDecision(True, Reason.OK, (), t, t, {TTL_MS}, 'z', 9.0, 3.0, 1.0, 0.5, 0.5))\n"
+        "    svc.poll()\n"
+        f"    time.sleep({FRAME_MS / 1000})\n"
+    )
+    svc_proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        permit_ep, report_ep = svc_proc.stdout.readline().split()
+        sim = Sim(tmp_path, permit_ep, report_ep, "--keys", str(keydir))
+        sims.append(sim)
+        t_end = time.monotonic() + 10
+        while len(sim.events("pulse")) < 20 and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert len(sim.events("pulse")) >= 20
+        t_kill = time.monotonic_ns()
+        svc_proc.send_signal(signal.SIGKILL)
+        svc_proc.wait(timeout=5)
+        time.sleep(0.3)
+        assert pulses_after(sim, t_kill + DEADLINE_NS) == []
+        assert pulses_after(sim, t_kill - 100 * MS)  # it was firing until the kill
+        assert sim.events("state")[-1]["state"] in ("expired", "revoked")
+    finally:
+        svc_proc.kill()
+        svc_proc.wait(timeout=5)
+        svc_proc.stdout.close()
+
+
+def test_controller_restarted(tmp_path, service, keydir, sims):
+    a = start_sim(tmp_path, service, keydir, sims, "--id", "hp1", name="a")
+    warm_up(service, a)
+    a.stop(signal.SIGKILL)
+    t_restart = time.monotonic_ns()
+    b = start_sim(tmp_path, service, keydir, sims, "--id", "hp1", name="b")
+    warm_up(service, b)
+    first = b.events("pulse")[0]
+    ok_states = [e for e in b.events("state") if e["state"] == "ok"]
+    assert ok_states and ok_states[0]["t_ctrl_ns"] <= first["t_ctrl_ns"]
+    published = {p.seq: p for p in [service.publisher.log.get(service.boot, s) for s in range(1, service.publisher.seq + 1)] if p}
+    assert all(published[e["permit_seq"]].t_capture_ns > t_restart for e in b.events("pulse"))
+    assert "restarted" in [e.kind for e in service.heartbeat.events]
+    run_frames(service, 0.2)
+    assert "silent" not in [e.kind for e in service.heartbeat.events if e.t_ns > t_restart + 300 * MS]
+
+
+def test_every_reported_pulse_is_in_coverage_or_violations(tmp_path, service, keydir, sims):
+    sim = start_sim(tmp_path, service, keydir, sims, "--trigger", "schedule", "--schedule", "60,30",
+                    "--rogue-pulse-at-s", "1.0")
+    warm_up(service, sim)
+    run_frames(service, 1.0, lambda i, t: "deny" if (i // 7) % 3 == 2 else None)
+    sim.stop(signal.SIGTERM)
+    assert sim.proc.returncode == 0
+    run_frames(service, 0.3)
+    fired = {e["pulse_seq"]: e for e in sim.events("pulse")}
+    a = service.attributor
+    covered = {p.pulse_seq for p in service.sink.pulses}
+    violated = {p.pulse_seq for p in a.violations}
+    assert covered | violated == set(fired) and not covered & violated
+    assert a.accounted() and a.received == len(fired)
+    rogue = [s for s, e in fired.items() if e.get("rogue")]
+    assert len(rogue) == 1 and [v.reason for v in a.violations if v.pulse_seq == rogue[0]] == ["no_permit"]
+    # On one host the offset is ~0, so attributed times must match the controller's own to a couple of ms.
+    errs = [abs(p.t_service_ns - fired[p.pulse_seq]["t_ctrl_ns"]) for p in service.sink.pulses
+            if p.time_source == "clock_offset"]
+    assert errs and max(errs) < 2 * MS
+
+
+def test_clock_offset_and_jump_are_followed(tmp_path, service, keydir, sims):
+    sim = start_sim(tmp_path, service, keydir, sims, "--id", "hpj", "--clock-offset-ms", "5000",
+                    "--clock-jump-at-s", "1.2", "--clock-jump-ms", "700")
+    warm_up(service, sim)
+    run_frames(service, 0.3)
+    assert abs(service.clock_offset_ns("hpj") - 5000 * MS) < 2 * MS
+    run_frames(service, 1.5)
+    assert abs(service.clock_offset_ns("hpj") - 5700 * MS) < 2 * MS
+    assert service.receiver.peers["hpj"].clock.steps >= 1
+    start = sim.events("start")[0]["t_mono_ns"]
+    jump_mono = start + int(1.2e9)
+    by_seq = {e["pulse_seq"]: e for e in sim.events("pulse")}
+    settled = [p for p in service.sink.pulses if by_seq[p.pulse_seq]["t_mono_ns"] > jump_mono + 400 * MS]
+    assert len(settled) > 10
+    for p in settled:  # pulses land on the service timeline within 2 ms after the re-sync
+        e = by_seq[p.pulse_seq]
+        assert abs(p.t_service_ns - (e["t_ctrl_ns"] - 5700 * MS)) < 2 * MS
+    late_viol = [v for v in service.violations if v.t_ctrl_ns and by_seq[v.pulse_seq]["t_mono_ns"] > jump_mono + 400 * MS]
+    assert late_viol == []
+
+
+def test_wrong_keys_get_nothing_and_inject_nothing(tmp_path, service, keydir, sims):
+    other = tmp_path / "other"
+    keyfiles.generate(other)
+    # A controller whose key is not allow-listed (it knows the right service key).
+    rogue = start_sim(tmp_path, service, keydir, sims, "--key", str(other / "controller.key_secret"), name="rogue")
+    # A controller trusting the wrong service key.
+    fooled = Sim(tmp_path, service.permit_endpoint, service.report_endpoint, "--server-key",
+                 str(other / "service.key"), "--key", str(keydir / "controller.key_secret"), name="fooled")
+    sims.append(fooled)
+    # A plain, unencrypted peer.
+    ctx = zmq.Context()
+    plain_sub, plain_dealer = ctx.socket(zmq.SUB), ctx.socket(zmq.DEALER)
+    try:
+        plain_sub.subscribe(b"")
+        plain_sub.connect(service.permit_endpoint)
+        plain_dealer.connect(service.report_endpoint)
+        plain_dealer.send(Pulse("x", "0" * 16, 1, 1, 1, 1.0, None, None, None).encode())
+        run_frames(service, 1.5)
+        assert plain_sub.poll(0) == 0
+        assert rogue.events("pulse") == [] and fooled.events("pulse") == []
+        assert rogue.proc.poll() is None and fooled.proc.poll() is None  # alive, just denied
+        assert service.attributor.received == 0 and service.heartbeat.controllers == {}
+    finally:
+        plain_sub.close(0)
+        plain_dealer.close(0)
+        ctx.term()
+
+
+def test_malformed_reports_are_counted_and_dropped(keydir, service):
+    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    link = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="m",
+                          keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
+    try:
+        for junk in (b"", b"{", b'{"v":9,"type":"pulse"}', b"\xff" * 100):
+            link.dealer.send(junk)
+        link.dealer.send_multipart([b"a", b"b"])
+        link.send_status(False)
+        link.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        t_end = time.monotonic() + 5
+        while service.attributor.received < 1 and time.monotonic() < t_end:
+            service.poll()
+            link.poll(5)
+        c = service.receiver.counters
+        assert c["malformed"] == 4 and c["wrong_version"] == 1 and c["status"] >= 1
+        assert service.attributor.received == 1 and service.violations[0].reason == "no_permit"
+    finally:
+        link.close()
+
+
+def test_no_keys_means_no_start_unless_insecure(tmp_path):
+    with pytest.raises(UserError):
+        BridgeService("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", keys=None)
+    with pytest.raises(UserError):
+        ControllerLink("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", controller_id="c", keys=None)
+    svc = BridgeService("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", keys=None, insecure=True)
+    try:
+        with pytest.raises(UserError, match="busy"):
+            BridgeService(svc.permit_endpoint, "tcp://127.0.0.1:*", keys=None, insecure=True)
+    finally:
+        svc.close()
