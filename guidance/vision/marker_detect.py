@@ -107,49 +107,59 @@ def refine_corners(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
     Returns the input unchanged when the edges are not clean enough to trust.
     """
     c = corners.astype(np.float64)
-    side = float(np.mean(np.linalg.norm(c - np.roll(c, -1, 0), axis=1)))
+    nxt = c[[1, 2, 3, 0]]
+    seg = nxt - c  # side k runs from corner k to corner k+1
+    length = np.linalg.norm(seg, axis=1)
+    side = float(length.mean())
+    if side < 4:
+        return corners
     half = float(np.clip(0.7 * side / 6.0, 1.5, 4.0))  # stay within the one-cell black border
     offs = _OFFSETS * half
     step = offs[1] - offs[0]
     q = len(offs) // 4
-    centre = c.mean(axis=0)
-    rows = np.arange(len(_ALONG))
-    lines = []
-    for k in range(4):
-        a, b = c[k], c[(k + 1) % 4]
-        d = (b - a) / max(np.linalg.norm(b - a), 1e-9)
-        n = np.array([-d[1], d[0]])
-        if np.dot(n, (a + b) / 2 - centre) < 0:
-            n = -n  # outward
-        pts = a[None] + _ALONG[:, None] * (b - a)[None]
-        ok = np.zeros(len(pts), bool)
-        for _ in range(2):  # second pass re-centres the profiles on the first estimate
-            sx = (pts[:, None, 0] + offs[None, :] * n[0]).astype(np.float32)
-            sy = (pts[:, None, 1] + offs[None, :] * n[1]).astype(np.float32)
-            prof = cv2.remap(gray, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
-            lo = prof[:, :q].mean(axis=1)
-            hi = prof[:, -q:].mean(axis=1)
-            thr = (lo + hi) / 2
-            idx = np.argmax(prof > thr[:, None], axis=1)
-            ok = (idx > 0) & (hi - lo > 20)
-            i1 = np.clip(idx, 1, len(offs) - 1)
-            p0, p1 = prof[rows, i1 - 1], prof[rows, i1]
-            s = offs[i1 - 1] + np.clip((thr - p0) / np.maximum(p1 - p0, 1e-6), 0.0, 1.0) * step
-            pts = pts + np.where(ok, s, 0.0)[:, None] * n[None]
-        good = pts[ok]
-        if len(good) < 4:
-            return corners
-        m = good.mean(axis=0)
-        _, _, vt = np.linalg.svd(good - m)
-        lines.append((m, vt[0]))
-    out = np.empty((4, 2))
-    for k in range(4):
-        (p, u), (r, v) = lines[(k - 1) % 4], lines[k]
-        A = np.array([u, -v]).T
-        if abs(np.linalg.det(A)) < 1e-6:
-            return corners
-        st = np.linalg.solve(A, r - p)
-        out[k] = p + st[0] * u
+    d = seg / length[:, None]
+    n = np.stack([-d[:, 1], d[:, 0]], axis=1)
+    outward = np.sum(n * ((c + nxt) / 2 - c.mean(axis=0)), axis=1) < 0
+    n[outward] *= -1
+    # (4 sides, samples along, 2)
+    pts = c[:, None, :] + _ALONG[None, :, None] * seg[:, None, :]
+    nn = np.repeat(n[:, None, :], len(_ALONG), axis=1)
+    pts = pts.reshape(-1, 2)
+    nn = nn.reshape(-1, 2)
+    rows = np.arange(len(pts))
+    ok = np.zeros(len(pts), bool)
+    for _ in range(2):  # the second pass re-centres the profiles on the first estimate
+        sx = (pts[:, 0:1] + offs[None, :] * nn[:, 0:1]).astype(np.float32)
+        sy = (pts[:, 1:2] + offs[None, :] * nn[:, 1:2]).astype(np.float32)
+        prof = cv2.remap(gray, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+        lo = prof[:, :q].mean(axis=1)
+        hi = prof[:, -q:].mean(axis=1)
+        thr = (lo + hi) / 2
+        idx = np.argmax(prof > thr[:, None], axis=1)
+        ok = (idx > 0) & (hi - lo > 20)
+        i1 = np.clip(idx, 1, len(offs) - 1)
+        p0, p1 = prof[rows, i1 - 1], prof[rows, i1]
+        s = offs[i1 - 1] + np.clip((thr - p0) / np.maximum(p1 - p0, 1e-6), 0.0, 1.0) * step
+        pts = pts + np.where(ok, s, 0.0)[:, None] * nn
+    pts = pts.reshape(4, len(_ALONG), 2)
+    ok = ok.reshape(4, len(_ALONG))
+    if (ok.sum(axis=1) < 4).any():
+        return corners
+    # Total-least-squares line per side: through the mean, along the covariance's main axis.
+    w = ok[..., None].astype(np.float64)
+    m = (pts * w).sum(axis=1) / w.sum(axis=1)
+    dev = (pts - m[:, None, :]) * w
+    cxx, cyy, cxy = (dev[..., 0] ** 2).sum(1), (dev[..., 1] ** 2).sum(1), (dev[..., 0] * dev[..., 1]).sum(1)
+    ang = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
+    u = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    # Corner k = intersection of side k-1 and side k.
+    pm, um = m[[3, 0, 1, 2]], u[[3, 0, 1, 2]]
+    det = um[:, 0] * (-u[:, 1]) - (-u[:, 0]) * um[:, 1]
+    if (np.abs(det) < 1e-6).any():
+        return corners
+    r = m - pm
+    t = (r[:, 0] * (-u[:, 1]) - (-u[:, 0]) * r[:, 1]) / det
+    out = pm + t[:, None] * um
     if np.max(np.linalg.norm(out - c, axis=1)) > max(2.0, side / 12.0):
         return corners  # the fit wandered off: keep the detector's corners
     return out
