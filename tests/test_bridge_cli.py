@@ -1,0 +1,55 @@
+"""`guidance keys generate` and `guidance controller-sim` as a user runs them; the bench function runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import zmq.auth
+
+from guidance.device_bridge.bench import run_bridge_bench
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "guidance.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_keys_generate_writes_loadable_pairs_and_refuses_to_overwrite(tmp_path):
+    d = tmp_path / "keys"
+    r = cli("keys", "generate", str(d))
+    assert r.returncode == 0, r.stderr
+    pub, sec = zmq.auth.load_certificate(d / "service.key_secret")
+    assert zmq.auth.load_certificate(d / "service.key")[0] == pub and len(sec) == 40
+    assert zmq.auth.load_certificate(d / "authorized_controllers" / "controller.key")[0] == \
+        zmq.auth.load_certificate(d / "controller.key_secret")[0]
+    assert (d / "controller.key_secret").stat().st_mode & 0o077 == 0
+    before = (d / "service.key_secret").read_bytes()
+    r = cli("keys", "generate", str(d))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (d / "service.key_secret").read_bytes() == before
+
+
+def test_controller_sim_user_errors_are_one_line(tmp_path):
+    cases = [
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999"),  # no keys, not insecure
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--keys", str(tmp_path / "nope")),
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--schedule", "x"),
+        ("controller-sim", "--connect", "ipc:///tmp/x", "--insecure"),  # no report endpoint derivable
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--rate-hz", "0"),
+    ]
+    (tmp_path / "bad.key_secret").write_text("garbage")
+    cases.append(("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--server-key", str(tmp_path / "bad.key_secret"),
+                  "--key", str(tmp_path / "bad.key_secret")))
+    for args in cases:
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bridge_bench_reports_latency_and_gate_costs():
+    r = run_bridge_bench(n=200, curve=True, pace_us=200)
+    assert r["curve"] is True and r["sent"] == 200 and r["received"] > 100
+    assert 0 < r["latency_median_ms"] <= r["latency_p99_ms"]
+    assert 0 < r["controller_gate_median_us"] <= r["controller_gate_p99_us"]
+    assert 0 < r["service_gate_median_us"] <= r["service_gate_p99_us"]
