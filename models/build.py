@@ -14,7 +14,8 @@ What it does, so that anyone can check our models against their source:
    every ONNX file then goes through canonicalize_onnx.py, which renames
    tf2onnx's run-dependent constant names so a rebuild gives the same bytes;
 4. extracts the face-mesh topology (edge sets from
-   mediapipe/python/solutions/face_mesh_connections.py) as JSON;
+   mediapipe/python/solutions/face_mesh_connections.py) as JSON, and the
+   wheel's LICENSE (Apache-2.0) as LICENSE.mediapipe.txt;
 5. writes MANIFEST.json with every sha256 and the converter versions;
    models/README.md quotes it.
 
@@ -60,6 +61,9 @@ DENSIFY_SCRIPT = HERE / "densify_tflite.py"
 CANONICALIZE_SCRIPT = HERE / "canonicalize_onnx.py"
 
 TOPOLOGY_SOURCE = "mediapipe/python/solutions/face_mesh_connections.py"
+# Apache-2.0 asks that redistributions carry the licence: copied verbatim from the wheel.
+LICENCE_SOURCE = "mediapipe-0.10.21.dist-info/LICENSE"
+LICENCE_FILE = "LICENSE.mediapipe.txt"
 
 
 def converter_env(keep: Path | None, tmp: Path) -> Path:
@@ -151,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     topo = extract_topology(wheel)
     topo_path = HERE / "face_mesh_topology.json"
     topo_path.write_text(json.dumps(topo, separators=(",", ":")) + "\n")
+    licence = HERE / LICENCE_FILE
+    with zipfile.ZipFile(wheel) as zf:
+        licence.write_bytes(zf.read(LICENCE_SOURCE))
     # Other data files in models/ (made by their own scripts) keep their entries.
     manifest["data"] = dict(previous_manifest().get("data", {}))
     manifest["data"]["face_mesh_topology"] = {"file": topo_path.name, "sha256": samples.sha256_file(topo_path)}
+    manifest["data"]["mediapipe_licence"] = {"file": licence.name, "sha256": samples.sha256_file(licence), "source": LICENCE_SOURCE}
     (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print("wrote", HERE / "MANIFEST.json")
     return 0
