@@ -336,3 +336,23 @@ def test_no_keys_means_no_start_unless_insecure(tmp_path):
             BridgeService(svc.permit_endpoint, "tcp://127.0.0.1:*", keys=None, insecure=True)
     finally:
         svc.close()
+
+
+def test_oversized_report_is_refused_and_service_keeps_working(keydir, service):
+    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    lk = LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret)
+    big = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="big", keys=lk)
+    good = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="good", keys=lk)
+    try:
+        big.dealer.send(b"{" + b" " * 20_000 + b"}")
+        good.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        t_end = time.monotonic() + 5
+        while service.attributor.received < 1 and time.monotonic() < t_end:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert service.attributor.received == 1 and service.violations[0].controller == "good"
+        assert sum(service.receiver.counters.values()) == 1  # the big frame never reached the decoder
+        assert service.receiver_errors == 0
+    finally:
+        big.close()
+        good.close()
