@@ -161,6 +161,7 @@ def write_yaml_atomic(path: str | Path, data: dict, header: str = "") -> None:
         with os.fdopen(fd, "w") as fh:
             fh.write(header)
             yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

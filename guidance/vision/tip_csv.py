@@ -52,6 +52,7 @@ def write_tip_csv(path: str | Path, observations: Iterable[TipObservation]) -> i
             for obs in observations:
                 w.writerow(row(obs))
                 n += 1
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
