@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "keys",
     "tip",
     "calibrate",
+    "markers",
 ]
 
 
