@@ -45,7 +45,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
 
 
 def test_bench_json_has_the_promised_keys(sample):
-    r = guidance("bench", sample("single_face.mp4"), "--frames", "60", "--json")
+    r = guidance("bench", sample("single_face.mp4"), "--stage", "face", "--frames", "60", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     for key in ("frames", "fps", "track_ms_median", "track_ms_p99"):
@@ -55,10 +55,25 @@ def test_bench_json_has_the_promised_keys(sample):
     assert 0 < d["track_ms_median"] <= d["track_ms_p99"]
 
 
+def test_bench_marker_and_bridge_stages(sample):
+    r = guidance("bench", sample("single_face.mp4"), "--stage", "markers,bridge", "--frames", "60", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["markers"]["frames"] == 60 and 0 < d["markers"]["median_ms"] <= d["markers"]["p99_ms"]
+    assert d["markers"]["tip_found"] > 30
+    assert d["bridge"]["curve"] is True and d["bridge"]["received"] > 0
+    assert 0 < d["bridge"]["latency_median_ms"] <= d["bridge"]["latency_p99_ms"]
+    r = guidance("bench", sample("single_face.mp4"), "--stage", "nope")
+    assert r.returncode == 2
+
+
 def test_every_command_has_help():
+    from guidance.cli import COMMAND_MODULES, build_parser
     r = guidance("--help")
     assert r.returncode == 0
-    commands = [c.strip() for c in r.stdout.split("{", 1)[1].split("}", 1)[0].split(",")]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = list(sub.choices)
+    assert len(commands) >= len(COMMAND_MODULES)
     assert "landmarks" in commands and "bench" in commands
     for c in commands:
         h = guidance(c, "--help")

@@ -1,4 +1,4 @@
-"""`guidance bench VIDEO [--json]`: per-stage timings, medians and p99."""
+"""`guidance bench VIDEO [--json]`: per-stage timings of the hot path, medians and p99."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 
 from guidance import bench
 from guidance.errors import UserError
+
+STAGES = ("face", "markers", "bridge")
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -19,12 +21,25 @@ def _size(text: str) -> tuple[int, int] | None:
         raise argparse.ArgumentTypeError("expected WIDTHxHEIGHT, e.g. 640x480, or 'native'") from None
 
 
+def _stages(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in STAGES]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"stages are {', '.join(STAGES)} (comma-separated)")
+    return parts
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark the hot-path stages (median and p99)")
+    p = sub.add_parser("bench", help="benchmark the hot-path stages (median and p99)",
+                       description="Face tracking on VIDEO (frames resized to 640x480 and decoded beforehand); "
+                                   "marker detection + tip pose on the handpiece rendered into VIDEO's frames; "
+                                   "permit publish -> controller receive over loopback with CURVE, and gate costs.")
     p.add_argument("video", help="video to track (e.g. the sample single_face.mp4)")
+    p.add_argument("--stage", type=_stages, default=STAGES, help="comma-separated: face,markers,bridge (default: all)")
     p.add_argument("--frames", type=int, default=600, help="frames to time (the video is looped; default 600)")
     p.add_argument("--size", type=_size, default=(640, 480), help="resize frames to WxH (default 640x480) or 'native'")
     p.add_argument("--raw", action="store_true", help="no temporal smoothing")
+    p.add_argument("--handpiece", metavar="PROFILE.yaml", help="handpiece profile for the marker stage (default: calibration/handpiece_default.yaml)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -32,9 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise UserError("must be at least 1", field="--frames")
-    result = bench.bench_face(args.video, frames=args.frames, size=args.size, smoothing=not args.raw)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(bench.format_face(result))
+    result: dict = {}
+    text: list[str] = []
+    if "face" in args.stage:
+        face = bench.bench_face(args.video, frames=args.frames, size=args.size, smoothing=not args.raw)
+        result.update(face)
+        text.append(bench.format_face(face))
+    if "markers" in args.stage:
+        from guidance.vision.marker_bench import run_marker_bench
+        m = run_marker_bench(args.video, args.handpiece, frames=min(args.frames, 600))
+        result["markers"] = m
+        text.append("marker detection + tip pose (640x480): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    if "bridge" in args.stage:
+        from guidance.device_bridge.bench import run_bridge_bench
+        b = run_bridge_bench(n=min(max(args.frames, 200), 2000), curve=True)
+        result["bridge"] = b
+        text.append("permit bridge (loopback, CURVE on): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in b.items()))
+    print(json.dumps(result) if args.json else "\n".join(text))
     return 0
