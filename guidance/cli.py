@@ -25,6 +25,9 @@ COMMAND_MODULES = [
     "tip",
     "calibrate",
     "markers",
+    "plan",
+    "locate",
+    "atlas",
 ]
 
 

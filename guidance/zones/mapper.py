@@ -1,0 +1,183 @@
+"""Image point → skin point → zone, with the signed distance to the zone's edge in millimetres.
+
+Per frame, the 468 tracked landmarks place the mesh triangles in the image.
+A lookup finds the triangles under the point that face the camera, keeps the
+nearest one (z interpolated at the point, so the far cheek never wins over the
+near one), takes barycentric weights, and reads the chart position, zone and
+distance-to-boundary from the atlas rasters. Off the mesh, the camera ray is
+cast onto the neck, décolletage and scalp surfaces carried by the head pose
+(see surfaces.py). Anything else is an explicit ``off-surface`` result, and no
+face is ``face_found=False`` with every other field None: the gate denies on
+both.
+
+Distances are reported in skin millimetres: the chart distance times the
+smaller singular value of the local chart→skin map when that is below 1 (the
+chart never makes the margin look larger than it is on the skin, to first
+order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from guidance.vision.camera import CameraModel
+from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
+from guidance.zones.chart import FaceChart, load_chart
+from guidance.zones.surfaces import cast_ray
+
+_EPS = 1e-9
+_BARY_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ZoneLookup:
+    """Where an image point is on the client, for the gate and the overlay."""
+
+    face_found: bool
+    zone: str | None  # atlas zone name, "off-surface", or None when there is no face
+    kind: str | None  # "treat" | "exclusion" | "off-surface" | None (no face)
+    surface: str | None  # "face" | "neck" | "decolletage" | "scalp" | None
+    chart_mm: tuple[float, float] | None  # (u, v) on the chart
+    boundary_mm: float | None  # signed skin distance to the nearest boundary with a different zone, + inside
+    triangle: int | None  # mesh triangle (face surface only)
+    barycentric: tuple[float, float, float] | None
+    image_px: tuple[float, float]
+
+    def to_json(self) -> dict:
+        """The `guidance locate --json` object: kind is null for off-surface (the zone says it)."""
+        d = asdict(self)
+        if self.kind == OFF_SURFACE:
+            d["kind"] = None
+        for k in ("chart_mm", "barycentric", "image_px"):
+            if d[k] is not None:
+                d[k] = [round(float(x), 4) for x in d[k]]
+        if d["boundary_mm"] is not None:
+            d["boundary_mm"] = round(float(d["boundary_mm"]), 3) if np.isfinite(d["boundary_mm"]) else None
+        return d
+
+
+class FaceFrame:
+    """One frame's mesh in the image, prepared once so each lookup is a few vector operations."""
+
+    def __init__(self, mapper: "ZoneMapper", landmarks_px: np.ndarray, pose=None, camera: CameraModel | None = None):
+        self.mapper = mapper
+        chart = mapper.chart
+        lm = np.asarray(landmarks_px, dtype=np.float64)
+        p = lm[chart.triangles, :2]  # (T,3,2)
+        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        # Facing the camera = same winding as the canonical frontal face (negative in x-right, y-down).
+        front = det < -_EPS
+        self.index = np.flatnonzero(front)
+        a, e1, e2, det = p[front, 0], e1[front], e2[front], det[front]
+        # barycentric (l1, l2) = inv([e1 e2]) @ (q - a)
+        self.a = a
+        self.i00, self.i01 = e2[:, 1] / det, -e2[:, 0] / det
+        self.i10, self.i11 = -e1[:, 1] / det, e1[:, 0] / det
+        z = lm[chart.triangles[front], 2]
+        self.z0, self.dz1, self.dz2 = z[:, 0], z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
+        lo, hi = p[front].min(axis=1), p[front].max(axis=1)
+        self.lo, self.hi = lo, hi
+        self.pose = pose
+        self.camera = camera
+
+    def hit(self, x: float, y: float) -> tuple[int, np.ndarray] | None:
+        """(triangle, barycentric) of the nearest camera-facing triangle under (x, y), or None."""
+        dx, dy = x - self.a[:, 0], y - self.a[:, 1]
+        l1 = self.i00 * dx + self.i01 * dy
+        l2 = self.i10 * dx + self.i11 * dy
+        inside = (l1 >= -_BARY_TOL) & (l2 >= -_BARY_TOL) & (l1 + l2 <= 1 + _BARY_TOL)
+        k = np.flatnonzero(inside)
+        if k.size == 0:
+            return None
+        if k.size > 1:
+            zk = self.z0[k] + l1[k] * self.dz1[k] + l2[k] * self.dz2[k]
+            k = k[np.argmin(zk)]
+        else:
+            k = k[0]
+        b1, b2 = float(np.clip(l1[k], 0, 1)), float(np.clip(l2[k], 0, 1))
+        s = b1 + b2
+        if s > 1:
+            b1, b2 = b1 / s, b2 / s
+        return int(self.index[k]), np.array([1.0 - b1 - b2, b1, b2])
+
+    def locate(self, x: float, y: float) -> ZoneLookup:
+        m = self.mapper
+        h = self.hit(x, y)
+        if h is not None:
+            tri, bary = h
+            uv = m.chart.uv_of(tri, bary)
+            zone, d_chart = m.atlas.zone_at(float(uv[0]), float(uv[1]))
+            scale = min(1.0, float(m.chart.triangle_sigma[tri, 0]))
+            if zone is None:  # a mesh point always has a zone; if the atlas was cut short, fail closed
+                return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, "face", (float(uv[0]), float(uv[1])),
+                                  d_chart * scale, tri, tuple(map(float, bary)), (x, y))
+            return ZoneLookup(True, zone.name, zone.kind, "face", (float(uv[0]), float(uv[1])), d_chart * scale,
+                              tri, tuple(map(float, bary)), (x, y))
+        off = self._locate_off_mesh(x, y)
+        if off is not None:
+            return off
+        return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, None, None, None, None, None, (x, y))
+
+    def _locate_off_mesh(self, x: float, y: float) -> ZoneLookup | None:
+        pose, cam = self.pose, self.camera
+        if pose is None or cam is None or not getattr(pose, "valid", False):
+            return None
+        pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), cam.K, cam.dist).reshape(2)
+        ray = np.array([pt[0], pt[1], 1.0])
+        m = self.mapper
+        for hit in cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, m.chart.surfaces):
+            zone, d = m.atlas.zone_at(*hit.chart_mm)
+            if zone is None or hit.surface not in zone.carried_on or m.on_face_mesh(*hit.chart_mm):
+                continue
+            return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y))
+        return None
+
+
+class ZoneMapper:
+    """Maps image points of a face observation to zones. Stateless apart from read-only chart and atlas."""
+
+    def __init__(self, chart: FaceChart | None = None, atlas: Atlas | None = None):
+        self.chart = chart or load_chart()
+        self.atlas = atlas or load_atlas()
+        g = self.atlas.grid
+        mesh = np.zeros((g.height, g.width), np.uint8)
+        for t in self.chart.triangles:
+            px = np.round((self.chart.vertex_uv_mm[t] - [g.u0_mm, g.v0_mm]) / g.cell_mm).astype(np.int32)
+            cv2.fillConvexPoly(mesh, px.reshape(-1, 1, 2), 1)
+        self._mesh_cells = mesh.astype(bool)
+
+    def on_face_mesh(self, u_mm: float, v_mm: float) -> bool:
+        """Is this chart point covered by the face mesh (where off-mesh surfaces must not claim it)?"""
+        cell = self.atlas.grid.to_cell(u_mm, v_mm)
+        return cell is not None and bool(self._mesh_cells[cell])
+
+    def prepare(self, observation, image_size: tuple[int, int] | None = None,
+                camera: CameraModel | None = None) -> FaceFrame | None:
+        """The frame's mesh ready for lookups, or None when the observation has no face."""
+        if observation is None or not observation.found or observation.landmarks is None:
+            return None
+        if camera is None and image_size is not None:
+            camera = CameraModel.default(*image_size)
+        elif camera is not None and image_size is not None:
+            camera = camera.scaled_to(*image_size)
+        return FaceFrame(self, observation.landmarks, observation.head_pose, camera)
+
+    def locate(self, observation, x_px: float, y_px: float, image_size: tuple[int, int] | None = None,
+               camera: CameraModel | None = None) -> ZoneLookup:
+        """One lookup. For many lookups in the same frame, `prepare` once and call `FaceFrame.locate`."""
+        frame = self.prepare(observation, image_size, camera)
+        if frame is None:
+            return ZoneLookup(False, None, None, None, None, None, None, None, (float(x_px), float(y_px)))
+        return frame.locate(float(x_px), float(y_px))
+
+    def locate_tip(self, observation, tip_cam_mm: np.ndarray, camera: CameraModel,
+                   image_size: tuple[int, int] | None = None) -> ZoneLookup:
+        """A 3D tip (camera frame, mm): projected through the camera model, then looked up like a pixel."""
+        px, _ = cv2.projectPoints(np.asarray(tip_cam_mm, np.float64).reshape(1, 3), np.zeros(3), np.zeros(3),
+                                  camera.K, camera.dist)
+        x, y = px.reshape(2)
+        return self.locate(observation, float(x), float(y), image_size or camera.size, camera)

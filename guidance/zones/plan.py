@@ -1,0 +1,191 @@
+"""The treatment plan file: which zones to treat, how many passes, and the safety margins.
+
+YAML, validated with jsonschema for structure and then against the atlas for
+meaning. A bad plan is refused with one line naming the file and the field
+(``UserError``, exit code 2): a plan is what the gate enforces, so it is never
+"mostly" loaded.
+
+    plan_version: 1
+    plan_id: FF-0001
+    area: face                      # face | neck-decolletage | scalp | mixed
+    handpiece_profile: ../calibration/handpiece_default.yaml   # relative to the plan file
+    margin_mm: 2.0
+    ttl_ms: 60
+    stop_at_target: true
+    zones:
+      - {zone: forehead_central, target_passes: 2, max_passes: 3}
+    exclusions: [glabella]          # extra no-go zones on top of the atlas exclusions
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from guidance.errors import UserError
+from guidance.zones.atlas import Atlas, load_atlas
+
+PLAN_VERSION = 1
+AREAS = {"face": ("face",), "neck-decolletage": ("neck", "decolletage"), "scalp": ("scalp",),
+         "mixed": ("face", "neck", "decolletage", "scalp")}
+
+PLAN_SCHEMA = {
+    "type": "object",
+    "required": ["plan_version", "plan_id", "area", "handpiece_profile", "margin_mm", "ttl_ms", "zones"],
+    "properties": {
+        "plan_version": {"const": PLAN_VERSION},
+        "plan_id": {"type": "string", "minLength": 1, "maxLength": 100},
+        "area": {"enum": list(AREAS)},
+        "description": {"type": "string"},
+        "handpiece_profile": {"type": "string", "minLength": 1},
+        "margin_mm": {"type": "number", "minimum": 0, "maximum": 20},
+        # a permit is about one frame: a few frame intervals, well under 100 ms
+        "ttl_ms": {"type": "integer", "minimum": 1, "maximum": 100},
+        "stop_at_target": {"type": "boolean"},
+        "zones": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["zone", "target_passes", "max_passes"],
+                "properties": {
+                    "zone": {"type": "string"},
+                    "target_passes": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "max_passes": {"type": "integer", "minimum": 1, "maximum": 50},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "exclusions": {"type": "array", "items": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True)
+class ZoneTarget:
+    zone: str
+    target_passes: int
+    max_passes: int
+
+
+@dataclass(frozen=True)
+class TreatmentPlan:
+    plan_id: str
+    area: str
+    zones: dict[str, ZoneTarget]  # planned treatable zones
+    exclusions: tuple[str, ...]  # plan's extra exclusions (atlas exclusions always apply too)
+    handpiece_profile: Path  # resolved path, checked to exist
+    margin_mm: float
+    ttl_ms: int
+    stop_at_target: bool
+    source: str
+    description: str = ""
+
+    def is_planned(self, zone: str | None) -> bool:
+        return zone in self.zones
+
+    def is_excluded(self, zone: str | None, atlas: Atlas | None = None) -> bool:
+        """Plan exclusions plus every atlas zone of kind 'exclusion'."""
+        if zone in self.exclusions:
+            return True
+        atlas = atlas or load_atlas()
+        z = atlas.zones.get(zone) if zone else None
+        return z is not None and z.kind == "exclusion"
+
+    def summary(self) -> str:
+        lines = [f"plan {self.plan_id} ({self.area}) from {self.source}",
+                 f"  handpiece profile: {self.handpiece_profile}",
+                 f"  margin {self.margin_mm:g} mm, permit ttl {self.ttl_ms} ms, stop at target: "
+                 f"{'yes' if self.stop_at_target else 'no'}",
+                 f"  {len(self.zones)} zone(s) to treat:"]
+        for t in self.zones.values():
+            lines.append(f"    {t.zone:<24} target {t.target_passes} pass(es), max {t.max_passes}")
+        lines.append(f"  extra exclusions: {', '.join(self.exclusions) if self.exclusions else 'none'}")
+        return "\n".join(lines)
+
+
+def _field(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        parts.append(missing)
+    if error.validator == "additionalProperties" and "'" in error.message:
+        parts.append(error.message.split("'")[1])
+    return ".".join(p for p in parts if p) or "(top level)"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "required":
+        return "missing field"
+    if error.validator == "type":
+        return f"wrong type: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "additionalProperties":
+        return "unknown field"
+    return error.message
+
+
+def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> TreatmentPlan:
+    """Validate a loaded YAML document and build the plan; UserError names the field."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise UserError("expected a mapping at the top level", path=path)
+    validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        # the deepest, most specific error first (a wrong type inside a zone beats "zones is invalid")
+        err = max(errors, key=lambda e: len(e.absolute_path))
+        raise UserError(_message(err), path=path, field=_field(err))
+    atlas = atlas or load_atlas()
+    allowed_surfaces = AREAS[data["area"]]
+    zones: dict[str, ZoneTarget] = {}
+    for i, z in enumerate(data["zones"]):
+        f = f"zones.{i}"
+        name = z["zone"]
+        az = atlas.zones.get(name)
+        if az is None:
+            raise UserError(f"unknown zone {name!r} (see `guidance atlas --list`)", path=path, field=f"{f}.zone")
+        if az.kind == "exclusion":
+            raise UserError(f"zone {name!r} is an exclusion zone in the atlas and cannot be treated", path=path,
+                            field=f"{f}.zone")
+        if az.surface not in allowed_surfaces:
+            raise UserError(f"zone {name!r} ({az.surface}) is outside the plan area {data['area']!r}", path=path,
+                            field=f"{f}.zone")
+        if name in zones:
+            raise UserError(f"zone {name!r} listed twice", path=path, field=f"{f}.zone")
+        if z["target_passes"] > z["max_passes"]:
+            raise UserError(f"target_passes {z['target_passes']} is above max_passes {z['max_passes']}", path=path,
+                            field=f"{f}.target_passes")
+        zones[name] = ZoneTarget(name, int(z["target_passes"]), int(z["max_passes"]))
+    exclusions = tuple(data.get("exclusions", []))
+    for i, name in enumerate(exclusions):
+        if name not in atlas.zones:
+            raise UserError(f"unknown zone {name!r}", path=path, field=f"exclusions.{i}")
+        if name in zones:
+            raise UserError(f"zone {name!r} is both treated and excluded", path=path, field=f"exclusions.{i}")
+    ref = Path(data["handpiece_profile"]).expanduser()
+    resolved = ref if ref.is_absolute() else (path.parent / ref)
+    if not resolved.is_file():
+        raise UserError(f"handpiece profile {data['handpiece_profile']!r} not found (resolved to {resolved})",
+                        path=path, field="handpiece_profile")
+    return TreatmentPlan(
+        plan_id=data["plan_id"], area=data["area"], zones=zones, exclusions=exclusions,
+        handpiece_profile=resolved.resolve(), margin_mm=float(data["margin_mm"]), ttl_ms=int(data["ttl_ms"]),
+        stop_at_target=bool(data.get("stop_at_target", True)), source=str(path),
+        description=str(data.get("description", "")),
+    )
+
+
+def load_plan(path: str | Path, atlas: Atlas | None = None) -> TreatmentPlan:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("plan file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"not valid YAML{where}", path=path) from None
+    return parse_plan(data, path, atlas)
