@@ -8,12 +8,16 @@ the graph) and get different sha256s. The sha256 in MANIFEST.json is how the
 runtime refuses a tampered model, and how anyone checks that our models come
 from mediapipe's; both work better if rebuilding reproduces the same bytes.
 
-This renames every tensor that is neither a graph input nor a graph output to
-``t<k>``, k in order of first appearance walking the nodes (initializers are
-named when first consumed), orders the initializers the same way, drops
-value_info (shape hints onnxruntime re-infers) and the doc string (it holds the
-converter's temporary input path). Node names, ops, attributes and weights are
-untouched, and the numbers are checked by tests/test_model_fidelity.py.
+The same goes for node names: when tf2onnx merges duplicate nodes (two
+identical max pools in face_landmark) the survivor's name is whichever it met
+first. So this renames every node to ``n<k>_<OpType>`` and every tensor that is
+neither a graph input nor a graph output to ``t<k>``, k in order of first
+appearance walking the nodes (initializers are named when first consumed),
+orders the initializers the same way, drops value_info (shape hints
+onnxruntime re-infers) and the doc string (it holds the converter's temporary
+input path). Graph inputs and outputs keep their tflite names; ops, attributes,
+weights and node order are untouched, and the numbers are checked by
+tests/test_model_fidelity.py.
 
 Runs in models/build.py's converter environment (needs the onnx package).
 
@@ -50,7 +54,10 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
             names[name] = f"t{len(names)}"
         return names[name]
 
-    for node in g.node:
+    for k, node in enumerate(g.node):
+        # tf2onnx merges duplicate nodes (face_landmark has two identical max
+        # pools) keeping whichever name it meets first, so names go too.
+        node.name = f"n{k}_{node.op_type}"
         node.input[:] = [rename(x) for x in node.input]
         node.output[:] = [rename(x) for x in node.output]
     order = {new: k for k, new in enumerate(names.values())}

@@ -24,8 +24,10 @@ tensor bit-for-bit against what TensorFlow Lite's own DENSIFY kernel produces,
 and checks that the dense model gives exactly the same outputs as the
 original (both run on TFLite's builtin kernels, one thread).
 
-Runs in models/build.py's converter environment (needs tensorflow for the
-flatbuffer object API; never imported by the guidance runtime).
+Runs in models/build.py's converter environment (the verification needs
+tensorflow); the decoding itself needs only numpy, flatbuffers and the
+generated TFLite schema, which ai-edge-litert also ships, so the tests can
+exercise it. Never imported by the guidance runtime.
 
 Usage:  python densify_tflite.py IN.tflite OUT.tflite
 """
@@ -36,9 +38,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
-from tensorflow.lite.tools import flatbuffer_utils
+
+try:
+    from tensorflow.lite.python import schema_py_generated as schema
+except ImportError:  # the project venv: ai-edge-litert ships the same generated schema
+    from ai_edge_litert import schema_py_generated as schema
+
+_FILE_IDENTIFIER = b"TFL3"
 
 _NUMPY_TYPES = {
     schema.TensorType.FLOAT32: np.float32,
@@ -118,6 +126,18 @@ def sparse_to_dense(values: np.ndarray, shape: list[int], sparsity) -> np.ndarra
         raise ValueError("sparse metadata maps two values to the same element")
     dense[flat] = values
     return dense.reshape(shape)
+
+
+def read_model(path: Path):
+    """The .tflite flatbuffer as a mutable object tree (schema ModelT)."""
+    buf = bytearray(Path(path).read_bytes())
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+
+
+def model_bytes(model) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 def _opcode(model, op) -> int:
@@ -227,8 +247,8 @@ def verify(original: Path, dense: Path, replaced: dict[str, str]) -> float:
 
     # get_tensor_details() crashes on the original (the reason for this
     # script), so find tensors by name through the flatbuffer instead.
-    ref_model = flatbuffer_utils.read_model(str(original))
-    new_model = flatbuffer_utils.read_model(str(dense))
+    ref_model = read_model(original)
+    new_model = read_model(dense)
     ref_index = {t.name.decode(): i for i, t in enumerate(ref_model.subgraphs[0].tensors)}
     for i, t in enumerate(new_model.subgraphs[0].tensors):
         name = t.name.decode()
@@ -256,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--no-verify", action="store_true", help="skip the check against TFLite (for debugging only)")
     args = ap.parse_args(argv)
-    model = flatbuffer_utils.read_model(str(args.src))
+    model = read_model(args.src)
     replaced = densify_model(model)
-    flatbuffer_utils.write_model(model, str(args.dst))
+    args.dst.write_bytes(model_bytes(model))
     msg = f"{args.src.name}: densified {len(replaced)} tensors"
     if not args.no_verify:
         worst = verify(args.src, args.dst, replaced)

@@ -16,14 +16,18 @@ in models/README.md.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert import format_converter_wrapper_pybind11 as tflite_format
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from guidance import samples
 from guidance.errors import ModelIntegrityError
@@ -266,3 +270,133 @@ def test_a_flipped_byte_is_refused_naming_the_file(name, tmp_path):
     with pytest.raises(ModelIntegrityError, match=rf"{f.name}.*sha256 mismatch") as exc:
         load_model(name, d)
     assert str(f) in str(exc.value)
+
+
+# ---------------------------------------------------------------- the sparse pre-pass
+
+
+def _densify_module():
+    """models/densify_tflite.py (a build script, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "models" / "densify_tflite.py"
+    spec = importlib.util.spec_from_file_location("densify_tflite", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_D, _S = tflite_format.TfLiteDimensionType.TF_LITE_DIM_DENSE, tflite_format.TfLiteDimensionType.TF_LITE_DIM_SPARSE_CSR
+
+# (shape, traversal order, level formats, block sizes, block map)
+SPARSE_LAYOUTS = {
+    "csr-last-axis-like-pose_detection": ((16, 1, 1, 24), [0, 1, 2, 3], [_D, _D, _D, _S], [], []),
+    "bcsr-2x2-blocks": ((8, 12), [0, 1, 2, 3], [_D, _S, _D, _D], [2, 2], [0, 1]),
+    "blocks-on-one-axis": ((6, 16), [0, 1, 2], [_D, _S, _D], [4], [1]),
+    "transposed-traversal-two-sparse-levels": ((6, 5, 8), [1, 0, 2], [_D, _S, _S], [], []),
+}
+
+
+def _tflite_encoded(shape, order, formats, block_size, block_map, seed):
+    """A random mostly-zero tensor and its sparse form as TFLite's own FormatConverter writes it.
+
+    The converter takes one format per (expanded) dimension; the flatbuffer
+    lists dim_metadata per level, in traversal order.
+    """
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal(shape).astype(np.float32)
+    dense[rng.random(shape) < 0.7] = 0.0
+    conv = tflite_format.FormatConverterFp32(list(shape), order, formats, block_size, block_map)
+    assert conv.DenseToSparse(dense) == tflite_format.TfLiteStatus.TF_LITE_OK
+    meta = conv.GetDimMetadata()  # two lists per level: [dense size], [] or segments, indices
+    sp = schema.SparsityParametersT()
+    sp.traversalOrder, sp.blockMap, sp.dimMetadata = list(order), list(block_map) or None, []
+    for level, axis in enumerate(order):
+        d = schema.DimensionMetadataT()
+        if formats[axis] == _D:
+            d.format, d.denseSize = schema.DimensionType.DENSE, meta[2 * level][0]
+        else:
+            d.format = schema.DimensionType.SPARSE_CSR
+            for attr, values in (("arraySegments", meta[2 * level]), ("arrayIndices", meta[2 * level + 1])):
+                v = schema.Int32VectorT()
+                v.values = list(values)
+                setattr(d, attr, v)
+                setattr(d, attr + "Type", schema.SparseIndexVector.Int32Vector)
+        sp.dimMetadata.append(d)
+    return dense, np.asarray(conv.GetData(), dtype=np.float32), sp
+
+
+def _tflite_densify(values: np.ndarray, shape, sp) -> np.ndarray:
+    """What the TFLite runtime's DENSIFY kernel makes of a sparse constant (a one-op model)."""
+    mod = _densify_module()
+    m = schema.ModelT()
+    m.version = 3
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DENSIFY
+    code.version = 1
+    m.operatorCodes = [code]
+    m.buffers = [schema.BufferT() for _ in range(3)]
+    m.buffers[1].data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8)
+    tensors = []
+    for i, name in ((1, b"sparse"), (2, b"dense")):
+        t = schema.TensorT()
+        t.shape, t.type, t.buffer, t.name = list(shape), schema.TensorType.FLOAT32, i, name
+        tensors.append(t)
+    tensors[0].sparsity = sp
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DensifyOptions, schema.DensifyOptionsT()
+    sg = schema.SubGraphT()
+    sg.tensors, sg.inputs, sg.outputs, sg.operators = tensors, [], [1], [op]
+    m.subgraphs = [sg]
+    it = Interpreter(model_content=mod.model_bytes(m), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("layout", list(SPARSE_LAYOUTS))
+def test_sparse_decoder_agrees_with_tflites_densify_kernel(layout):
+    """Layouts pose_detection does not use (blocks, other traversal orders) too, so a future model cannot slip through.
+
+    Encoded by TFLite's FormatConverter, decoded by the TFLite runtime's
+    DENSIFY kernel (which proves the encoding) and by our pre-pass.
+    """
+    shape = SPARSE_LAYOUTS[layout][0]
+    dense, values, sp = _tflite_encoded(*SPARSE_LAYOUTS[layout], seed=len(layout))
+    assert values.size < dense.size or "bcsr" in layout  # really sparse (BCSR keeps zeros inside blocks)
+    np.testing.assert_array_equal(_tflite_densify(values, shape, sp), dense)
+    got = _densify_module().sparse_to_dense(values, list(shape), sp)
+    assert got.dtype == np.float32 and got.shape == shape
+    np.testing.assert_array_equal(got, dense)
+
+
+def test_sparse_decoder_refuses_inconsistent_metadata():
+    mod = _densify_module()
+    shape, *layout = SPARSE_LAYOUTS["csr-last-axis-like-pose_detection"]
+    _, values, sp = _tflite_encoded(shape, *layout, seed=0)
+    with pytest.raises(ValueError, match="stored values"):
+        mod.sparse_to_dense(values[:-1], list(shape), sp)
+    sp.dimMetadata[3].arraySegments.values[-1] += 5  # segments pointing past the indices
+    with pytest.raises(ValueError):
+        mod.sparse_to_dense(values, list(shape), sp)
+
+
+def test_densified_pose_detector_is_the_original_on_tflite():
+    """The pre-pass changes the storage, not the arithmetic: same kernels, same bits out."""
+    mod = _densify_module()
+    src = samples.fetch("pose_detection.tflite")
+    model = mod.read_model(src)
+    replaced = mod.densify_model(model)
+    assert len(replaced) == 38
+    ops = {mod._opcode(model, op) for op in model.subgraphs[0].operators}
+    assert schema.BuiltinOperator.DENSIFY not in ops
+    assert all(t.sparsity is None for t in model.subgraphs[0].tensors)
+
+    def outputs(**where):
+        it = Interpreter(**where, num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], whole_image_inputs(224, -1.0, 1.0)["astronaut.png"])
+        it.invoke()
+        return [it.get_tensor(d["index"]) for d in it.get_output_details()]
+
+    for a, b in zip(outputs(model_path=str(src)), outputs(model_content=mod.model_bytes(model))):
+        np.testing.assert_array_equal(a, b)
