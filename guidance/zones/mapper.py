@@ -79,8 +79,6 @@ class FaceFrame:
         self.i10, self.i11 = -e1[:, 1] / det, e1[:, 0] / det
         z = lm[chart.triangles[front], 2]
         self.z0, self.dz1, self.dz2 = z[:, 0], z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
-        lo, hi = p[front].min(axis=1), p[front].max(axis=1)
-        self.lo, self.hi = lo, hi
         self.pose = pose
         self.camera = camera
 
