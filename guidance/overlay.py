@@ -96,21 +96,24 @@ def _banner(img: np.ndarray, st: OverlayState) -> None:
 
 
 def _bars(img: np.ndarray, st: OverlayState) -> None:
+    """One bar per planned zone, the label inside the bar; as many as fit."""
     h, w = img.shape[:2]
     if not st.progress:
         return
-    bw, bh, gap = min(190, w // 4), 16, 6
-    x0 = w - bw - 10
-    y = h // 9 + 14
-    for p in st.progress[: (h - y) // (bh + gap + 18)]:
-        _text(img, f"{p.name.replace('_', ' ')} {100 * p.fraction:.0f}%", (x0, y + 12), 0.45, WHITE, 1)
-        y += 18
-        cv2.rectangle(img, (x0, y), (x0 + bw, y + bh), BLACK, -1)
+    bw, bh, gap = min(200, w // 3), 15, 3
+    x0 = w - bw - 8
+    y = max(44, h // 9) + 8
+    fits = max(0, (h - 34 - y) // (bh + gap))
+    shown = st.progress[:fits]
+    if shown:
+        panel = img[y - 3:y + len(shown) * (bh + gap), x0 - 3:x0 + bw + 3]
+        cv2.addWeighted(panel, 0.35, np.zeros_like(panel), 0.65, 0, dst=panel)
+    for p in shown:
         fill = int(bw * max(0.0, min(1.0, p.fraction)))
         cv2.rectangle(img, (x0, y), (x0 + fill, y + bh), BLUE, -1)
-        cv2.rectangle(img, (x0, y), (x0 + bw, y + bh), WHITE, 1)
-        if p.over:
-            _text(img, "over!", (x0 + bw - 44, y + 13), 0.42, ORANGE, 1)
+        cv2.rectangle(img, (x0, y), (x0 + bw, y + bh), (200, 200, 200), 1)
+        label = f"{p.name.replace('_', ' ')}  {100 * p.fraction:.0f}%" + ("  OVER" if p.over else "")
+        cv2.putText(img, label, (x0 + 4, y + bh - 4), FONT, 0.4, ORANGE if p.over else WHITE, 1, cv2.LINE_AA)
         y += bh + gap
 
 

@@ -1,0 +1,48 @@
+"""`guidance run`: the live guidance app (camera or video → permits, overlay, recording)."""
+
+from __future__ import annotations
+
+import argparse
+
+from guidance.live import KEYS_HELP, RunOptions, run_session, summary_lines
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="live guidance: track, gate, publish permits, overlay, record",
+                       description=f"Starts DISARMED. Window keys: {KEYS_HELP}.")
+    p.add_argument("--source", required=True, help="camera index (0), stream URL, or video file")
+    p.add_argument("--plan", required=True, help="treatment plan YAML")
+    p.add_argument("--handpiece", help="handpiece profile YAML (default: the plan's handpiece_profile)")
+    p.add_argument("--camera-calibration", metavar="CAM.yaml", help="camera intrinsics (default: uncalibrated)")
+    p.add_argument("--publish", metavar="ENDPOINT", help="permit endpoint to bind, e.g. tcp://127.0.0.1:5571 "
+                   "(reports on the next port unless --report)")
+    p.add_argument("--report", metavar="ENDPOINT", help="pulse-report endpoint to bind")
+    p.add_argument("--keys", metavar="DIR", help="CURVE key directory (from `guidance keys generate`)")
+    p.add_argument("--insecure", action="store_true", help="no CURVE (development and tests only)")
+    p.add_argument("--record", metavar="DIR", help="record the session into a new folder")
+    p.add_argument("--headless", action="store_true", help="no window")
+    p.add_argument("--out", metavar="VIDEO.mp4", help="write the overlay video")
+    p.add_argument("--arm", action="store_true", help="arm at start (scripted sessions; live use arms with the key)")
+    p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--face-lost-disarm-s", type=float, default=1.0, help="disarm after the face is lost this long")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = RunOptions(source=args.source, plan=args.plan, handpiece=args.handpiece,
+                      camera_calibration=args.camera_calibration, publish=args.publish, report=args.report,
+                      keys=args.keys, insecure=args.insecure, record=args.record, headless=args.headless,
+                      out=args.out, arm=args.arm, realtime=not args.no_realtime, max_frames=args.max_frames,
+                      face_lost_disarm_s=args.face_lost_disarm_s)
+    s = run_session(opts)
+    for line in summary_lines(s):
+        print(line)
+    if s.latency_ms_p50 is not None:
+        print(f"latency capture→publish: median {s.latency_ms_p50:.2f} ms, p99 {s.latency_ms_p99:.2f} ms; "
+              f"frames dropped by the source {s.dropped_frames}, overlay frames dropped {s.overlay_dropped}")
+    if s.recording:
+        print(f"recording: {s.recording}")
+    if s.out_video:
+        print(f"overlay video: {s.out_video}")
+    return 0
