@@ -251,7 +251,9 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 summary.violations += 1
                 summary.violation_reasons[p.reason] = summary.violation_reasons.get(p.reason, 0) + 1
             if recorder:
+                # after_frame: the pulse reached coverage after this frame's decision (exact replay order)
                 recorder.add_event("pulse" if p.outcome == "coverage" else "violation", p.t_service_ns,
+                                   after_frame=pipeline.state.frames - 1,
                                    **{k: v for k, v in p.__dict__.items() if k != "t_service_ns"})
         if pulses:
             pipeline.refresh_completion()

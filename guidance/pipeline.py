@@ -72,6 +72,7 @@ class FrameResult:
     t_decided_ns: int
     t_published_ns: int
     armed: bool
+    lookahead_latency_ms: float  # the pipeline latency the look-ahead used for this frame
 
     @property
     def latency_ms(self) -> float:
@@ -87,16 +88,19 @@ class FrameResult:
             "t_face_ns": self.t_face_ns, "t_tip_ns": self.t_tip_ns, "t_zone_ns": self.t_zone_ns,
             "t_decided_ns": self.t_decided_ns, "t_published_ns": self.t_published_ns,
             "armed": self.armed,
-            "face": {"found": f.found, "presence": round(float(f.presence), 4), "redetected": f.redetected,
-                     "pose": None if pose is None else {"rvec": [round(float(x), 5) for x in pose.rvec],
-                                                        "tvec_mm": [round(float(x), 2) for x in pose.tvec_mm],
+            "face": {"found": f.found, "presence": float(f.presence), "redetected": f.redetected,
+                     "pose": None if pose is None else {"rvec": [float(x) for x in pose.rvec],
+                                                        "tvec_mm": [float(x) for x in pose.tvec_mm],
+                                                        "reprojection_px": float(pose.reprojection_px),
                                                         "valid": pose.valid}},
+            # Gate inputs are kept at full precision (JSON floats round-trip exactly), so a
+            # re-processing of the recording reproduces every decision bit for bit.
             "tip": None if t is None else {
                 "valid": t.valid, "reason": t.reason,
-                "px": None if t.tip_px is None else [round(v, 2) for v in t.tip_px],
-                "mm": None if t.tip_mm is None else [round(v, 2) for v in t.tip_mm],
-                "speed_mm_s": None if t.speed_mm_s is None else round(t.speed_mm_s, 2),
-                "confidence": round(float(t.confidence), 4)},
+                "px": None if t.tip_px is None else [float(v) for v in t.tip_px],
+                "mm": None if t.tip_mm is None else [float(v) for v in t.tip_mm],
+                "speed_mm_s": None if t.speed_mm_s is None else float(t.speed_mm_s),
+                "confidence": float(t.confidence)},
             "zone": None if z is None else {
                 "zone": z.zone, "kind": z.kind, "surface": z.surface,
                 "chart_mm": None if z.chart_mm is None else [round(float(v), 3) for v in z.chart_mm],
@@ -105,7 +109,8 @@ class FrameResult:
                      "seq": self.seq, "ttl_ms": d.ttl_ms,
                      "boundary_mm": None if d.boundary_mm is None or not math.isfinite(d.boundary_mm) else round(float(d.boundary_mm), 3),
                      "required_mm": None if d.required_mm is None else round(float(d.required_mm), 3),
-                     "latency_ms": None if d.latency_ms is None else round(float(d.latency_ms), 3)},
+                     "latency_ms": None if d.latency_ms is None else round(float(d.latency_ms), 3),
+                     "lookahead_latency_ms": self.lookahead_latency_ms},
         }
         return rec
 
@@ -155,6 +160,8 @@ class GuidancePipeline:
         self._complete: dict[str, bool] = {z: False for z in plan.zones}
         self.events: deque[dict] = deque()  # for the recorder / UI; drained by the owner
         self.last_seq: int | None = None
+        self._armed_input = False
+        self._lookahead_ms = self.latency.value_ms()
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
@@ -207,7 +214,7 @@ class GuidancePipeline:
                 if zone in self.plan.zones:
                     max_passes = self.plan.zones[zone].max_passes
         return GateInput(
-            armed=self.state.armed and not self.state.paused,
+            armed=self._armed_input,
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
             presence=float(face.presence),
@@ -215,26 +222,39 @@ class GuidancePipeline:
             tip_confidence=float(tip.confidence) if tip is not None else 0.0,
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
             boundary_mm=boundary, speed_mm_s=tip.speed_mm_s if tip is not None else None,
-            pipeline_latency_ms=self.latency.value_ms(),
+            pipeline_latency_ms=self._lookahead_ms,
             local_passes=local, max_passes=max_passes,
             zone_complete=self._complete.get(zone, False) if zone else False,
             stop_at_target=self.plan.stop_at_target,
             tip_u=u, tip_v=v,
         )
 
+    def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int,
+              camera: CameraModel | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+        """Zone lookup and gate decision for observations of one frame (also used by re-processing).
+
+        Returns the lookup, the decision and the time the lookup finished.
+        """
+        lookup = None
+        if tip is not None and tip.valid and face.found:
+            cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
+            lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam)
+        t_zone = self.clock()
+        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup), now_ns)
+        return lookup, decision, t_zone
+
     def process(self, frame: Frame) -> FrameResult:
         face = tip = lookup = None
+        self._armed_input = self.state.armed and not self.state.paused
+        self._lookahead_ms = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
         try:
             face = self.face.process(frame)
             t_face = self.clock()
             tip = self._tracker_for(frame).process(frame.image, frame.t_capture_ns, frame.index)
             t_tip = self.clock()
-            if tip.valid and face.found:
-                lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, self.hand.camera)
-            t_zone = self.clock()
             self._watch_face(face, frame)
-            decision = decide(self.policy, self._gate_input(frame, face, tip, lookup), self.clock())
+            lookup, decision, t_zone = self.judge(frame, face, tip, self.clock())
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -243,22 +263,26 @@ class GuidancePipeline:
             if face is None:
                 face = FaceObservation(frame.index, frame.t_capture_ns, self.clock(), False, 0.0, None, None, None,
                                        None, False, {})
-        t_decided = self.clock()
+        t_decided = decision.t_decided_ns  # the "now" the gate judged freshness against
         seq = None
         if self.publish_fn is not None:
             permit = self.publish_fn(decision)
             seq = getattr(permit, "seq", None)
         t_pub = self.clock()
         self.last_seq = seq
+        lookahead = self._lookahead_ms
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6)
+        self.count(decision)
+        return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
+                           self._armed_input, lookahead)
+
+    def count(self, decision: GateDecision) -> None:
         st = self.state
         st.frames += 1
         if decision.permit:
             st.permits += 1
         else:
             st.denies[decision.reason.value] = st.denies.get(decision.reason.value, 0) + 1
-        return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           st.armed and not st.paused)
 
     def _watch_face(self, face: FaceObservation, frame: Frame) -> None:
         if face.found:
