@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "locate",
     "atlas",
     "run",
+    "reprocess",
 ]
 
 

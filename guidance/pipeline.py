@@ -84,6 +84,7 @@ class FrameResult:
         pose = f.head_pose
         rec: dict[str, Any] = {
             "index": self.frame.index,
+            "size": list(self.frame.size),
             "t_capture_ns": self.frame.t_capture_ns,
             "t_face_ns": self.t_face_ns, "t_tip_ns": self.t_tip_ns, "t_zone_ns": self.t_zone_ns,
             "t_decided_ns": self.t_decided_ns, "t_published_ns": self.t_published_ns,

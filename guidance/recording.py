@@ -71,6 +71,7 @@ class _Item:
     record: dict
     image: np.ndarray | None
     landmarks: np.ndarray | None
+    jpeg: bytes | None = None
 
 
 class SessionRecorder:
@@ -116,7 +117,12 @@ class SessionRecorder:
         self._thread.start()
 
     # -- hot path: enqueue only -------------------------------------------------
-    def add_frame(self, record: dict, image: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
+    def add_frame(self, record: dict, image: np.ndarray | None, landmarks: np.ndarray | None = None,
+                  *, jpeg: bytes | None = None) -> None:
+        """Queue one frame; `jpeg` passes already-encoded bytes through untouched (re-processing)."""
+        if jpeg is not None:
+            self._q.put(_Item(record, None, landmarks, jpeg))
+            return
         with self._lock:
             if image is not None and self._pending_images >= self.max_pending_images:
                 image = None
@@ -158,7 +164,11 @@ class SessionRecorder:
 
     def _write_frame(self, item: _Item) -> None:
         rec = dict(item.record)
-        if item.image is not None:
+        if item.jpeg is not None:
+            self._video.write(item.jpeg)
+            rec["video"] = [self._video_pos, len(item.jpeg)]
+            self._video_pos += len(item.jpeg)
+        elif item.image is not None:
             ok, buf = cv2.imencode(".jpg", item.image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
             with self._lock:
                 self._pending_images -= 1
@@ -218,16 +228,18 @@ class Session:
     def truncated(self) -> bool:
         return bool(self.warnings)
 
-    def image(self, i: int) -> np.ndarray | None:
+    def jpeg(self, i: int) -> bytes | None:
         rng = self.frames[i].get("video")
         if not rng:
             return None
         with open(self.dir / VIDEO, "rb") as fh:
             fh.seek(rng[0])
             data = fh.read(rng[1])
-        if len(data) != rng[1]:
-            return None
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return data if len(data) == rng[1] else None
+
+    def image(self, i: int) -> np.ndarray | None:
+        data = self.jpeg(i)
+        return None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
     def landmarks(self, i: int) -> np.ndarray | None:
         k = self.frames[i].get("landmarks")
