@@ -8,7 +8,8 @@ import json
 from guidance import bench
 from guidance.errors import UserError
 
-STAGES = ("face", "markers", "bridge")
+STAGES = ("face", "markers", "bridge", "run")
+DEFAULT_STAGES = ("face", "markers", "bridge")
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -35,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "marker detection + tip pose on the handpiece rendered into VIDEO's frames; "
                                    "permit publish -> controller receive over loopback with CURVE, and gate costs.")
     p.add_argument("video", help="video to track (e.g. the sample single_face.mp4)")
-    p.add_argument("--stage", type=_stages, default=STAGES, help="comma-separated: face,markers,bridge (default: all)")
+    p.add_argument("--stage", type=_stages, default=DEFAULT_STAGES,
+                   help="comma-separated: face,markers,bridge,run (default: face,markers,bridge); "
+                        "run = the whole live app in real time with overlay video, recording and CURVE permits")
+    p.add_argument("--plan", default="plans/full_face.yaml", help="plan for the run stage")
     p.add_argument("--frames", type=int, default=600, help="frames to time (the video is looped; default 600)")
     p.add_argument("--size", type=_size, default=(640, 480), help="resize frames to WxH (default 640x480) or 'native'")
     p.add_argument("--raw", action="store_true", help="no temporal smoothing")
@@ -63,5 +67,13 @@ def run(args: argparse.Namespace) -> int:
         b = run_bridge_bench(n=min(max(args.frames, 200), 2000), curve=True)
         result["bridge"] = b
         text.append("permit bridge (loopback, CURVE on): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in b.items()))
+    if "run" in args.stage:
+        r = bench.bench_run(args.video, args.plan)
+        result["run"] = r
+        text.append(f"live app (real time, overlay + recording + CURVE): {r['frames']} frames, recorded {r['recorded_frames']} "
+                    f"({r['recorded_images']} with image), capture→publish median {r['latency_ms_median']:.2f} ms, "
+                    f"p99 {r['latency_ms_p99']:.2f} ms; source dropped {r['source_dropped']}, overlay dropped {r['overlay_dropped']}")
+        for k, st in r["stages_ms"].items():
+            text.append(f"  {k:<20} median {st['median']:.3f} ms  p99 {st['p99']:.3f} ms")
     print(json.dumps(result) if args.json else "\n".join(text))
     return 0
