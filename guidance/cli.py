@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "plan",
     "locate",
     "atlas",
+    "simulate",
     "run",
     "reprocess",
 ]
