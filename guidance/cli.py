@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "simulate",
     "run",
     "reprocess",
+    "replay",
+    "report",
 ]
 
 
