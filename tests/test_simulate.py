@@ -246,7 +246,7 @@ def test_demo_path_fits_and_crosses_into_exclusions(atlas, skin):
         z, _ = atlas.zone_at(*s.uv_mm)
         if s.contact and z is not None:
             seen[z.name] = z.kind
-    assert {"periorbital_left", "lips"} <= {n for n, k in seen.items() if k == "exclusion"}
+    assert {"periorbital_left", "periorbital_right", "lips"} <= {n for n, k in seen.items() if k == "exclusion"}
     assert sum(1 for n in seen if sim.plan.is_planned(n)) >= 4
 
 
