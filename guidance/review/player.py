@@ -173,6 +173,15 @@ class PlayerState:
         elif k in _END:
             self.seek(self.n - 1)
 
+    def advance(self, frames: int) -> None:
+        """Headless playing: the next picture is `frames` recorded frames on (a video keeps every frame)."""
+        if not self.playing:
+            return
+        self.frame = min(self.frame + frames, self.n - 1)
+        if self.frame >= self.n - 1:
+            self.playing = False
+            self.message = "end of recording"
+
     def tick(self, now_s: float) -> None:
         """Advance while playing so that recorded time runs at `speed` × wall time."""
         if not self.playing:
@@ -367,7 +376,6 @@ def play(tl: Timeline, opts: PlayOptions) -> PlayerState:
     last: np.ndarray | None = None
     last_sig: tuple | None = None
     written = -1
-    clock_t = 0.0  # headless: virtual time advancing one recorded frame interval per loop
     try:
         if opts.window:
             cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
@@ -394,8 +402,7 @@ def play(tl: Timeline, opts: PlayOptions) -> PlayerState:
             if opts.window:
                 state.tick(time.monotonic())
             else:
-                clock_t += 1.0 / max(tl.fps, 1.0)
-                state.tick(clock_t)
+                state.advance(max(1, int(state.speed)))  # every recorded frame once (x2: every other)
                 idle = (state.frame, state.playing) == before and not state.playing
                 if idle and not keys:
                     break  # headless: nothing is playing and no key is left
