@@ -258,9 +258,9 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         if pulses:
             pipeline.refresh_completion()
         for e in link_events:
-            link = getattr(e, "kind", str(e))
+            link = f"{e.kind} ({e.controller})"
             if recorder:
-                recorder.add_event("link", **{k: v for k, v in e.__dict__.items()})
+                recorder.add_event("link", e.t_ns, state=e.kind, controller=e.controller, detail=e.detail)
         if bridge.heartbeat is not None and link == "waiting" and bridge.receiver.peers:
             link = "connected"
 

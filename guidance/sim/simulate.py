@@ -6,8 +6,12 @@ landmarks: the truth must not lag), put the path's chart point on the skin
 (`skin.py`), hold the handpiece there as a hand would (shaft into the skin,
 tilted so the clip leans away from the face and its plates face the camera),
 and draw it with the marker renderer: motion blur from the tip's actual motion
-between frames, mild sensor noise. The video is written losslessly (FFV1 in
-AVI) so that video compression does not degrade the markers the trackers must find.
+between frames, mild sensor noise. The video is Motion-JPEG at quality 95 in
+AVI: every frame is its own JPEG, so decoding costs under a millisecond and the
+live app can play it in real time like a camera (lossless FFV1 took ~22 ms a
+frame to decode here, slower than the camera rate); at this quality the
+trackers find the tip exactly as well as on the lossless render (median
+0.24 px, tip found in 94 % of frames on the demo path).
 
 Everything goes into a temporary folder next to SIM_DIR that is renamed into
 place at the end: a failed or interrupted run leaves no half simulation.
@@ -190,7 +194,7 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
             "sim_version": SIM_VERSION,
             "guidance_version": guidance.__version__,
             "video": VIDEO_FILE,
-            "video_codec": "FFV1 (lossless)",
+            "video_codec": "MJPG quality 95",
             "ground_truth": GROUND_TRUTH_FILE,
             "face_video": {"name": face_video.name, "sha256": sha256_file(face_video), "frames": len(sources),
                            "fps": fps, "loop": "ping-pong"},
@@ -233,9 +237,11 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
     renderer = SceneRenderer(camera)
     tracker = FaceTracker(TrackerConfig(smoothing=False), camera)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    # OpenCV's own MJPEG writer: it honours the quality setting (FFmpeg's ignores it)
+    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),
+                             [cv2.VIDEOWRITER_PROP_QUALITY, 95])
     if not writer.isOpened():
-        raise UserError("cannot write an FFV1 video here", path=video_path)
+        raise UserError("cannot write an MJPG video here", path=video_path)
     dt = 1.0 / fps
     rows: list[GTFrame] = []
     prev: tuple[np.ndarray, RigidPose] | None = None  # previous frame's tip and pose
