@@ -56,6 +56,8 @@ class GatePolicy:
     max_face_age_ms: float = 40.0  # face track older than the frame by more than this
     min_presence: float = 0.5
     min_tip_confidence: float = 0.5
+    # The tip's own 1-sigma uncertainty (mm) is added to the required distance this many times.
+    tip_sigma_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class GateInput:
     calibration_ok: bool = True
     tip_u: float | None = None
     tip_v: float | None = None
+    tip_sigma_mm: float | None = None  # 1-sigma tip uncertainty from the tracker; widens the look-ahead
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,11 @@ def _finite(x: float | None) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: float) -> float:
-    """Look-ahead: how far the tip can travel before this permit is gone, plus the margin."""
-    return policy.margin_mm + abs(speed_mm_s) * (latency_ms + policy.ttl_ms) / 1000.0
+def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: float, tip_sigma_mm: float = 0.0) -> float:
+    """Look-ahead: how far the tip can travel before this permit is gone, plus the margin,
+    plus the tip's own uncertainty (so a shaky estimate needs more room, not less)."""
+    return (policy.margin_mm + abs(speed_mm_s) * (latency_ms + policy.ttl_ms) / 1000.0
+            + policy.tip_sigma_factor * tip_sigma_mm)
 
 
 def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], float | None, float]:
@@ -144,8 +149,9 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
     elif not (g.zone_kind == ZoneKind.TREAT and _true(g.zone_planned)):
         fails.append(Reason.ZONE_NOT_PLANNED)
     required: float | None = None
-    if _finite(g.speed_mm_s) and math.isfinite(latency_ms):
-        required = required_distance_mm(p, g.speed_mm_s, latency_ms)
+    sigma = g.tip_sigma_mm if g.tip_sigma_mm is not None else 0.0
+    if _finite(g.speed_mm_s) and math.isfinite(latency_ms) and _finite(sigma) and sigma >= 0:
+        required = required_distance_mm(p, g.speed_mm_s, latency_ms, sigma)
     if not (required is not None and _finite(g.boundary_mm) and g.boundary_mm >= required):
         fails.append(Reason.NEAR_BOUNDARY)
     if g.max_passes is not None and not (g.local_passes < g.max_passes):

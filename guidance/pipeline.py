@@ -101,7 +101,8 @@ class FrameResult:
                 "px": None if t.tip_px is None else [float(v) for v in t.tip_px],
                 "mm": None if t.tip_mm is None else [float(v) for v in t.tip_mm],
                 "speed_mm_s": None if t.speed_mm_s is None else float(t.speed_mm_s),
-                "confidence": float(t.confidence)},
+                "confidence": float(t.confidence),
+                "sigma_mm": None if t.tip_sigma_mm is None else float(t.tip_sigma_mm)},
             "zone": None if z is None else {
                 "zone": z.zone, "kind": z.kind, "surface": z.surface,
                 "chart_mm": None if z.chart_mm is None else [round(float(v), 3) for v in z.chart_mm],
@@ -150,7 +151,9 @@ class GuidancePipeline:
         self.mapper = ZoneMapper(atlas=atlas)
         self.atlas = self.mapper.atlas
         self.hand: HandpieceTracker | None = None
-        self.policy = GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm)
+        # The tracker's confidence is 1 / (1 + (sigma / 1.5 mm)^2); 0.2 admits a 3 mm 1-sigma tip,
+        # and that sigma is then added to the distance the gate requires to the plan's edge.
+        self.policy = GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm, min_tip_confidence=0.2)
         self.latency = LatencyTracker()
         self.publish_fn = publish
         self.face_lost_disarm_ns = int(face_lost_disarm_s * 1e9)
@@ -228,6 +231,7 @@ class GuidancePipeline:
             zone_complete=self._complete.get(zone, False) if zone else False,
             stop_at_target=self.plan.stop_at_target,
             tip_u=u, tip_v=v,
+            tip_sigma_mm=tip.tip_sigma_mm if tip is not None and tip.valid else None,
         )
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int,

@@ -137,3 +137,16 @@ def test_latency_tracker_keeps_the_worst_recent():
     assert lt.value_ms() == 7.0  # 20 fell out of the window
     lt.add(math.nan)
     assert lt.value_ms() == 7.0
+
+
+def test_tip_uncertainty_widens_the_required_distance():
+    base = dict(armed=True, t_capture_ns=1_000_000_000, face_found=True, t_face_ns=1_000_000_000, presence=0.9,
+                tip_valid=True, tip_confidence=0.9, zone="cheek_left", zone_kind=ZoneKind.TREAT, zone_planned=True,
+                boundary_mm=4.0, speed_mm_s=0.0, pipeline_latency_ms=10.0)
+    now = 1_005_000_000
+    sure = decide(POLICY, GateInput(**base, tip_sigma_mm=0.5), now)
+    shaky = decide(POLICY, GateInput(**base, tip_sigma_mm=2.5), now)
+    assert sure.permit and sure.required_mm == pytest.approx(POLICY.margin_mm + 0.5)
+    assert not shaky.permit and shaky.reason == Reason.NEAR_BOUNDARY
+    nan = decide(POLICY, GateInput(**base, tip_sigma_mm=float("nan")), now)
+    assert not nan.permit
