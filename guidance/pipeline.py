@@ -214,7 +214,8 @@ class GuidancePipeline:
                     boundary = self.atlas.region_distance_mm(self.planned, u, v) * scale
                 else:
                     boundary = z.boundary_mm
-                local = int(self.coverage.passes_at(u, v))
+                # the most-treated cell under the footprint, so no cell is pushed over the maximum
+                local = int(np.ceil(self.coverage.max_passes_in_disc(u, v, self.profile.electrode_diameter_mm)))
                 if zone in self.plan.zones:
                     max_passes = self.plan.zones[zone].max_passes
         return GateInput(

@@ -86,3 +86,20 @@ def test_serialises_and_reloads_losslessly(atlas, tmp_path):
     assert np.array_equal(back.passes, cov.passes)
     assert back.pulses == cov.pulses and back.dwell_s == cov.dwell_s and back.targets == cov.targets
     assert back.summary() == cov.summary()
+
+
+def test_max_passes_under_a_footprint_sees_neighbouring_deposits():
+    from guidance.zones.coverage import CoverageMap
+    cov = CoverageMap()
+    z = next(iter(cov.atlas.zones.values()))
+    # a point well inside some zone: its innermost cell
+    import numpy as np
+    d = np.where(cov.atlas.labels == z.label, cov.atlas.distance_mm, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+    g = cov.atlas.grid
+    u, v = g.u0_mm + j * g.cell_mm, g.v0_mm + i * g.cell_mm
+    for _ in range(3):
+        cov.deposit_pulse(u + 4.0, v, 4.0)  # treats cells from u + 2 to u + 6
+    assert cov.passes_at(u, v) == 0
+    assert cov.max_passes_in_disc(u, v, 2.0) == 0  # reaches u + 1: no overlap
+    assert cov.max_passes_in_disc(u, v, 6.0) == 3  # reaches u + 3: on treated cells

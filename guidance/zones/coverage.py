@@ -120,6 +120,13 @@ class CoverageMap:
             self.dwell_s[zone] += dwell_s
         return zone
 
+    def max_passes_in_disc(self, u_mm: float, v_mm: float, diameter_mm: float) -> float:
+        """Most passes any zone cell under a footprint at (u, v) already has: what the next pulse would add to."""
+        rs, cs, inside = self._disc(u_mm, v_mm, diameter_mm)
+        window = self.passes[rs, cs]
+        cells = window[inside & (self.labels[rs, cs] > 0)]
+        return float(cells.max()) if cells.size else 0.0
+
     def passes_at(self, u_mm: float, v_mm: float) -> float:
         j = int(round((u_mm - self.u0_mm) / self.cell_mm))
         i = int(round((v_mm - self.v0_mm) / self.cell_mm))
