@@ -3,8 +3,10 @@
 Every observation describes exactly one frame. When this frame's markers do not
 give a trustworthy pose the observation is invalid with a reason, and the tip
 fields are None: the gate never sees an old tip dressed up as a new one. The
-previous pose is only used to choose between the two mirror-image poses of a
-single marker, never to fill in a missing one.
+last valid pose (at most `PoseLimits.prior_max_age_ns` old, also across a
+refused frame) is only used to check a single marker's pose against the
+motion, never to fill in a missing one; a single marker without it gives no
+tip (see marker_pose.py).
 """
 
 from __future__ import annotations
@@ -100,7 +102,10 @@ class HandpieceTracker:
         """Turn a body pose into a tip observation (also used by replay and calibration)."""
         t_ns = body.t_capture_ns
         if not body.valid:
-            self._prior = None
+            # The last valid pose stays as the prior until it ages out (estimate_body_pose checks its age),
+            # unless a lone marker is being acquired (then there is no fresh valid pose to lose).
+            if body.tentative is not None:
+                self._prior = body
             self.velocity.reset()
             return TipObservation(frame_index, t_ns, False, body.reason, None, None, None, None, 0.0, None,
                                   None if np.isnan(body.rms_px) else body.rms_px, body.ids_used, None, None,

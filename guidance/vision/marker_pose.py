@@ -1,12 +1,22 @@
 """Pose of a rigid marker body from this frame's detections, or the reason there is none.
 
 One marker alone: `SOLVEPNP_IPPE_SQUARE` gives two candidate poses (the planar
-ambiguity). If the second fits clearly worse we take the first; if not, a pose
-from the previous frame or two may pick the candidate that continues the
-motion; otherwise we refuse ("pose_ambiguous") rather than guess, because the
-flipped pose moves a tip 7 cm away by centimetres. Several markers: all their
-corners jointly (iterative PnP started from the best single-marker candidate),
-with the worst marker dropped once if it does not fit the others.
+ambiguity). On small (20-45 px), blurred markers the reprojection errors do
+not tell them apart reliably: motion blur from a fast swing moves the corners
+by 1-3 px into a quad that the *mirror* pose (or a pose 10-15 deg off) fits
+to 0.05-0.2 px, with an error ratio of 4-11 (simulated Wolfgang session,
+frames 203 and 396). So a single marker never starts a track: it is refused
+("pose_ambiguous") unless a valid pose of at most 100 ms ago exists, and then
+the candidate must continue that pose's motion (rotation and body
+displacement within the limits, clearly closer than the other candidate, and
+not contradicted by a clear reprojection preference); otherwise refused. Every
+single-marker pose thus descends, by plausible steps, from a multi-marker
+pose. The rotation since the prior is added to the pose covariance as
+rotation uncertainty (a fast swing blurs a lone marker into a consistent but
+tilted quad), so `tip_sigma_mm` says how little a swinging single marker is
+worth. Several markers: all their corners jointly (iterative PnP started from
+the best single-marker candidate), with the worst marker dropped once if it
+does not fit the others.
 """
 
 from __future__ import annotations
@@ -33,9 +43,16 @@ BEHIND = "pose_implausible"
 @dataclass(frozen=True)
 class PoseLimits:
     max_rms_px: float = 1.5  # joint reprojection RMS above this: something is wrong (occlusion, misdetection)
-    ambiguity_ratio: float = 3.0  # single marker: second-best / best reprojection error must exceed this
+    ambiguity_ratio: float = 3.0  # single marker: second/best reprojection error above this is a clear preference
+    single_marker_needs_prior: bool = True  # a lone marker never starts a track (its ratio test is fooled by blur)
     prior_max_age_ns: int = 100_000_000  # a previous pose older than this cannot disambiguate
-    prior_max_angle_deg: float = 25.0
+    prior_max_angle_deg: float = 25.0  # single marker: rotation from the prior pose at most this
+    prior_min_separation_deg: float = 15.0  # ... and the other candidate at least this much further from the prior
+    prior_max_speed_mm_s: float = 600.0  # ... and the body origin moved at most this fast since the prior
+    prior_slack_mm: float = 10.0  # ... plus this (corner noise, depth uncertainty of one marker)
+    acquire_frames: int = 3  # no prior: a lone marker starts a track after this many consecutive frames ...
+    acquire_max_step_deg: float = 4.0  # ... each rotating at most this from the last (steady: no blur) ...
+    # ... all with a clear reprojection preference (ratio above ambiguity_ratio) for the candidates that chain.
     min_marker_side_px: float = 12.0
     min_depth_mm: float = 50.0
     max_depth_mm: float = 3000.0
@@ -54,6 +71,10 @@ class BodyPose:
     ambiguity_ratio: float  # single marker only; inf when several markers were used
     cov6: np.ndarray | None  # covariance of (rvec, tvec) from the corner fit, for tip uncertainty
     t_capture_ns: int
+    # A refused lone marker's preferred candidate, and how many consecutive steady frames agreed on it so far
+    # (acquisition on a single marker; never to be used as a pose).
+    tentative: RigidPose | None = None
+    tentative_run: int = 0
 
 
 def _invalid(reason: str, t_ns: int, ids=(), rms=float("nan")) -> BodyPose:
@@ -88,6 +109,34 @@ def _fit_covariance(obj: np.ndarray, pose: RigidPose, cam: CameraModel, sigma_px
         return None
 
 
+def _continue_prior(cands: list[tuple[RigidPose, float]], ratio: float, prior: BodyPose, t_ns: int,
+                    limits: PoseLimits) -> tuple[RigidPose | None, float]:
+    """The single-marker candidate that plausibly continues the prior pose, and its rotation step (deg); None if none."""
+    angles = [rotation_angle_deg(prior.pose.R, c[0].R) for c in cands]
+    k = int(np.argmin(angles))
+    if k != 0 and ratio >= limits.ambiguity_ratio:
+        return None, 0.0  # reprojection clearly prefers the other one: the two clues disagree
+    if len(cands) > 1 and min(a for j, a in enumerate(angles) if j != k) - angles[k] < limits.prior_min_separation_deg:
+        return None, 0.0  # the prior does not tell them apart
+    if angles[k] > limits.prior_max_angle_deg:
+        return None, 0.0
+    dt_s = (t_ns - prior.t_capture_ns) * 1e-9
+    if np.linalg.norm(cands[k][0].t_mm - prior.pose.t_mm) > limits.prior_max_speed_mm_s * dt_s + limits.prior_slack_mm:
+        return None, 0.0
+    return cands[k][0], angles[k]
+
+
+def _acquisition_run(cand: RigidPose, prior: BodyPose | None, t_ns: int, limits: PoseLimits) -> tuple[int, float]:
+    """Consecutive steady frames preferring this lone-marker candidate (this one included), and the last step (deg)."""
+    if (prior is None or prior.valid or prior.tentative is None
+            or not 0 < t_ns - prior.t_capture_ns <= limits.prior_max_age_ns):
+        return 1, 0.0
+    step = rotation_angle_deg(prior.tentative.R, cand.R)
+    if step > limits.acquire_max_step_deg:
+        return 1, 0.0
+    return prior.tentative_run + 1, step
+
+
 def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel, t_ns: int,
                        prior: BodyPose | None = None, limits: PoseLimits = PoseLimits()) -> BodyPose:
     if det.duplicate_ids and any(i in body.corners_mm for i in det.duplicate_ids):
@@ -102,6 +151,7 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
         return _invalid(TOO_SMALL, t_ns, sorted(sides))
     fresh_prior = (prior is not None and prior.valid and prior.pose is not None
                    and 0 <= t_ns - prior.t_capture_ns <= limits.prior_max_age_ns)
+    step_deg = 0.0
 
     while True:
         obj = np.concatenate([body.corners_mm[i] for i in ids])
@@ -111,14 +161,17 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
             best, e1 = cands[0]
             e2 = cands[1][1] if len(cands) > 1 else float("inf")
             ratio = e2 / max(e1, 1e-6)
-            if ratio < limits.ambiguity_ratio:
-                if not fresh_prior:
+            if not fresh_prior:
+                if ratio < limits.ambiguity_ratio:
                     return _invalid(AMBIGUOUS, t_ns, ids, e1)
-                angles = [rotation_angle_deg(prior.pose.R, c[0].R) for c in cands]
-                k = int(np.argmin(angles))
-                if angles[k] > limits.prior_max_angle_deg:
+                if limits.single_marker_needs_prior:
+                    run, step_deg = _acquisition_run(best, prior, t_ns, limits)
+                    if run < limits.acquire_frames:
+                        return BodyPose(False, AMBIGUOUS, None, e1, tuple(ids), 0, ratio, None, t_ns, best, run)
+            else:
+                best, step_deg = _continue_prior(cands, ratio, prior, t_ns, limits)
+                if best is None:
                     return _invalid(AMBIGUOUS, t_ns, ids, e1)
-                best = cands[k][0]
             pose = best
         else:
             # Seed: the single-marker candidate that best explains all corners.
@@ -143,6 +196,10 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
     if depth.min() < limits.min_depth_mm or depth.max() > limits.max_depth_mm:
         return _invalid(BEHIND, t_ns, ids, rms)
     cov = _fit_covariance(obj, pose, cam, max(rms, 0.3))
+    if len(ids) == 1 and cov is not None:
+        # Rotation uncertainty of a lone marker: at least the rotation since the prior (motion blur risk).
+        cov = cov.copy()
+        cov[:3, :3] += np.eye(3) * np.radians(step_deg) ** 2 / 3.0
     return BodyPose(True, "", pose, rms, tuple(ids), len(ids) * 4, ratio, cov, t_ns)
 
 
