@@ -25,7 +25,7 @@ from guidance.device_bridge.attribution import AttributedPulse
 from guidance.errors import UserError
 from guidance.overlay import OverlayState, draw_overlay
 from guidance.overlay_scene import OverlayScene
-from guidance.pipeline import CoverageFromPulses, FrameResult, GuidancePipeline
+from guidance.pipeline import FrameResult, GuidancePipeline
 from guidance.recording import SessionRecorder, dumps
 from guidance.vision.camera import CameraModel, load_camera
 from guidance.vision.models import read_manifest, verified_path
@@ -178,10 +178,6 @@ def run_session(opts: RunOptions) -> RunSummary:
                                     face_lost_disarm_s=opts.face_lost_disarm_s)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)
         pulse_log: list[AttributedPulse] = []
-        if bridge is not None:
-            sink = CoverageFromPulses(pipeline.coverage, profile.electrode_diameter_mm)
-            bridge.sink = sink
-            bridge.attributor.sink = sink
         if opts.record:
             info = {
                 "source": str(opts.source),
@@ -243,10 +239,15 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             return
         pulses, link_events = bridge.poll()
         for p in pulses:
+            # Pulses reach coverage here, on the capture thread between two frames (never while
+            # the gate is deciding), so a re-processing can apply them at the same point.
             if p.outcome == "coverage":
                 summary.pulses += 1
-                if p.tip_u is not None:
+                if p.tip_u is not None and p.tip_v is not None:
+                    pipeline.coverage.deposit_pulse(p.tip_u, p.tip_v, pipeline.profile.electrode_diameter_mm)
                     scene.add_pulse(p.tip_u, p.tip_v)
+                else:
+                    pipeline.coverage.unplaced_pulses += 1
             else:
                 summary.violations += 1
                 summary.violation_reasons[p.reason] = summary.violation_reasons.get(p.reason, 0) + 1

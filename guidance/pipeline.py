@@ -27,7 +27,6 @@ from typing import Any, Callable
 import numpy as np
 
 from guidance import __version__
-from guidance.device_bridge.attribution import AttributedPulse
 from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, deny
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
@@ -115,25 +114,6 @@ class FrameResult:
                      "lookahead_latency_ms": self.lookahead_latency_ms},
         }
         return rec
-
-
-class CoverageFromPulses:
-    """The bridge's coverage sink: each attributed pulse deposits the electrode footprint."""
-
-    def __init__(self, coverage: CoverageMap, diameter_mm: float, on_pulse: Callable[[AttributedPulse], None] | None = None):
-        self.coverage = coverage
-        self.diameter_mm = diameter_mm
-        self.on_pulse = on_pulse
-        self.deposited: list[tuple[float, float]] = []
-
-    def add_pulse(self, pulse: AttributedPulse) -> None:
-        if pulse.tip_u is not None and pulse.tip_v is not None:
-            self.coverage.deposit_pulse(pulse.tip_u, pulse.tip_v, self.diameter_mm)
-            self.deposited.append((pulse.tip_u, pulse.tip_v))
-        else:
-            self.coverage.unplaced_pulses += 1
-        if self.on_pulse:
-            self.on_pulse(pulse)
 
 
 class GuidancePipeline:

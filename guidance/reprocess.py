@@ -11,9 +11,12 @@ another plan or margin answers "what if". (Re-running the vision models on the
 recorded video would not be exact: the video is stored as JPEG.)
 
 Pulses were fired in reality; what changes is whether each would have been
-permitted. A pulse fired under a permit that the new plan would have denied is
-"would be blocked": it is left out of the new coverage. A pulse recorded as a
-violation stays a violation.
+permitted. Each frame is judged as the new gate would have judged it *at that
+moment of the real session*: the passes and zone-complete checks see the
+treatment that had really been delivered by then. So a wider margin can only
+add denials, never remove one. A pulse fired under a permit that the new gate
+would have denied is "would be blocked", and "coverage now" leaves it out. A
+pulse recorded as a violation stays a violation.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from guidance.vision.head_pose import HeadPose
 from guidance.vision.handpiece import TipObservation
 from guidance.vision.profiles import load_handpiece_profile
 from guidance.vision.sources import Frame
+from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import TreatmentPlan, load_plan, parse_plan
 
 
@@ -130,8 +134,9 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     profile = _profile_from_snapshot(session)
     camera = _camera(session)
     clock_now = [0]
-    pipe = GuidancePipeline(plan, profile, camera=camera, clock=lambda: clock_now[0])
-    then = GuidancePipeline(_plan_from_snapshot(session), profile, camera=camera, clock=lambda: clock_now[0])
+    pipe = GuidancePipeline(plan, profile, camera=camera, clock=lambda: clock_now[0])  # coverage = real history
+    then_cov = CoverageMap.for_plan(_plan_from_snapshot(session), pipe.atlas)
+    now_cov = CoverageMap.for_plan(plan, pipe.atlas)
     pulses_after: dict[int, list[dict]] = {}
     for e in session.events:
         if e.get("kind") in ("pulse", "violation") and e.get("after_frame") is not None:
@@ -186,15 +191,15 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
             new_rec["recorded_gate"] = {"permit": old["permit"], "reason": old["reason"]}
             rec.add_frame(new_rec, None, face.landmarks if face.found else None, jpeg=session.jpeg(i))
             for e in pulses_after.get(i, []):
-                _replay_pulse(e, pipe, then, profile.electrode_diameter_mm, seq_to_frame, new_permit, cmp, rec)
+                _replay_pulse(e, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, new_permit, cmp, rec)
             if progress:
                 progress(i + 1, n)
         for e in session.events:
             if e.get("kind") not in ("pulse", "violation", "coverage", "session_end"):
                 rec.add_event(e["kind"], e.get("t_ns"), **{k: v for k, v in e.items() if k not in ("kind", "t_ns")})
-        cmp.coverage_then = {z: then.coverage.zone(z).fraction_at_target for z in then.plan.zones}
-        cmp.coverage_now = {z: pipe.coverage.zone(z).fraction_at_target for z in plan.zones}
-        rec.add_event("coverage", coverage=pipe.coverage.to_dict())
+        cmp.coverage_then = {z: then_cov.zone(z).fraction_at_target for z in then_cov.targets}
+        cmp.coverage_now = {z: now_cov.zone(z).fraction_at_target for z in plan.zones}
+        rec.add_event("coverage", coverage=now_cov.to_dict())
         rec.add_event("session_end", comparison=dataclasses.asdict(cmp))
     finally:
         rec.close()
@@ -202,22 +207,22 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     return cmp
 
 
-def _replay_pulse(e: dict, pipe: GuidancePipeline, then: GuidancePipeline, diameter_mm: float,
+def _replay_pulse(e: dict, pipe: GuidancePipeline, then_cov: CoverageMap, now_cov: CoverageMap, diameter_mm: float,
                   seq_to_frame: dict[int, int], new_permit: dict[int, bool], cmp: Comparison, rec: SessionRecorder) -> None:
-    """Credit a recorded pulse to the new coverage if the new decisions would have let it through."""
+    """Apply a recorded pulse: to the real history (what the gate sees), and to "now" if it would still pass."""
     fields = {k: v for k, v in e.items() if k not in ("kind", "t_ns")}
     frame = seq_to_frame.get(e.get("permit_seq"))
     permitted_now = frame is not None and new_permit.get(frame, False)
     placed = e.get("tip_u") is not None and e.get("tip_v") is not None
     if e["kind"] == "pulse":
         cmp.pulses += 1
-        if placed:
-            then.coverage.deposit_pulse(e["tip_u"], e["tip_v"], diameter_mm)
-            then.refresh_completion()
-        if permitted_now:
+        for cov in (pipe.coverage, then_cov) + ((now_cov,) if permitted_now else ()):
             if placed:
-                pipe.coverage.deposit_pulse(e["tip_u"], e["tip_v"], diameter_mm)
-                pipe.refresh_completion()
+                cov.deposit_pulse(e["tip_u"], e["tip_v"], diameter_mm)
+            else:
+                cov.unplaced_pulses += 1
+        pipe.refresh_completion()
+        if permitted_now:
             rec.add_event("pulse", e.get("t_ns"), **fields)
         else:
             cmp.pulses_blocked_now.append({"pulse_seq": e.get("pulse_seq"), "permit_seq": e.get("permit_seq"),

@@ -1,0 +1,63 @@
+"""The demo end to end on a short simulated session (real processes, CURVE, recording), and
+re-processing of that recording: exact with the same plan, a superset of denials with a wider margin."""
+
+import json
+import warnings
+
+import pytest
+
+from guidance.demo import run_demo
+from guidance.recording import open_session
+from guidance.reprocess import reprocess
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    acc = run_demo(out, max_frames=330, log=lambda *a: None)
+    return out, acc
+
+
+def test_the_demo_session_is_safe_and_complete(demo):
+    out, acc = demo
+    assert acc.pulses_fired > 5  # the controller did fire, under permits
+    assert acc.pulses_placed == acc.pulses_fired
+    assert acc.pulses_in_exclusion == [] and acc.pulses_outside_plan == []
+    assert acc.violations_recorded == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = open_session(out / "session")
+    assert not s.truncated
+    assert all(r.get("video") for r in s.frames)  # every processed frame is in the recording with its image
+    delivered = [e for e in s.events if e["kind"] == "pulse"]
+    assert len(delivered) == acc.pulses_fired  # every fired pulse reached coverage (none lost)
+    assert (out / "overlay.mp4").stat().st_size > 100_000
+    assert (out / "report.html").exists()
+    saved = json.loads((out / "acceptance.json").read_text())
+    assert saved["safe"] is True and set(saved["coverage_truth"]) == set(saved["coverage_service"])
+
+
+def test_reprocessing_with_the_same_plan_reproduces_every_decision(demo, tmp_path):
+    out, _ = demo
+    cmp = reprocess(out / "session", tmp_path / "same")
+    assert cmp.frames > 200
+    assert cmp.decisions_changed == 0, cmp.changes
+    assert cmp.pulses_blocked_now == []
+    assert cmp.coverage_now == cmp.coverage_then
+
+
+def test_a_wider_margin_denies_a_superset(demo, tmp_path):
+    out, _ = demo
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = open_session(out / "session")
+    reprocess(out / "session", tmp_path / "wide", margin_mm=6.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = open_session(tmp_path / "wide")
+    before = {r["index"] for r in original.frames if not r["gate"]["permit"]}
+    after = {r["index"] for r in wide.frames if not r["gate"]["permit"]}
+    assert before <= after
+    assert len(after) > len(before)  # and the margin did bite somewhere
+    cmp = json.loads((tmp_path / "wide" / "comparison.json").read_text())
+    assert cmp["permitted_now"] < cmp["permitted_then"]
