@@ -4,10 +4,10 @@
   video) → `guidance run --record --arm --publish` with `guidance controller-sim`
   as a separate process holding the trigger and firing one rogue pulse (a real
   violation);
-- `with_pulses`: a copy of `live` with coverage pulses added at tracked tip
-  positions and the end-of-session coverage rewritten the way the live app
-  builds it (the tip tracker's confidence on the simulated video is below the
-  gate's threshold, so the live run itself gets no permits to fire under);
+- `with_pulses`: a copy of `live` with more coverage pulses added at tracked
+  tip positions (the live run gets few or no permits on a loaded machine) and
+  the end-of-session coverage rebuilt from all pulses the way the live app
+  builds it;
 - `killed`: `guidance run --record` stopped by `kill -9` part way.
 
 Made in a folder under pytest's base temp with a marker file, so the two test
@@ -139,13 +139,18 @@ def add_pulses(src: Path, dst: Path, every: int = 3) -> list[dict]:
                           "outcome": "coverage", "reason": "ok", "t_ctrl_ns": None, "time_source": "permit",
                           "permit_seq": f["gate"]["seq"], "zone": z.get("zone"), "tip_u": u, "tip_v": v,
                           "duration_us": 2000, "intensity_pct": 60.0, "energy_mj": None})
-            cov.deposit_pulse(u, v, diameter)
     assert len(added) >= 3, "the simulated session should track the tip on the face"
     body = [e for e in events if e["kind"] not in ("coverage", "session_end", "disarm")]
     tail = [e for e in events if e["kind"] in ("disarm",)]
     end = next(e for e in events if e["kind"] == "session_end")
-    end["summary"]["pulses"] = len(added)
     merged = sorted(body + added, key=lambda e: e["t_ns"])
+    pulses = [e for e in merged if e["kind"] == "pulse"]  # the live run's own pulses too, in order
+    for e in pulses:
+        if e.get("tip_u") is not None:
+            cov.deposit_pulse(e["tip_u"], e["tip_v"], diameter)
+        else:
+            cov.unplaced_pulses += 1
+    end["summary"]["pulses"] = len(pulses)
     merged += tail + [{"kind": "coverage", "t_ns": end["t_ns"] - 1, "coverage": cov.to_dict()}, end]
     (dst / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in merged))
     return added

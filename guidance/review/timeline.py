@@ -120,7 +120,10 @@ class Timeline:
             elif e.kind in ("pause", "resume"):
                 st["paused"] = e.kind == "pause"
             elif e.kind == "link":
-                st["link"] = str(e.data.get("kind", e.data.get("state", "link")))
+                # the live app's LinkEvent.kind cannot be stored under "kind" (that is the event's); accept the
+                # names it may use instead
+                st["link"] = str(next((e.data[k] for k in ("state", "link", "link_kind", "event") if e.data.get(k)),
+                                      "link event"))
         return st
 
 
@@ -222,7 +225,7 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
             k = e["after_frame"]
         else:  # place by time: the last frame decided at or before the event
             k = int(np.searchsorted(t_dec, int(e.get("t_ns") or t0), side="right")) - 1
-        k = min(max(k, 0), n - 1)
+        k = min(max(k, 0), n - 1)  # a pulse after the last surviving frame of a cut recording still counts
         t = ((e.get("t_ns") or t0) - t0) / 1e9
         pe = PlacedEvent(k, float(t), str(kind), e)
         if kind == "pulse":
@@ -231,7 +234,6 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
             tl.violations.append(pe)
         elif kind in ("arm", "disarm", "pause", "resume", "link", "fault"):
             tl.others.append(pe)
-    # pulses after the last surviving frame of a cut recording still count; they sit on the last frame
     tl.others.sort(key=lambda e: (e.frame, e.t_s))
     return tl
 
