@@ -26,6 +26,7 @@ import numpy as np
 from guidance.vision.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
+from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
 from guidance.zones.surfaces import cast_ray
 
 _EPS = 1e-9
@@ -45,12 +46,17 @@ class ZoneLookup:
     triangle: int | None  # mesh triangle (face surface only)
     barycentric: tuple[float, float, float] | None
     image_px: tuple[float, float]
+    # neck/décolletage with a shoulder line only: signed distance (mm) to that line, + above it. The gate
+    # must take it into the planned-region distance, which comes from the atlas and ignores shoulders.
+    limit_mm: float | None = None
 
     def to_json(self) -> dict:
         """The `guidance locate --json` object: kind is null for off-surface (the zone says it)."""
         d = asdict(self)
         if self.kind == OFF_SURFACE:
             d["kind"] = None
+        if d["limit_mm"] is None:
+            del d["limit_mm"]
         for k in ("chart_mm", "barycentric", "image_px"):
             if d[k] is not None:
                 d[k] = [round(float(x), 4) for x in d[k]]
@@ -62,7 +68,8 @@ class ZoneLookup:
 class FaceFrame:
     """One frame's mesh in the image, prepared once so each lookup is a few vector operations."""
 
-    def __init__(self, mapper: "ZoneMapper", landmarks_px: np.ndarray, pose=None, camera: CameraModel | None = None):
+    def __init__(self, mapper: "ZoneMapper", landmarks_px: np.ndarray, pose=None, camera: CameraModel | None = None,
+                 limit: DecolletageLimit | None = None, limit_reason: str = "no shoulders"):
         self.mapper = mapper
         chart = mapper.chart
         lm = np.asarray(landmarks_px, dtype=np.float64)
@@ -81,6 +88,13 @@ class FaceFrame:
         self.z0, self.dz1, self.dz2 = z[:, 0], z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
         self.pose = pose
         self.camera = camera
+        # The décolletage's lower edge: the shoulder line when known, else the proportional extension.
+        self.limit = limit
+        self.limit_reason = limit_reason
+        self.surfaces = mapper.chart.surfaces
+        if limit is not None:
+            dec = dict(self.surfaces["decolletage"], y_bottom_mm=limit.v_bottom)
+            self.surfaces = dict(self.surfaces, decolletage=dec)
 
     def hit(self, x: float, y: float) -> tuple[int, np.ndarray] | None:
         """(triangle, barycentric) of the nearest camera-facing triangle under (x, y), or None."""
@@ -127,11 +141,25 @@ class FaceFrame:
         pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), cam.K, cam.dist).reshape(2)
         ray = np.array([pt[0], pt[1], 1.0])
         m = self.mapper
-        for hit in cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, m.chart.surfaces):
+        for hit in cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, self.surfaces):
+            limit = None
+            if self.limit is not None and hit.surface in ("neck", "decolletage"):
+                if hit.surface == "decolletage":
+                    inside, d, limit = self.limit.locate(*hit.chart_mm)
+                    zone = m.atlas.zones.get("decolletage")
+                    if not inside or zone is None or m.on_face_mesh(*hit.chart_mm):
+                        continue  # below the shoulder line / outside the shoulders: not décolletage
+                    return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y),
+                                      limit)
+                limit = self.limit.signed_mm(float(hit.point_head_mm[0]), float(hit.point_head_mm[1]))
+                if limit < 0:
+                    continue  # neck skin below the shoulder line: past the lower edge of the treatable area
             zone, d = m.atlas.zone_at(*hit.chart_mm)
             if zone is None or hit.surface not in zone.carried_on or m.on_face_mesh(*hit.chart_mm):
                 continue
-            return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y))
+            if limit is not None:
+                d = min(d, limit)
+            return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y), limit)
         return None
 
 
@@ -154,20 +182,32 @@ class ZoneMapper:
         return cell is not None and bool(self._mesh_cells[cell])
 
     def prepare(self, observation, image_size: tuple[int, int] | None = None,
-                camera: CameraModel | None = None) -> FaceFrame | None:
-        """The frame's mesh ready for lookups, or None when the observation has no face."""
+                camera: CameraModel | None = None, shoulders=None) -> FaceFrame | None:
+        """The frame's mesh ready for lookups, or None when the observation has no face.
+
+        ``shoulders``: optional ``guidance.vision.pose.ShoulderObservation`` (e.g.
+        ``ShoulderTracker.latest()``). When valid, visible and within
+        ``decolletage.MAX_AGE_MS`` of this frame, the décolletage ends at the
+        shoulder line; otherwise at the proportional extension
+        (``FaceFrame.limit_reason`` says which and why).
+        """
         if observation is None or not observation.found or observation.landmarks is None:
             return None
         if camera is None and image_size is not None:
             camera = CameraModel.default(*image_size)
         elif camera is not None and image_size is not None:
             camera = camera.scaled_to(*image_size)
-        return FaceFrame(self, observation.landmarks, observation.head_pose, camera)
+        limit, why = None, "no shoulders"
+        if shoulders is not None:
+            limit, why = shoulder_limit(shoulders, observation.head_pose, camera, self.chart.surfaces, self.atlas,
+                                        t_reference_ns=getattr(observation, "t_capture_ns", None),
+                                        face_landmarks=observation.landmarks)
+        return FaceFrame(self, observation.landmarks, observation.head_pose, camera, limit, why)
 
     def locate(self, observation, x_px: float, y_px: float, image_size: tuple[int, int] | None = None,
-               camera: CameraModel | None = None) -> ZoneLookup:
+               camera: CameraModel | None = None, shoulders=None) -> ZoneLookup:
         """One lookup. For many lookups in the same frame, `prepare` once and call `FaceFrame.locate`."""
-        frame = self.prepare(observation, image_size, camera)
+        frame = self.prepare(observation, image_size, camera, shoulders)
         if frame is None:
             return ZoneLookup(False, None, None, None, None, None, None, None, (float(x_px), float(y_px)))
         return frame.locate(float(x_px), float(y_px))

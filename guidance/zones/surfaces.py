@@ -8,8 +8,8 @@ made by ``build_chart.py``):
 - neck: a vertical cylinder below the ears; chart u = arc length, v = y;
 - décolletage: a plane tangent to the front of the neck, from the
   suprasternal notch (menton + 100 mm) down 150 mm; u = x, v = y. This is the
-  *proportional extension*; the shoulder line from the pose model is not used
-  yet;
+  *proportional extension*; when the pose model sees the shoulders the lower
+  edge is the shoulder line instead (``decolletage.py``);
 - scalp: an axis-aligned ellipsoid through the top of the face mesh; chart
   u = R·θ·cos φ / cos φ_top (so it meets the face chart at the hairline),
   v continues upward as meridian arc length.
