@@ -100,8 +100,9 @@ class Display:
 
     def _run(self) -> None:
         try:
+            sized = False
             if self.window:
-                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
             while True:
                 item = self.q.get()
                 if item is None:
@@ -115,6 +116,9 @@ class Display:
                     self._writer.write(img)
                     self.written += 1
                 if self.window:
+                    if not sized:  # open at the frame's own size; the practitioner may resize it
+                        cv2.resizeWindow(WINDOW, img.shape[1], img.shape[0])
+                        sized = True
                     cv2.imshow(WINDOW, img)
                     k = cv2.waitKey(1) & 0xFF
                     if k != 0xFF:

@@ -22,6 +22,7 @@ from guidance.review.player import FrameComposer, PlayerState, parse_keys
 from guidance.review.timeline import CoverageReplay, load_timeline
 from guidance.zones.coverage import CoverageMap
 from review_sessions import ROOT, make_sessions
+from xscreen import read_xwd, xvfb  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="session")
@@ -177,35 +178,6 @@ def test_not_a_recording_is_one_line_exit_2(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ real window
-
-def read_xwd(path: Path) -> np.ndarray:
-    """A screen dump from `xwd -root` as a BGR array (ZPixmap, TrueColor)."""
-    buf = path.read_bytes()
-    h = struct.unpack(">25I", buf[:100])
-    header, w, hgt, byte_order, bpp, bpl, ncolors = h[0], h[4], h[5], h[7], h[11], h[12], h[19]
-    data = np.frombuffer(buf, np.uint8, offset=header + ncolors * 12, count=bpl * hgt).reshape(hgt, bpl)
-    px = data[:, :w * (bpp // 8)].reshape(hgt, w, bpp // 8)
-    return np.ascontiguousarray(px[:, :, :3] if byte_order == 0 else px[:, :, -3:][:, :, ::-1])
-
-
-@pytest.fixture
-def xvfb():
-    if not shutil.which("Xvfb") or not shutil.which("xwd"):
-        pytest.skip("Xvfb and xwd are needed (Debian: xvfb, x11-apps; .ci/run installs them)")
-    for n in range(91, 120):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t_end = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{n}").exists() and time.monotonic() < t_end:
-            time.sleep(0.05)
-        yield f":{n}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
 
 def test_real_window_shows_the_rendered_picture(sessions, live, xvfb, tmp_path):
     """Jump to the violation with a scripted key, hold, then compare the X screen with the player's picture."""
