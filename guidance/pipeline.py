@@ -31,6 +31,7 @@ from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, R
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece import HandpieceTracker, TipObservation
+from guidance.vision.pose import ShoulderObservation, ShoulderTracker
 from guidance.vision.profiles import HandpieceProfile
 from guidance.vision.sources import Frame
 from guidance.zones.atlas import Atlas
@@ -55,6 +56,29 @@ class PipelineState:
     link: str = "no controller"
 
 
+def shoulders_record(sh: ShoulderObservation) -> dict:
+    """What the décolletage limit depends on, kept so re-processing can rebuild it exactly."""
+    lm = sh.landmarks
+    return {"valid": sh.valid, "reason": sh.reason, "t_capture_ns": sh.t_capture_ns,
+            "left_px": None if sh.left_px is None else [float(v) for v in sh.left_px],
+            "right_px": None if sh.right_px is None else [float(v) for v in sh.right_px],
+            "visibility": [float(v) for v in sh.visibility],
+            "nose_px": None if lm is None else [float(lm[0][0]), float(lm[0][1])]}
+
+
+def shoulders_from_record(d: dict | None) -> ShoulderObservation | None:
+    if d is None:
+        return None
+    lm = None
+    if d.get("nose_px") is not None:
+        lm = np.zeros((33, 3))
+        lm[0, :2] = d["nose_px"]
+    return ShoulderObservation(-1, int(d["t_capture_ns"]), int(d["t_capture_ns"]), bool(d["valid"]), d["reason"],
+                               tuple(d["left_px"]) if d.get("left_px") else None,
+                               tuple(d["right_px"]) if d.get("right_px") else None,
+                               tuple(d.get("visibility") or (0.0, 0.0)), landmarks=lm)
+
+
 @dataclass
 class FrameResult:
     """Everything the hot path produced for one frame (recorded, drawn, tested)."""
@@ -72,6 +96,7 @@ class FrameResult:
     t_published_ns: int
     armed: bool
     lookahead_latency_ms: float  # the pipeline latency the look-ahead used for this frame
+    shoulders: ShoulderObservation | None = None  # what the zone lookup used (None: no pose model running)
 
     @property
     def latency_ms(self) -> float:
@@ -88,6 +113,7 @@ class FrameResult:
             "t_face_ns": self.t_face_ns, "t_tip_ns": self.t_tip_ns, "t_zone_ns": self.t_zone_ns,
             "t_decided_ns": self.t_decided_ns, "t_published_ns": self.t_published_ns,
             "armed": self.armed,
+            "shoulders": None if self.shoulders is None else shoulders_record(self.shoulders),
             "face": {"found": f.found, "presence": float(f.presence), "redetected": f.redetected,
                      "pose": None if pose is None else {"rvec": [float(x) for x in pose.rvec],
                                                         "tvec_mm": [float(x) for x in pose.tvec_mm],
@@ -122,7 +148,7 @@ class GuidancePipeline:
     def __init__(self, plan: TreatmentPlan, profile: HandpieceProfile, *, camera: CameraModel | None = None,
                  atlas: Atlas | None = None, publish: Callable[[GateDecision], Any] | None = None,
                  face_lost_disarm_s: float = 1.0, clock: Callable[[], int] = time.monotonic_ns,
-                 tracker_config: TrackerConfig = TrackerConfig()):
+                 tracker_config: TrackerConfig = TrackerConfig(), shoulder_tracking: bool = True):
         self.plan = plan
         self.profile = profile
         self.camera = camera
@@ -144,6 +170,12 @@ class GuidancePipeline:
         self._complete: dict[str, bool] = {z: False for z in plan.zones}
         self.events: deque[dict] = deque()  # for the recorder / UI; drained by the owner
         self.last_seq: int | None = None
+        # The pose model (for the décolletage's lower edge) runs only for plans that treat the neck or
+        # décolletage, on its own thread at a reduced rate; the hot path reads its latest result.
+        self.shoulders: ShoulderTracker | None = None
+        if shoulder_tracking and any(self.atlas.zones[z].surface in ("neck", "decolletage") for z in plan.zones):
+            self.shoulders = ShoulderTracker()
+        self._shoulders_used: ShoulderObservation | None = None
         self._armed_input = False
         self._lookahead_ms = self.latency.value_ms()
 
@@ -192,6 +224,8 @@ class GuidancePipeline:
                     scale = min(1.0, float(self.mapper.chart.triangle_sigma[z.triangle, 0]))
                 if zone in self.plan.zones:
                     boundary = self.atlas.region_distance_mm(self.planned, u, v) * scale
+                    if z.limit_mm is not None:  # the shoulder line bounds the décolletage too
+                        boundary = min(boundary, z.limit_mm)
                 else:
                     boundary = z.boundary_mm
                 # the most-treated cell under the footprint, so no cell is pushed over the maximum
@@ -216,15 +250,17 @@ class GuidancePipeline:
         )
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int,
-              camera: CameraModel | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+              camera: CameraModel | None = None, shoulders: ShoulderObservation | None = None,
+              ) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         Returns the lookup, the decision and the time the lookup finished.
         """
         lookup = None
+        self._shoulders_used = shoulders
         if tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
-            lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam)
+            lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
         t_zone = self.clock()
         decision = decide(self.policy, self._gate_input(frame, face, tip, lookup), now_ns)
         return lookup, decision, t_zone
@@ -240,7 +276,11 @@ class GuidancePipeline:
             tip = self._tracker_for(frame).process(frame.image, frame.t_capture_ns, frame.index)
             t_tip = self.clock()
             self._watch_face(face, frame)
-            lookup, decision, t_zone = self.judge(frame, face, tip, self.clock())
+            shoulders = None
+            if self.shoulders is not None:
+                self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
+                shoulders = self.shoulders.latest(frame.t_capture_ns)
+            lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), shoulders=shoulders)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -260,7 +300,7 @@ class GuidancePipeline:
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           self._armed_input, lookahead)
+                           self._armed_input, lookahead, self._shoulders_used)
 
     def count(self, decision: GateDecision) -> None:
         st = self.state

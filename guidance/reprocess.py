@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from guidance.errors import UserError
-from guidance.pipeline import GuidancePipeline
+from guidance.pipeline import GuidancePipeline, shoulders_from_record
 from guidance.recording import Session, SessionRecorder, open_session, write_json_atomic
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceObservation
@@ -134,7 +134,8 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     profile = _profile_from_snapshot(session)
     camera = _camera(session)
     clock_now = [0]
-    pipe = GuidancePipeline(plan, profile, camera=camera, clock=lambda: clock_now[0])  # coverage = real history
+    pipe = GuidancePipeline(plan, profile, camera=camera, clock=lambda: clock_now[0],  # coverage = real history
+                            shoulder_tracking=False)  # the recorded shoulder line is used instead
     then_cov = CoverageMap.for_plan(_plan_from_snapshot(session), pipe.atlas)
     now_cov = CoverageMap.for_plan(plan, pipe.atlas)
     pulses_after: dict[int, list[dict]] = {}
@@ -164,7 +165,7 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
             pipe._armed_input = bool(r["armed"])
             pipe._lookahead_ms = float(old.get("lookahead_latency_ms", 33.0))
             cam = camera.scaled_to(*frame.size) if camera else CameraModel.default(*frame.size)
-            lookup, d, _ = pipe.judge(frame, face, tip, r["t_decided_ns"], cam)
+            lookup, d, _ = pipe.judge(frame, face, tip, r["t_decided_ns"], cam, shoulders=shoulders_from_record(r.get("shoulders")))
             pipe.count(d)
             new_permit[i] = d.permit
             cmp.frames += 1
