@@ -27,7 +27,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from guidance.errors import UserError
 from guidance.recording import open_session

@@ -9,7 +9,6 @@ face has been lost for longer than `face_lost_disarm_s`.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -26,8 +25,8 @@ from guidance.errors import UserError
 from guidance.overlay import OverlayState, draw_overlay
 from guidance.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline
-from guidance.recording import SessionRecorder, dumps
-from guidance.vision.camera import CameraModel, load_camera
+from guidance.recording import SessionRecorder
+from guidance.vision.camera import load_camera
 from guidance.vision.models import read_manifest, verified_path
 from guidance.vision.profiles import load_handpiece_profile
 from guidance.vision.sources import open_source

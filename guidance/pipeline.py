@@ -16,17 +16,13 @@ and it is what the overlay shows and the recording keeps.
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from guidance import __version__
 from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, deny
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig

@@ -22,7 +22,6 @@ pulse recorded as a violation stays a violation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -11,3 +11,6 @@ from guidance import samples
 def sample():
     """sample("single_face.mp4") -> Path in the cache, fetched and verified once."""
     return samples.fetch
+
+
+from xscreen import xvfb  # noqa: E402,F401  (the Xvfb fixture, for the window tests)

@@ -9,7 +9,6 @@ deadline" is checked against the controller's own record.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

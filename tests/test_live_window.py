@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from guidance.recording import open_session
-from xscreen import read_xwd, xvfb  # noqa: F401  (fixture)
+from xscreen import read_xwd
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,7 +19,7 @@ from guidance.review.player import FrameComposer, PlayerState, parse_keys
 from guidance.review.timeline import CoverageReplay, load_timeline
 from guidance.zones.coverage import CoverageMap
 from review_sessions import ROOT, make_sessions
-from xscreen import read_xwd, xvfb  # noqa: F401  (fixture)
+from xscreen import read_xwd
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ Three parts, kept apart so the logic is testable without a display:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,11 @@ import cv2
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.overlay import BLUE, GREY, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
+from guidance.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
 from guidance.overlay_scene import OverlayScene
 from guidance.review.timeline import CoverageReplay, Timeline
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
-from guidance.zones.skin import SkinPoints
 
 WINDOW = "guidance replay"
 SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)

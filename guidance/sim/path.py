@@ -22,9 +22,9 @@ from typing import Callable
 
 import jsonschema
 import numpy as np
-import yaml
 
 from guidance.errors import UserError
+from guidance.yamlfile import read_yaml
 from guidance.zones.atlas import Atlas
 from guidance.zones.plan import TreatmentPlan, load_plan
 
@@ -249,16 +249,7 @@ def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
 
 
 def load_path(path: str | Path, atlas: Atlas) -> SimPath:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("path file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"not valid YAML{where}", path=path) from None
-    return parse_path(data, path, atlas)
+    return parse_path(read_yaml(path, "path file"), Path(path), atlas)
 
 
 # -- trajectory ----------------------------------------------------------------------------

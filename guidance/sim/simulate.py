@@ -19,7 +19,6 @@ place at the end: a failed or interrupted run leaves no half simulation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil

@@ -20,8 +20,8 @@ import numpy as np
 from guidance.vision.camera import CameraModel
 from guidance.zones.atlas import ChartGrid
 from guidance.zones.chart import FaceChart
+from guidance.zones.skin import ChartLocator
 
-_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,7 @@ class ChartToSkin:
     def __init__(self, chart: FaceChart, canonical_mm: np.ndarray):
         self.chart = chart
         self.canonical = np.asarray(canonical_mm, np.float64)
-        p = chart.vertex_uv_mm[chart.triangles]  # (T, 3, 2)
-        self._a = p[:, 0]
-        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        ok = np.abs(det) > 1e-12
-        det = np.where(ok, det, 1.0)
-        self._inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], -1), np.stack([-e1[:, 1], e1[:, 0]], -1)], 1) / det[:, None, None]
-        self._ok = ok
-        # The chart folds over in a few triangles; where the chart overlaps itself, prefer the
-        # majority orientation (the unfolded surface).
-        self._majority = np.sign(det) == np.sign(np.median(det))
+        self.locator = ChartLocator(chart)
         self.vertex_normals = self._vertex_normals()
 
     def _vertex_normals(self) -> np.ndarray:
@@ -76,24 +66,10 @@ class ChartToSkin:
 
     def locate(self, u_mm: float, v_mm: float) -> SkinPoint | None:
         """The mesh triangle and weights of a chart point, or None off the face mesh."""
-        d = np.array([u_mm, v_mm]) - self._a
-        l12 = np.einsum("tij,tj->ti", self._inv, d)
-        l1, l2 = l12[:, 0], l12[:, 1]
-        inside = (l1 >= -_TOL) & (l2 >= -_TOL) & (l1 + l2 <= 1 + _TOL) & self._ok
-        k = np.flatnonzero(inside)
-        if k.size == 0:
+        hit = self.locator.locate(np.array([[u_mm, v_mm]]))
+        if not hit.ok[0]:
             return None
-        if k.size > 1:
-            pref = k[self._majority[k]]
-            k = pref if pref.size else k
-            # most interior (largest smallest weight) among the candidates
-            w = np.minimum(np.minimum(l1[k], l2[k]), 1 - l1[k] - l2[k])
-            k = k[np.argmax(w)]
-        else:
-            k = k[0]
-        b = np.array([1.0 - l1[k] - l2[k], l1[k], l2[k]])
-        b = np.clip(b, 0.0, 1.0)
-        return SkinPoint(int(k), b / b.sum())
+        return SkinPoint(int(hit.triangle[0]), hit.barycentric[0])
 
     def on_mesh(self, uv_mm: np.ndarray) -> np.ndarray:
         """(N,) bool: which chart points lie on the face mesh."""

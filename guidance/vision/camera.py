@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from guidance.errors import UserError
+from guidance.yamlfile import read_yaml
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,7 @@ class CameraModel:
 def load_camera(path: str | Path) -> CameraModel:
     """Load intrinsics saved by `guidance calibrate camera`; user errors name the file and field."""
     path = Path(path)
-    if not path.exists():
-        raise UserError("camera calibration file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({exc.__class__.__name__})", path=path) from None
+    data = read_yaml(path, "camera calibration file")
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", path=path)
     for key in ("image_size", "camera_matrix", "dist_coeffs"):

@@ -51,6 +51,24 @@ def ssd_anchor_centres(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = 
     return np.concatenate(centres).astype(np.float32)
 
 
+def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
+    """Fit the image into a size×size square keeping its aspect ratio (zero padding), RGB in [-1, 1].
+
+    The detectors (face and pose) were trained on such inputs; returns the
+    (1, size, size, 3) tensor, the scale and the left/top padding, so that
+    detections can be mapped back to image pixels.
+    """
+    h, w = image_bgr.shape[:2]
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((size, size, 3), np.uint8)
+    px, py = (size - nw) // 2, (size - nh) // 2
+    canvas[py:py + nh, px:px + nw] = resized
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    return (rgb.astype(np.float32) / 127.5 - 1.0)[None], scale, float(px), float(py)
+
+
 @dataclass(frozen=True)
 class Detection:
     """A face detection in image pixels."""
@@ -102,17 +120,7 @@ class FaceDetector:
         self.anchors = ssd_anchor_centres()
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-        """Letterbox to 128×128 keeping aspect ratio; returns tensor, scale and padding."""
-        h, w = image_bgr.shape[:2]
-        scale = INPUT_SIZE / max(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
-        px, py = (INPUT_SIZE - nw) // 2, (INPUT_SIZE - nh) // 2
-        canvas[py:py + nh, px:px + nw] = resized
-        rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
-        tensor = (rgb.astype(np.float32) / 127.5 - 1.0)[None]
-        return tensor, scale, float(px), float(py)
+        return letterbox(image_bgr, INPUT_SIZE)
 
     def decode(self, regressors: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs → (scores, boxes, keypoints) in normalised letterbox coordinates."""

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from guidance.vision.face_detector import ssd_anchor_centres, weighted_nms
+from guidance.vision.face_detector import letterbox, ssd_anchor_centres, weighted_nms
 from guidance.vision.face_landmarks import Roi, _normalise_angle
 from guidance.vision.models import load_model
 
@@ -112,15 +112,7 @@ class PoseDetector:
             raise AssertionError(f"pose anchors: {len(self.anchors)} != 2254")
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-        h, w = image_bgr.shape[:2]
-        scale = DETECTOR_INPUT / max(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((DETECTOR_INPUT, DETECTOR_INPUT, 3), np.uint8)
-        px, py = (DETECTOR_INPUT - nw) // 2, (DETECTOR_INPUT - nh) // 2
-        canvas[py:py + nh, px:px + nw] = resized
-        rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
-        return (rgb.astype(np.float32) / 127.5 - 1.0)[None], scale, float(px), float(py)
+        return letterbox(image_bgr, DETECTOR_INPUT)
 
     def decode(self, regressors: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs → (scores, boxes, keypoints) normalised to the 224 letterbox, above min_score."""

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from guidance.errors import UserError
+from guidance.yamlfile import read_yaml
 from guidance.vision.marker_body import MarkerBody
 
 _POINT = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
@@ -80,12 +81,7 @@ def _field_path(error: jsonschema.ValidationError) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise UserError("file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"not valid YAML ({exc.__class__.__name__})", path=path) from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", path=path)
     return data

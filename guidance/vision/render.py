@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from guidance.vision.camera import CameraModel
-from guidance.vision.marker_body import MarkerBody, get_dictionary
+from guidance.vision.marker_body import MarkerBody
 from guidance.vision.markers import CharucoDesign, marker_tile
 from guidance.vision.profiles import HandpieceProfile
 from guidance.vision.rigid import RigidPose, rotation_aligning

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 from guidance.errors import UserError
+from guidance.yamlfile import read_yaml
 from guidance.zones.atlas import Atlas, load_atlas
 
 PLAN_VERSION = 1
@@ -179,13 +179,4 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
 
 
 def load_plan(path: str | Path, atlas: Atlas | None = None) -> TreatmentPlan:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("plan file not found", path=path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"not valid YAML{where}", path=path) from None
-    return parse_plan(data, path, atlas)
+    return parse_plan(read_yaml(path, "plan file"), Path(path), atlas)

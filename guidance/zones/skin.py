@@ -51,7 +51,9 @@ class ChartLocator:
                              np.stack([-e1[:, 1] / det, e1[:, 0] / det], -1)], 1)  # (T, 2, 2)
         self.inv[~good] = 0.0
         self.good = good
-        self.lo, self.hi = p.min(1), p.max(1)
+        # The chart folds over in a few triangles; where it overlaps itself, prefer the majority
+        # orientation (the unfolded surface), then the triangle the point is most inside of.
+        self.majority = np.sign(det) == np.sign(np.median(det[good]))
 
     def locate(self, uv_mm: np.ndarray, chunk: int = 512) -> SkinPoints:
         uv = np.atleast_2d(np.asarray(uv_mm, np.float64))
@@ -64,9 +66,12 @@ class ChartLocator:
             l1, l2 = l12[..., 0], l12[..., 1]
             inside = (l1 >= -_TOL) & (l2 >= -_TOL) & (l1 + l2 <= 1 + _TOL) & self.good[None]
             has = inside.any(1)
-            k = inside.argmax(1)
+            depth = np.minimum(np.minimum(l1, l2), 1 - l1 - l2)  # how far inside (barycentric)
+            score = np.where(inside, depth + 10.0 * self.majority[None], -np.inf)
+            k = score.argmax(1)
             rows = np.flatnonzero(has)
             tri[s + rows] = k[rows]
             b1, b2 = l1[rows, k[rows]], l2[rows, k[rows]]
-            bary[s + rows] = np.stack([1 - b1 - b2, b1, b2], -1)
+            b = np.clip(np.stack([1 - b1 - b2, b1, b2], -1), 0.0, 1.0)
+            bary[s + rows] = b / b.sum(1, keepdims=True)
         return SkinPoints(tri, bary)
