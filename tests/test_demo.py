@@ -61,3 +61,19 @@ def test_a_wider_margin_denies_a_superset(demo, tmp_path):
     assert len(after) > len(before)  # and the margin did bite somewhere
     cmp = json.loads((tmp_path / "wide" / "comparison.json").read_text())
     assert cmp["permitted_now"] < cmp["permitted_then"]
+
+
+def test_replay_plays_the_demo_recording(demo, tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    out, _ = demo
+    video = tmp_path / "replay.mp4"
+    r = subprocess.run([sys.executable, "-m", "guidance.cli", "replay", str(out / "session"), "--headless",
+                        "--out", str(video)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = len(open_session(out / "session").frames)
+    assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == n
