@@ -159,7 +159,8 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
     log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
-    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim))
+    # 640x480: the resolution the performance budget is stated for
+    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

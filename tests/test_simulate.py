@@ -253,3 +253,19 @@ def test_demo_path_fits_and_crosses_into_exclusions(atlas, skin):
 def test_ping_pong():
     assert [ping_pong(i, 4) for i in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
     assert [ping_pong(i, 1) for i in range(3)] == [0, 0, 0]
+
+
+def test_size_frames_the_face_video_at_another_resolution(tmp_path):
+    path_file = _write(tmp_path / "short.yaml", SHORT_PATH)
+    out = tmp_path / "SIM480"
+    assert main(["simulate", "--face-video", str(samples.fetch("single_face.mp4")), "--path", str(path_file),
+                 "-o", str(out), "--size", "640x480", "--max-frames", "12"]) == 0
+    cap = cv2.VideoCapture(str(out / "simulated.avi"))
+    ok, img = cap.read()
+    assert ok and img.shape == (480, 640, 3)
+    info = json.loads((out / "info.json").read_text())
+    assert info["frame_size"] == [640, 480]
+    gt = load_ground_truth(out)
+    assert len(gt) == 12 and all(0 <= g.tip_x_px < 640 and 0 <= g.tip_y_px < 480 for g in gt if g.face_found and np.isfinite(g.tip_x_px))
+    assert main(["simulate", "--face-video", "single_face.mp4", "--path", str(path_file), "-o", str(tmp_path / "bad"),
+                 "--size", "640by480"]) == 2

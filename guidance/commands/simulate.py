@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from guidance import samples
+from guidance.errors import UserError
 from guidance.sim.simulate import simulate
 from guidance.vision.camera import load_camera
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="intrinsics to render with (default: the uncalibrated default, f = image width)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (previews, tests)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty SIM_DIR")
+    p.add_argument("--size", metavar="WxH", help="frame the face video at this resolution (crop + scale, e.g. 640x480)")
     p.set_defaults(func=run)
 
 
@@ -39,13 +41,21 @@ def _face_video(spec: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     camera = load_camera(args.camera_calibration) if args.camera_calibration else None
+    size = None
+    if args.size:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split("x"))
+            if len(size) != 2 or min(size) < 64:
+                raise ValueError
+        except ValueError:
+            raise UserError("expected WIDTHxHEIGHT, e.g. 640x480", field="--size") from None
 
     def progress(i: int, n: int) -> None:
         if i == n or i % 100 == 0:
             print(f"\rguidance simulate: frame {i}/{n}", end="\n" if i == n else "", file=sys.stderr, flush=True)
 
     r = simulate(_face_video(args.face_video), args.path, args.output, profile_path=args.handpiece, camera=camera,
-                 force=args.force, max_frames=args.max_frames, progress=progress)
+                 force=args.force, max_frames=args.max_frames, progress=progress, size=size)
     print(f"{r.out_dir}: {r.frames} frames at {r.fps:.3f} fps ({r.frames / r.fps:.1f} s of a {r.duration_s:.1f} s "
           f"path), face found in {r.face_found_frames}, tip on the skin in {r.contact_frames}")
     return 0

@@ -40,7 +40,7 @@ from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.head_pose import load_canonical_face
 from guidance.vision.profiles import HandpieceProfile, load_handpiece_profile
-from guidance.vision.render import SceneRenderer, handpiece_item, pose_with_tip_at
+from guidance.vision.render import fit_frame, SceneRenderer, handpiece_item, pose_with_tip_at
 from guidance.vision.rigid import RigidPose, rotation_aligning
 from guidance.vision.sources import Frame
 from guidance.zones.atlas import Atlas, load_atlas
@@ -160,7 +160,8 @@ def _plan_fields(sim: SimPath, atlas: Atlas, zone_name: str | None, u: float, v:
 
 def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path, *,
              profile_path: str | Path | None = None, camera: CameraModel | None = None, force: bool = False,
-             max_frames: int | None = None, progress: Callable[[int, int], None] | None = None) -> SimResult:
+             max_frames: int | None = None, progress: Callable[[int, int], None] | None = None,
+             size: tuple[int, int] | None = None) -> SimResult:
     """Render `path_file` into `face_video`; write SIM_DIR (video, ground truth, path copy, info)."""
     face_video, path_file, out_dir = Path(face_video), Path(path_file), Path(out_dir)
     atlas = load_atlas()
@@ -174,6 +175,8 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
     sources, fps = _read_video(face_video)
+    if size is not None:  # frame the face video as a camera of this resolution would (crop, no bars)
+        sources = [fit_frame(img, size) for img in sources]
     h, w = sources[0].shape[:2]
     if camera is not None and abs(camera.size[0] / camera.size[1] - w / h) > 0.01:
         raise UserError(f"calibrated for {camera.size[0]}x{camera.size[1]}, but the video is {w}x{h}",
