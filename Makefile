@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
+	rm -rf $(OUT)
 	$(VENV)/bin/guidance demo -o $(OUT)
 
 test: install
