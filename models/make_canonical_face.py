@@ -119,7 +119,14 @@ def main() -> int:
         "interpupillary_mm": INTERPUPILLARY_MM,
         "vertices_mm": np.round(canonical, 3).tolist(),
     }
-    (HERE / "canonical_face.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
+    target = HERE / "canonical_face.json"
+    target.write_text(json.dumps(out, separators=(",", ":")) + "\n")
+    # register it in the manifest so the runtime verifies it like the models
+    manifest_path = HERE / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.setdefault("data", {})["canonical_face"] = {"file": target.name, "sha256": samples.sha256_file(target),
+                                                         "source": "models/make_canonical_face.py"}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     extent = canonical.max(0) - canonical.min(0)
     print(f"wrote canonical_face.json; extent (mm) x={extent[0]:.1f} y={extent[1]:.1f} z={extent[2]:.1f}")
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from guidance.errors import ModelIntegrityError
 from guidance.vision.camera import CameraModel
-from guidance.vision.models import models_dir
+from guidance.vision.models import verified_path
 
 # Rigid landmarks: forehead, glabella, nasal bridge and tip, eye corners,
 # zygomatic region, temples. Mouth, lower lip and jaw are left out on purpose.
@@ -35,7 +35,8 @@ RIGID_LANDMARKS = (
 
 
 def load_canonical_face(path: Path | None = None) -> np.ndarray:
-    path = Path(path) if path else models_dir() / "canonical_face.json"
+    """The canonical face; the shipped one is checked against models/MANIFEST.json like the models."""
+    path = Path(path) if path else verified_path("canonical_face", kind="data")
     if not path.exists():
         raise ModelIntegrityError("canonical face missing (run models/make_canonical_face.py)", path=path)
     data = json.loads(path.read_text())
