@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from guidance import samples
+from guidance.demo import _free_port_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "plans" / "full_face.yaml"
@@ -46,22 +46,6 @@ PATH = {
         {"type": "sweep", "zone": "forehead_central", "spacing_mm": 9, "inset_mm": 3, "max_lines": 2},
     ],
 }
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:

@@ -30,6 +30,18 @@ TRACKING_DICTIONARY = "DICT_4X4_50"
 CHARUCO_DICTIONARY = "DICT_5X5_100"
 
 
+def _plates_body(name: str, plates: dict, marker_mm: float) -> MarkerBody:
+    """The rigid body of square markers centred on plates given as (centre, right, up) per id."""
+    corners = {i: plate_corners(c, r, u, marker_mm) for i, (c, r, u) in plates.items()}
+    return MarkerBody(name, TRACKING_DICTIONARY, corners, {i: marker_mm for i in plates})
+
+
+def _marker_entries(body: MarkerBody, ids, marker_mm: float, plate_mm: float) -> list[dict]:
+    """The `markers` list of a profile file for this body."""
+    return [{"id": i, "size_mm": marker_mm, "plate_mm": plate_mm,
+             "corners_mm": np.round(body.corners_mm[i], 4).tolist()} for i in ids]
+
+
 @dataclass(frozen=True)
 class ClipDesign:
     ids: tuple[int, ...] = (0, 1, 2, 3)
@@ -57,8 +69,7 @@ class ClipDesign:
         return out
 
     def body(self) -> MarkerBody:
-        corners = {i: plate_corners(c, r, u, self.marker_mm) for i, (c, r, u) in self.plates().items()}
-        return MarkerBody(self.name, TRACKING_DICTIONARY, corners, {i: self.marker_mm for i in self.ids})
+        return _plates_body(self.name, self.plates(), self.marker_mm)
 
     def profile_dict(self) -> dict:
         """The handpiece profile YAML content for this design."""
@@ -67,8 +78,7 @@ class ClipDesign:
             "name": self.name,
             "kind": "handpiece",
             "dictionary": TRACKING_DICTIONARY,
-            "markers": [{"id": i, "size_mm": self.marker_mm, "plate_mm": self.plate_mm,
-                         "corners_mm": np.round(body.corners_mm[i], 4).tolist()} for i in self.ids],
+            "markers": _marker_entries(body, self.ids, self.marker_mm, self.plate_mm),
             "tip_offset_mm": [0.0, 0.0, self.tip_z_mm],
             "electrode_diameter_mm": self.electrode_diameter_mm,
             "shaft": {"diameter_mm": self.shaft_diameter_mm, "rear_z_mm": self.shaft_rear_z_mm},
@@ -98,8 +108,7 @@ class HeadBandDesign:
         return out
 
     def body(self) -> MarkerBody:
-        corners = {i: plate_corners(c, r, u, self.marker_mm) for i, (c, r, u) in self.plates().items()}
-        return MarkerBody(self.name, TRACKING_DICTIONARY, corners, {i: self.marker_mm for i in self.ids})
+        return _plates_body(self.name, self.plates(), self.marker_mm)
 
     def profile_dict(self) -> dict:
         body = self.body()
@@ -107,8 +116,7 @@ class HeadBandDesign:
             "name": self.name,
             "kind": "head_band",
             "dictionary": TRACKING_DICTIONARY,
-            "markers": [{"id": i, "size_mm": self.marker_mm, "plate_mm": self.plate_mm,
-                         "corners_mm": np.round(body.corners_mm[i], 4).tolist()} for i in self.ids],
+            "markers": _marker_entries(body, self.ids, self.marker_mm, self.plate_mm),
         }
 
 
