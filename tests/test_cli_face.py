@@ -56,9 +56,10 @@ def test_bench_json_has_the_promised_keys(sample):
 
 
 def test_bench_marker_and_bridge_stages(sample):
-    r = guidance("bench", sample("single_face.mp4"), "--stage", "markers,bridge", "--frames", "60", "--json")
+    r = guidance("bench", sample("single_face.mp4"), "--stage", "markers,zones,bridge", "--frames", "60", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
+    assert d["zones"]["face_found"] and 0 < d["zones"]["lookup_median_us"] <= d["zones"]["lookup_p99_us"]
     assert d["markers"]["frames"] == 60 and 0 < d["markers"]["median_ms"] <= d["markers"]["p99_ms"]
     assert d["markers"]["tip_found"] > 30
     assert d["bridge"]["curve"] is True and d["bridge"]["received"] > 0

@@ -8,8 +8,8 @@ import json
 from guidance import bench
 from guidance.errors import UserError
 
-STAGES = ("face", "markers", "bridge", "run")
-DEFAULT_STAGES = ("face", "markers", "bridge")
+STAGES = ("face", "markers", "zones", "bridge", "run")
+DEFAULT_STAGES = ("face", "markers", "zones", "bridge")
 
 
 def _size(text: str) -> tuple[int, int] | None:
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "permit publish -> controller receive over loopback with CURVE, and gate costs.")
     p.add_argument("video", help="video to track (e.g. the sample single_face.mp4)")
     p.add_argument("--stage", type=_stages, default=DEFAULT_STAGES,
-                   help="comma-separated: face,markers,bridge,run (default: face,markers,bridge); "
+                   help="comma-separated: face,markers,zones,bridge,run (default: face,markers,zones,bridge); "
                         "run = the whole live app in real time with overlay video, recording and CURVE permits")
     p.add_argument("--plan", default="plans/full_face.yaml", help="plan for the run stage")
     p.add_argument("--frames", type=int, default=600, help="frames to time (the video is looped; default 600)")
@@ -62,6 +62,19 @@ def run(args: argparse.Namespace) -> int:
         m = run_marker_bench(args.video, args.handpiece, frames=min(args.frames, 600))
         result["markers"] = m
         text.append("marker detection + tip pose (640x480): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    if "zones" in args.stage:
+        import cv2
+
+        from guidance.zones.bench import run_zone_bench
+        from guidance.vision.sources import open_source
+        with open_source(args.video) as src:  # a frame of the video, at the benchmark's size
+            first = next(iter(src)).image
+        if args.size:
+            first = cv2.resize(first, args.size, interpolation=cv2.INTER_AREA)
+        z = run_zone_bench(first)
+        result["zones"] = z
+        text.append("zone lookup (one point, prepared frame) and frame preparation: "
+                    + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in z.items()))
     if "bridge" in args.stage:
         from guidance.device_bridge.bench import run_bridge_bench
         b = run_bridge_bench(n=min(max(args.frames, 200), 2000), curve=True)
