@@ -26,7 +26,7 @@ import numpy as np
 from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, deny
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
-from guidance.vision.handpiece import HandpieceTracker, TipObservation
+from guidance.vision.handpiece import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
 from guidance.vision.pose import ShoulderObservation, ShoulderTracker
 from guidance.vision.profiles import HandpieceProfile
 from guidance.vision.sources import Frame
@@ -50,6 +50,13 @@ class PipelineState:
     pulses: int = 0
     violations: int = 0
     link: str = "no controller"
+
+
+def gate_confidence(tip: TipObservation | None) -> float:
+    """The tip confidence the gate uses: from the lateral uncertainty (see GuidancePipeline.policy)."""
+    if tip is None or not tip.valid or tip.tip_sigma_lateral_mm is None or not np.isfinite(tip.tip_sigma_lateral_mm):
+        return 0.0
+    return 1.0 / (1.0 + (tip.tip_sigma_lateral_mm / CONFIDENCE_HALF_SIGMA_MM) ** 2)
 
 
 def shoulders_record(sh: ShoulderObservation) -> dict:
@@ -123,7 +130,9 @@ class FrameResult:
                 "mm": None if t.tip_mm is None else [float(v) for v in t.tip_mm],
                 "speed_mm_s": None if t.speed_mm_s is None else float(t.speed_mm_s),
                 "confidence": float(t.confidence),
-                "sigma_mm": None if t.tip_sigma_mm is None else float(t.tip_sigma_mm)},
+                "sigma_mm": None if t.tip_sigma_mm is None else float(t.tip_sigma_mm),
+                "sigma_lateral_mm": None if t.tip_sigma_lateral_mm is None else float(t.tip_sigma_lateral_mm),
+                "gate_confidence": gate_confidence(t)},
             "zone": None if z is None else {
                 "zone": z.zone, "kind": z.kind, "surface": z.surface,
                 "chart_mm": None if z.chart_mm is None else [round(float(v), 3) for v in z.chart_mm],
@@ -153,9 +162,10 @@ class GuidancePipeline:
         self.mapper = ZoneMapper(atlas=atlas)
         self.atlas = self.mapper.atlas
         self.hand: HandpieceTracker | None = None
-        # The tracker's confidence is 1 / (1 + (sigma / 1.5 mm)^2); 0.2 admits a 3 mm 1-sigma tip,
-        # and that sigma is then added to the distance the gate requires to the plan's edge.
-        self.policy = GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm, min_tip_confidence=0.2)
+        # The gate judges the tip by its uncertainty *across the line of sight* (what moves its pixel,
+        # and so the skin point a lookup finds): confidence 1 / (1 + (sigma_lateral / 1.5 mm)^2) must
+        # reach 0.5, and sigma_lateral is added to the distance required to the plan's edge.
+        self.policy = GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm)
         self.latency = LatencyTracker()
         self.publish_fn = publish
         self.face_lost_disarm_ns = int(face_lost_disarm_s * 1e9)
@@ -234,7 +244,7 @@ class GuidancePipeline:
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
             presence=float(face.presence),
             tip_valid=tip is not None and tip.valid,
-            tip_confidence=float(tip.confidence) if tip is not None else 0.0,
+            tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
             boundary_mm=boundary, speed_mm_s=tip.speed_mm_s if tip is not None else None,
             pipeline_latency_ms=self._lookahead_ms,
@@ -242,7 +252,7 @@ class GuidancePipeline:
             zone_complete=self._complete.get(zone, False) if zone else False,
             stop_at_target=self.plan.stop_at_target,
             tip_u=u, tip_v=v,
-            tip_sigma_mm=tip.tip_sigma_mm if tip is not None and tip.valid else None,
+            tip_sigma_mm=tip.tip_sigma_lateral_mm if tip is not None and tip.valid else None,
         )
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int,

@@ -118,7 +118,7 @@ def observations(session: Session, i: int) -> tuple[Frame, FaceObservation, TipO
         tip = TipObservation(r["index"], r["t_capture_ns"], bool(t["valid"]), t.get("reason", ""),
                              tuple(t["px"]) if t.get("px") else None, tuple(t["mm"]) if t.get("mm") else None,
                              None, t.get("speed_mm_s"), float(t.get("confidence", 0.0)), t.get("sigma_mm"), None, (), None, None,
-                             False, r.get("t_tip_ns", 0))
+                             False, r.get("t_tip_ns", 0), t.get("sigma_lateral_mm"))
     return frame, face, tip
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from guidance.vision.camera import CameraModel
 from guidance.vision.marker_detect import MarkerDetector
-from guidance.vision.marker_pose import BodyPose, PoseLimits, estimate_body_pose, point_sigma_mm
+from guidance.vision.marker_pose import (BodyPose, PoseLimits, estimate_body_pose, lateral_sigma_mm,
+                                         point_covariance_mm2)
 from guidance.vision.profiles import HandpieceProfile
 
 import cv2
@@ -45,6 +46,7 @@ class TipObservation:
     tvec_mm: tuple[float, float, float] | None
     calibrated_camera: bool
     t_processed_ns: int
+    tip_sigma_lateral_mm: float | None = None  # the part of tip_sigma_mm across the line of sight (moves the pixel)
 
 
 class VelocityFilter:
@@ -115,7 +117,9 @@ class HandpieceTracker:
         tip = pose.apply(self.profile.tip_offset_mm.reshape(1, 3))[0]
         px, _ = cv2.projectPoints(tip.reshape(1, 3), np.zeros(3), np.zeros(3), self.camera.K, self.camera.dist)
         px = px.reshape(2)
-        sigma = point_sigma_mm(pose, body.cov6, self.profile.tip_offset_mm)
+        cov3 = point_covariance_mm2(pose, body.cov6, self.profile.tip_offset_mm)
+        sigma = float("inf") if cov3 is None else float(np.sqrt(max(np.trace(cov3), 0.0)))
+        sigma_lat = lateral_sigma_mm(cov3, tip)
         conf = 1.0 / (1.0 + (sigma / CONFIDENCE_HALF_SIGMA_MM) ** 2) if np.isfinite(sigma) else 0.0
         v = self.velocity.update(tip, t_ns)
         return TipObservation(
@@ -125,5 +129,5 @@ class HandpieceTracker:
             None if v is None else float(np.linalg.norm(v)),
             float(conf), float(sigma), body.rms_px, body.ids_used,
             tuple(float(x) for x in pose.rvec), tuple(float(x) for x in pose.t_mm),
-            self.camera.calibrated, time.monotonic_ns(),
+            self.camera.calibrated, time.monotonic_ns(), float(sigma_lat),
         )

@@ -205,8 +205,28 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
 
 def point_sigma_mm(pose: RigidPose, cov6: np.ndarray | None, point_body: np.ndarray) -> float:
     """1-sigma 3D uncertainty (root of the covariance trace) of a body point, propagated from the pose fit."""
-    if cov6 is None:
+    cov = point_covariance_mm2(pose, cov6, point_body)
+    return float("inf") if cov is None else float(np.sqrt(max(np.trace(cov), 0.0)))
+
+
+def lateral_sigma_mm(cov3: np.ndarray | None, point_cam_mm: np.ndarray) -> float:
+    """1-sigma uncertainty of a camera-frame point across the line of sight: what moves its pixel.
+
+    Depth along the viewing ray (usually the larger part for a small marker far away) does not
+    change where the point is seen, and so not which skin point a pixel lookup finds.
+    """
+    if cov3 is None:
         return float("inf")
+    d = np.asarray(point_cam_mm, float)
+    d = d / max(float(np.linalg.norm(d)), 1e-9)
+    P = np.eye(3) - np.outer(d, d)
+    return float(np.sqrt(max(np.trace(P @ cov3 @ P), 0.0)))
+
+
+def point_covariance_mm2(pose: RigidPose, cov6: np.ndarray | None, point_body: np.ndarray) -> np.ndarray | None:
+    """3×3 covariance (mm²) of a body point in the camera frame, propagated from the pose fit."""
+    if cov6 is None:
+        return None
     rvec = pose.rvec
     p0 = pose.R @ point_body
     J = np.zeros((3, 6))
@@ -216,4 +236,4 @@ def point_sigma_mm(pose: RigidPose, cov6: np.ndarray | None, point_body: np.ndar
         dr[k] += eps
         J[:, k] = (cv2.Rodrigues(dr.reshape(3, 1))[0] @ point_body - p0) / eps
     J[:, 3:] = np.eye(3)
-    return float(np.sqrt(max(np.trace(J @ cov6 @ J.T), 0.0)))
+    return J @ cov6 @ J.T
