@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 from guidance import __version__
-from guidance.device_bridge.attribution import AttributedPulse
 from guidance.errors import UserError
 from guidance.overlay import OverlayState, draw_overlay
 from guidance.overlay_scene import OverlayScene
@@ -180,7 +179,6 @@ def run_session(opts: RunOptions) -> RunSummary:
                                     publish=bridge.publish if bridge else None,
                                     face_lost_disarm_s=opts.face_lost_disarm_s)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)
-        pulse_log: list[AttributedPulse] = []
         if opts.record:
             info = {
                 "source": str(opts.source),
@@ -205,7 +203,7 @@ def run_session(opts: RunOptions) -> RunSummary:
             display = Display(window=window, out=opts.out, fps=source.fps or 30.0)
         if opts.arm:
             pipeline.set_armed(True, "--arm")
-        return _loop(opts, source, pipeline, scene, bridge, recorder, display, pulse_log)
+        return _loop(opts, source, pipeline, scene, bridge, recorder, display)
     finally:
         if bridge is not None:
             bridge.close(final_deny=True)
@@ -220,7 +218,7 @@ def _next_port(endpoint: str) -> str:
     return f"{head}:{int(port) + 1}"
 
 
-def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge, recorder, display, pulse_log) -> RunSummary:
+def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge, recorder, display) -> RunSummary:
     lat: deque[float] = deque(maxlen=300)
     all_lat: list[float] = []
     fps_t: deque[int] = deque(maxlen=30)
@@ -305,6 +303,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         pass
     finally:
         pipeline.set_armed(False, "quit")
+        if pipeline.shoulders is not None:
+            pipeline.shoulders.close()
         if bridge is not None:
             # a final deny goes out on close; keep taking reports a moment so none is lost
             t_end = time.monotonic() + opts.linger_s
