@@ -53,9 +53,11 @@ def test_window_shows_the_overlay_and_keys_arm_and_quit(xvfb, sample, tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         screens = []
-        t_end = time.monotonic() + 30
+        t_end = time.monotonic() + 60
         while time.monotonic() < t_end and len(screens) < 3:  # the window appears, disarmed
             time.sleep(0.5)
+            if proc.poll() is not None:
+                pytest.fail(f"guidance run exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
             s = _grab(xvfb, tmp_path / f"s{len(screens)}.xwd")
             if s is not None and (s.max(axis=2) > 20).mean() > 0.05:
                 screens.append(s)

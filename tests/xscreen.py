@@ -33,9 +33,15 @@ def xvfb():
     proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        t_end = time.monotonic() + 10
+        t_end = time.monotonic() + 20
         while not Path(f"/tmp/.X11-unix/X{n}").exists() and time.monotonic() < t_end:
             time.sleep(0.05)
+        # the socket can exist before the server answers: wait until a screen grab works
+        while time.monotonic() < t_end:
+            if subprocess.run(["xwd", "-root", "-silent", "-display", f":{n}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
         yield f":{n}"
     finally:
         proc.terminate()
