@@ -69,6 +69,7 @@ class CoverageMap:
         self.dwell_s = {name: 0.0 for name in self.atlas.zones}
         self.unplaced_pulses = 0  # pulses off every zone: still accounted for
         self._name_of = {z.label: z.name for z in self.atlas.zones.values()}
+        self._cells: dict[str, np.ndarray] = {}
 
     @classmethod
     def for_plan(cls, plan, atlas: Atlas | None = None, *, cell_mm: float = 0.5) -> "CoverageMap":
@@ -132,14 +133,20 @@ class CoverageMap:
         i = int(round((v_mm - self.v0_mm) / self.cell_mm))
         return float(self.passes[i, j]) if 0 <= i < self.height and 0 <= j < self.width else 0.0
 
+    def _zone_cells(self, name: str) -> np.ndarray:
+        """Flat indices of the zone's cells, found once: the labels never change, the passes do."""
+        cells = self._cells.get(name)
+        if cells is None:
+            cells = np.flatnonzero(self.labels == self.atlas.zones[name].label)
+            self._cells[name] = cells
+        return cells
+
     def zone(self, name: str) -> ZoneCoverage:
-        z = self.atlas.zones[name]
-        m = self.labels == z.label
-        p = self.passes[m]
+        p = self.passes.ravel()[self._zone_cells(name)]
         target, maximum = self.targets.get(name, (None, None))
         at = int((p >= target).sum()) if target is not None else 0
         over = int((p > maximum).sum()) if maximum is not None else 0
-        n = int(m.sum())
+        n = int(p.size)
         return ZoneCoverage(name, n, target, maximum, at, at / n if n else 0.0, over, self.pulses[name],
                             self.dwell_s[name], float(p.mean()) if n else 0.0)
 
