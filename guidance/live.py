@@ -311,6 +311,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             while time.monotonic() < t_end:
                 take_reports()
                 time.sleep(0.01)
+            bridge.end_session()  # pulses a status announced but never reported: `missing`, while the record is open
+            take_reports()
         drain_events()
         summary.frames = pipeline.state.frames
         summary.permits = pipeline.state.permits

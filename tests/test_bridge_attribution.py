@@ -122,3 +122,44 @@ def test_heartbeat_monitor_records_silence_resume_restart():
     hb.on_status(st, 310 * MS)
     hb.on_status(Status("ctl", "dddddddddddddddd", 1, 0, False, "no_permit", False, None, 0, 0), 320 * MS)
     assert [e.kind for e in hb.events] == ["connected", "silent", "resumed", "restarted"]
+
+
+def status(pulses, boot=CB, seq=1):
+    return Status("ctl", boot, seq, 0, True, "ok", True, None, pulses, 0)
+
+
+def test_status_count_flags_a_lost_last_report_once_through_the_gap_path():
+    a, sink = make()
+    a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)
+    a.on_status(status(3), 100 * MS)  # 2 and 3 delivered, unreported
+    assert a.flag_overdue(399 * MS) == [] and a.violations == []  # still within the grace
+    a.on_status(status(3, seq=2), 200 * MS)  # the same count again: no second claim
+    a.on_status(status(2, seq=3), 250 * MS)  # a lower count never withdraws one
+    assert [(v.reason, v.pulse_seq) for v in a.flag_overdue(400 * MS)] == [("missing", 2), ("missing", 3)]
+    assert a.flag_overdue(10_000 * MS) == []
+    out = a.on_pulse(pulse(5, 16, 1), 16 * MS, 0)  # a later gap flags only what is not flagged yet
+    assert [(o.reason, o.pulse_seq) for o in out] == [("missing", 4), ("ok", 5)]
+    out = a.on_pulse(pulse(3, 16, 1), 16 * MS, 0)  # late: replaces its placeholder, marked so
+    assert [(o.reason, o.pulse_seq, o.late) for o in out] == [("ok", 3, True)]
+    assert sorted(v.pulse_seq for v in a.violations) == [2, 4] and a.late == 1
+    assert a.covered == 3 and a.accounted()
+
+
+def test_session_end_flags_every_announced_pulse_without_the_grace_per_boot():
+    a, sink = make()
+    a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)
+    a.on_status(status(2), 100 * MS)
+    a.on_status(status(1, boot="dddddddddddddddd"), 110 * MS)  # restarted: counted fresh, nothing received yet
+    out = a.flag_all_announced()
+    assert sorted((o.controller_boot, o.pulse_seq) for o in out) == [(CB, 2), ("dddddddddddddddd", 1)]
+    assert a.flag_all_announced() == [] and a.flag_overdue(10**12) == []
+
+
+def test_absurd_counts_are_bounded_and_counted_not_listed():
+    a, sink = make()
+    a.on_status(status(2**62), 0)
+    out = a.flag_all_announced()
+    assert len(out) == a.max_missing_run and a.missing_unlisted == 2**62 - a.max_missing_run
+    b, _ = make()
+    out = b.on_pulse(pulse(2**62, 15, 1), 15 * MS, 0)
+    assert len(out) == b.max_missing_run + 1 and b.missing_unlisted == 2**62 - 1 - b.max_missing_run

@@ -19,6 +19,7 @@ import pytest
 import zmq
 
 from guidance.device_bridge import keys as keyfiles
+from guidance.device_bridge.attribution import ANNOUNCED_REPORT_GRACE_MS, AttributedPulse
 from guidance.device_bridge.controller import ControllerLink, LinkKeys
 from guidance.device_bridge.protocol import Permit, Pulse
 from guidance.device_bridge.service import BridgeService
@@ -355,3 +356,177 @@ def test_oversized_report_is_refused_and_service_keeps_working(keydir, service):
     finally:
         big.close()
         good.close()
+
+
+# -- a lost *last* report: the status count (`pulses`) is the witness --------------------------------------------------
+
+GRACE_NS = int(ANNOUNCED_REPORT_GRACE_MS * MS)
+STATUS_S = 0.1
+
+
+@pytest.fixture
+def services(keydir):
+    """Extra services with their own settings, always closed at the end."""
+    made: list[BridgeService] = []
+
+    def make(**kw) -> BridgeService:
+        svc = BridgeService("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", keys=keyfiles.load_service_keys(keydir),
+                            policy=POLICY, ping_interval_ms=20, **kw)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+def connect(keydir: Path, svc: BridgeService, controller_id: str) -> ControllerLink:
+    """A controller in this process: a new boot each time, reporting only what the test tells it to."""
+    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    return ControllerLink(svc.permit_endpoint, svc.report_endpoint, controller_id=controller_id,
+                          keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
+
+
+def fire(link: ControllerLink, svc: BridgeService, report: bool = True) -> Pulse:
+    """Deliver one pulse under a fresh permit; report=False counts it (status says so) but its report is lost."""
+    now = time.monotonic_ns()
+    permit = svc.publish(decision(now))
+    if report:
+        return link.report_pulse(now, permit, duration_us=2000, intensity_pct=60.0)
+    link.pulse_seq += 1
+    link.pulses += 1
+    return Pulse(link.controller_id, link.boot, link.pulse_seq, now, 2000, 60.0, None, permit.boot, permit.seq)
+
+
+def beat(link: ControllerLink, svc: BridgeService, seconds: float, until=None) -> list[tuple[int, AttributedPulse]]:
+    """Be the controller's heartbeat (a status every 100 ms) for `seconds`, or until `until(seen)`.
+
+    Drains the service meanwhile; returns (time first seen, outcome) for everything it attributed.
+    """
+    seen: list[tuple[int, AttributedPulse]] = []
+    t_end = time.monotonic() + seconds
+    next_status = 0.0
+    while time.monotonic() < t_end and not (until and until(seen)):
+        if time.monotonic() >= next_status:
+            link.send_status(True)
+            next_status = time.monotonic() + STATUS_S
+        pulses, _ = svc.poll()
+        now = time.monotonic_ns()
+        seen.extend((now, p) for p in pulses)
+        time.sleep(0.005)
+    return seen
+
+
+def missing(svc: BridgeService) -> list[tuple[str, int]]:
+    with svc.lock:
+        return sorted((v.controller_boot, v.pulse_seq) for v in svc.violations if v.reason == "missing")
+
+
+def status_received(svc: BridgeService, link: ControllerLink, pulses: int) -> bool:
+    with svc.lock:
+        h = svc.heartbeat.controllers.get(link.controller_id)
+        return h is not None and h.boot == link.boot and h.last.pulses == pulses
+
+
+def test_lost_last_report_is_missing_once_after_the_grace(keydir, service):
+    link = connect(keydir, service, "last")
+    try:
+        fire(link, service)
+        fire(link, service)
+        fire(link, service, report=False)  # pulse 3 delivered, its report lost: no later report shows a gap
+        t_status = time.monotonic_ns()
+        seen = beat(link, service, 0.2)  # every status says pulses=3
+        assert service.attributor.received == 2 and status_received(service, link, 3)
+        assert missing(service) == [] and [p for _, p in seen if p.reason == "missing"] == []  # in flight, maybe
+        seen += beat(link, service, 5.0, until=lambda s: any(p.reason == "missing" for _, p in s))
+        seen += beat(link, service, 0.4)  # more statuses repeating the same count flag nothing more
+        flagged = [(t, p) for t, p in seen if p.reason == "missing"]
+        assert [(p.controller, p.controller_boot, p.pulse_seq) for _, p in flagged] == [("last", link.boot, 3)]
+        assert flagged[0][0] >= t_status + GRACE_NS
+        assert missing(service) == [(link.boot, 3)]
+        assert service.attributor.covered == 2 and service.attributor.accounted()
+    finally:
+        link.close()
+
+
+def test_last_report_late_within_the_grace_is_no_violation(keydir, service):
+    link = connect(keydir, service, "slow")
+    try:
+        fire(link, service)
+        fire(link, service)
+        third = fire(link, service, report=False)
+        seen = beat(link, service, 0.1)  # statuses say 3 before report 3 is sent
+        link.dealer.send(third.encode())
+        seen += beat(link, service, 0.3 + ANNOUNCED_REPORT_GRACE_MS / 1000)
+        assert status_received(service, link, 3)
+        assert [p.pulse_seq for _, p in seen] == [1, 2, 3] and all(p.outcome == "coverage" and not p.late
+                                                                  for _, p in seen)
+        assert service.violations == [] and service.attributor.covered == 3
+    finally:
+        link.close()
+
+
+def test_report_after_its_missing_flag_replaces_it_marked_late(keydir, service):
+    link = connect(keydir, service, "later")
+    try:
+        fire(link, service)
+        second = fire(link, service, report=False)
+        beat(link, service, 5.0, until=lambda s: any(p.reason == "missing" for _, p in s))
+        assert missing(service) == [(link.boot, 2)]
+        link.dealer.send(second.encode())
+        seen = beat(link, service, 5.0, until=lambda s: any(p.pulse_seq == 2 for _, p in s))
+        late = [p for _, p in seen if p.pulse_seq == 2]
+        assert len(late) == 1 and late[0].outcome == "coverage" and late[0].late
+        assert missing(service) == [] and service.violations == []  # replaced, not counted twice
+        assert service.attributor.covered == 2 and service.attributor.late == 1 and service.attributor.accounted()
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize("how", ["end_session", "close"])
+def test_session_end_records_announced_unreported_pulses_as_missing(how, keydir, services):
+    svc = services(report_grace_ms=60_000.0)  # the grace cannot run out here: only the session end can flag
+    link = connect(keydir, svc, "end")
+    try:
+        fire(link, svc)
+        fire(link, svc, report=False)
+        seen = beat(link, svc, 5.0, until=lambda s: status_received(svc, link, 2) and svc.attributor.received == 1)
+        assert status_received(svc, link, 2) and missing(svc) == []
+        if how == "end_session":
+            svc.end_session()
+            pulses, _ = svc.poll()  # what a session recorder takes in before it closes
+            got = [(p.reason, p.pulse_seq) for p in [p for _, p in seen] + pulses]
+            assert got == [("ok", 1), ("missing", 2)]
+            svc.end_session()  # idempotent
+        svc.close()
+        assert missing(svc) == [(link.boot, 2)] and svc.attributor.covered == 1
+    finally:
+        link.close()
+
+
+def test_controller_restart_flags_the_old_boots_lost_reports_and_counts_the_new_boot_fresh(keydir, service):
+    old = connect(keydir, service, "hpr")
+    try:
+        fire(old, service)
+        fire(old, service)
+        fire(old, service, report=False)  # old boot: 3 delivered, report 3 lost
+        seen = beat(old, service, 5.0,
+                    until=lambda s: status_received(service, old, 3) and service.attributor.received == 2)
+        assert status_received(service, old, 3)
+    finally:
+        old.close()  # the old process is gone: report 3 will never come
+    new = connect(keydir, service, "hpr")
+    try:
+        assert new.boot != old.boot
+        fire(new, service)
+        fire(new, service, report=False)  # new boot: 1, 2 lost (≤ the old boot's 3: a shared count would hide it)
+        seen += beat(new, service, 5.0, until=lambda s: sum(p.reason == "missing" for _, p in s) >= 2)
+        seen += beat(new, service, 0.4)
+        assert missing(service) == sorted([(old.boot, 3), (new.boot, 2)])
+        assert sorted((p.controller_boot, p.pulse_seq, p.reason) for _, p in seen) == sorted([
+            (old.boot, 1, "ok"), (old.boot, 2, "ok"), (old.boot, 3, "missing"),
+            (new.boot, 1, "ok"), (new.boot, 2, "missing")])
+        assert "restarted" in [e.kind for e in service.heartbeat.events]
+        assert service.attributor.covered == 3 and service.attributor.accounted()
+    finally:
+        new.close()

@@ -6,16 +6,31 @@ the permit against what it actually published, and interpolates the tip track
 at that moment. The outcome is either "coverage" (handed to the coverage
 sink) or "violation" (kept here and shown); a gap in a controller's pulse
 numbering becomes "missing" violations, so a lost report is still counted.
+A lost *last* report leaves no gap behind it, so the controller's status
+heartbeat (`pulses`, the count it delivered this boot) is the other witness:
+pulses it announced that are still unreported a grace period later, or when
+the session ends, become the same "missing" violations.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from guidance.device_bridge.protocol import Permit, Pulse
+from guidance.device_bridge.protocol import Permit, Pulse, Status
+
+# How long after a status announced a pulse its report may still be on its way
+# before the pulse counts as missing. Reports and status share one DEALER
+# connection, so a controller that sends each report before its next status
+# never needs it; it is there for controllers that queue them separately.
+ANNOUNCED_REPORT_GRACE_MS = 300.0
+# Most `missing` placeholders one claim may create (one gap, or one status).
+# A corrupt pulse_seq or pulses near 2**63 must not stall the receiver (and
+# with it the permit hot path, which shares its lock); the rest are counted.
+MAX_MISSING_RUN = 1000
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,7 @@ class AttributedPulse:
     duration_us: int | None
     intensity_pct: float | None
     energy_mj: float | None
+    late: bool = False  # arrived after this pulse_seq had already been recorded "missing"
 
 
 class CoverageSink(Protocol):
@@ -124,17 +140,31 @@ class PulseListSink:
 
 
 @dataclass
+class AnnouncedPulses:
+    """What one controller boot's status said it delivered, and when each claim falls due."""
+
+    count: int = 0
+    due: collections.deque = field(default_factory=collections.deque)  # (count, t_due_ns), oldest first
+
+
+@dataclass
 class PulseAttributor:
     permits: PermitLog
     track: TipTrack
     sink: CoverageSink
     revocation_grace_ms: float = 10.0  # time a controller has to see a deny before pulses count against it
+    report_grace_ms: float = ANNOUNCED_REPORT_GRACE_MS  # announced pulse -> missing if unreported this long
+    max_missing_run: int = MAX_MISSING_RUN
     violations: list[AttributedPulse] = field(default_factory=list)
     received: int = 0
     duplicates: int = 0
     covered: int = 0
+    late: int = 0  # reports that arrived after being recorded missing (placeholder replaced)
+    missing_unlisted: int = 0  # missing pulses beyond max_missing_run in one claim: counted, not listed
     _seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    # Per controller boot: every pulse_seq up to this one was received or recorded missing.
     _high: dict[tuple[str, str], int] = field(default_factory=dict)
+    _announced: dict[tuple[str, str], AnnouncedPulses] = field(default_factory=dict)
 
     def on_pulse(self, p: Pulse, t_service_ns: int | None, uncertainty_ns: int | None) -> list[AttributedPulse]:
         """Attribute one report (t_service_ns: its time mapped to our clock, None if unsynced)."""
@@ -143,17 +173,78 @@ class PulseAttributor:
         if p.pulse_seq in seen:
             self.duplicates += 1
             return []
+        was_flagged = p.pulse_seq <= self._high.get(key, 0)  # not seen, so recorded missing before
         seen.add(p.pulse_seq)
         self.received += 1
+        out = self._flag_missing(key, p.pulse_seq)  # reports before this one that never arrived
+        judged = self._judge(p, t_service_ns, uncertainty_ns)
+        if was_flagged:
+            out.append(self._replace_missing(key, judged))
+        else:
+            out.append(judged)
+        return self._record(out)
+
+    def on_status(self, st: Status, t_rx_ns: int) -> None:
+        """Note how many pulses this controller boot says it delivered (`status.pulses`).
+
+        Only a gap *before* a received report is visible in the numbering; the
+        status count is what reveals a lost last report. Pulses it announces
+        that have not been received fall due `report_grace_ms` after this
+        status arrived (see `flag_overdue`), so reports still in flight are
+        not flagged. A new boot is a new key: its count starts fresh, and the
+        old boot's claims still fall due.
+        """
+        key = (st.controller, st.boot)
+        a = self._announced.setdefault(key, AnnouncedPulses())
+        if st.pulses <= a.count:
+            return  # nothing new (or a count that went backwards: the higher claim stands)
+        a.count = st.pulses
+        if st.pulses > self._high.get(key, 0):
+            a.due.append((st.pulses, t_rx_ns + int(self.report_grace_ms * 1e6)))
+
+    def flag_overdue(self, now_ns: int) -> list[AttributedPulse]:
+        """Announced pulses whose grace has run out without a report become `missing` (once each)."""
         out: list[AttributedPulse] = []
+        for key, a in self._announced.items():
+            while a.due and a.due[0][1] <= now_ns:
+                count, _ = a.due.popleft()
+                out.extend(self._flag_missing(key, count))
+        return self._record(out)
+
+    def flag_all_announced(self) -> list[AttributedPulse]:
+        """Session end: nothing more will arrive, so every announced, unreported pulse is `missing` now."""
+        out: list[AttributedPulse] = []
+        for key, a in self._announced.items():
+            a.due.clear()
+            out.extend(self._flag_missing(key, a.count))
+        return self._record(out)
+
+    def _flag_missing(self, key: tuple[str, str], upto: int) -> list[AttributedPulse]:
+        """Account for every pulse_seq up to `upto`: each one neither received nor flagged yet becomes `missing`.
+
+        The one path for both witnesses (a gap before a received report, a
+        count in a status), so no pulse_seq is ever flagged twice.
+        """
         high = self._high.get(key, 0)
-        for missing in range(high + 1, p.pulse_seq):  # reports that never arrived
-            if missing not in seen:
-                out.append(self._violation_missing(p.controller, p.boot, missing))
-        self._high[key] = max(high, p.pulse_seq)
-        if p.pulse_seq < high:
-            self._remove_missing(key, p.pulse_seq)  # a late report replaces its placeholder
-        out.append(self._judge(p, t_service_ns, uncertainty_ns))
+        if upto <= high:
+            return []
+        seen = self._seen.setdefault(key, set())
+        listed_upto = min(upto, high + self.max_missing_run)
+        out = [self._violation_missing(key[0], key[1], s) for s in range(high + 1, listed_upto + 1) if s not in seen]
+        if upto > listed_upto:
+            self.missing_unlisted += (upto - listed_upto) - sum(1 for s in seen if listed_upto < s <= upto)
+        self._high[key] = upto
+        return out
+
+    def _replace_missing(self, key: tuple[str, str], judged: AttributedPulse) -> AttributedPulse:
+        """A report recorded missing arrived after all: its outcome replaces the placeholder, marked late."""
+        if not self._remove_missing(key, judged.pulse_seq):
+            self.missing_unlisted = max(0, self.missing_unlisted - 1)  # it was one of the unlisted
+        self.late += 1
+        return dataclasses.replace(judged, late=True)
+
+    def _record(self, out: list[AttributedPulse]) -> list[AttributedPulse]:
+        """Coverage to the sink, violations kept: the one place an outcome is counted."""
         for a in out:
             if a.outcome == "coverage":
                 self.covered += 1

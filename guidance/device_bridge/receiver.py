@@ -45,8 +45,8 @@ class PulseReceiver:
         self._pings: dict[int, tuple[str, int]] = {}  # ping_seq -> (controller, t1)
         self._t_last_ping = 0
 
-    def poll(self, max_messages: int = 1000) -> list[AttributedPulse]:
-        """Handle whatever has arrived (non-blocking); send pings when due."""
+    def poll(self, max_messages: int = 1000, ping: bool = True) -> list[AttributedPulse]:
+        """Handle whatever has arrived (non-blocking); flag announced pulses overdue; send pings when due."""
         out: list[AttributedPulse] = []
         for _ in range(max_messages):
             try:
@@ -55,7 +55,8 @@ class PulseReceiver:
                 break
             out.extend(self._handle(frames))
         now = self.clock()
-        if now - self._t_last_ping >= self.ping_interval_ns:
+        out.extend(self.attributor.flag_overdue(now))
+        if ping and now - self._t_last_ping >= self.ping_interval_ns:
             self._t_last_ping = now
             self._send_pings(now)
         return out
@@ -84,6 +85,7 @@ class PulseReceiver:
             else:
                 peer.routing_id = rid
             self.heartbeat.on_status(msg, t_rx, key)
+            self.attributor.on_status(msg, t_rx)  # status.pulses reveals a lost last report
             return []
         if isinstance(msg, Pong):
             pending = self._pings.pop(msg.ping_seq, None)

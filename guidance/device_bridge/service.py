@@ -23,7 +23,8 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from guidance.device_bridge import protocol
-from guidance.device_bridge.attribution import AttributedPulse, CoverageSink, PulseAttributor, PulseListSink, TipSample, TipTrack
+from guidance.device_bridge.attribution import (ANNOUNCED_REPORT_GRACE_MS, AttributedPulse, CoverageSink,
+                                                 PulseAttributor, PulseListSink, TipSample, TipTrack)
 from guidance.device_bridge.heartbeat import HeartbeatMonitor, LinkEvent
 from guidance.device_bridge.keys import ServiceKeys
 from guidance.device_bridge.protocol import Permit
@@ -59,6 +60,7 @@ class BridgeService:
         sink: CoverageSink | None = None,
         heartbeat_timeout_ms: float = 300.0,
         ping_interval_ms: float = 200.0,
+        report_grace_ms: float = ANNOUNCED_REPORT_GRACE_MS,
         clock: Callable[[], int] = time.monotonic_ns,
     ):
         if keys is None and not insecure:
@@ -95,7 +97,7 @@ class BridgeService:
         self.sink = sink if sink is not None else PulseListSink()
         self.track = TipTrack()
         self.publisher = PermitPublisher(self.pub, service_id, self.boot, clock)
-        self.attributor = PulseAttributor(self.publisher.log, self.track, self.sink)
+        self.attributor = PulseAttributor(self.publisher.log, self.track, self.sink, report_grace_ms=report_grace_ms)
         self.heartbeat = HeartbeatMonitor(timeout_ms=heartbeat_timeout_ms)
         self.receiver = PulseReceiver(self.router, self.attributor, self.heartbeat, service_id=service_id,
                                       boot=self.boot, ping_interval_ms=ping_interval_ms, clock=clock)
@@ -104,6 +106,7 @@ class BridgeService:
         self._out: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive_loop, name="bridge-receiver", daemon=True)
+        self.session_ended = False
         self.closed = False
         self._thread.start()
 
@@ -152,8 +155,41 @@ class BridgeService:
         peer = self.receiver.peers.get(controller)
         return peer.clock.offset_ns if peer else None
 
+    def end_session(self) -> None:
+        """Stop taking reports, and record every pulse a controller announced but never reported as missing.
+
+        A lost last report leaves no gap in the numbering for a later report to
+        reveal, and after the session nothing later will come: so whatever the
+        newest status of each controller boot counted (`pulses`) and did not
+        arrive is a `missing` violation now, without waiting out the grace.
+        Reports already received are handled first. The outcomes come out of
+        the next `poll()` (and are in `violations`), so a caller that records
+        the session calls this, then `poll()`, before closing its record; a
+        caller that wants reports still in flight to count lingers first.
+        Idempotent; `close()` calls it.
+        """
+        if self.session_ended:
+            return
+        self.session_ended = True
+        self._stop.set()
+        self._thread.join(timeout=5)
+        socket_is_ours = not self._thread.is_alive()  # a stuck receiver keeps it: account with what it took in
+        with self.lock:
+            pulses = self._drain_reports() if socket_is_ours else []
+            pulses += self.attributor.flag_all_announced()
+        if pulses:
+            self._out.append((pulses, []))
+
+    def _drain_reports(self) -> list[AttributedPulse]:
+        """Handle what has already arrived, once more, so it is not taken for missing."""
+        try:
+            return self.receiver.poll(max_messages=self.router.getsockopt(zmq.RCVHWM), ping=False)
+        except Exception:  # a last bad frame must not stop the accounting
+            self.receiver_errors += 1
+            return []
+
     def close(self, final_deny: bool = True) -> None:
-        """Say deny once more (so controllers stop before their TTL runs out), then close."""
+        """Say deny once more (so controllers stop before their TTL runs out), account for every pulse, close."""
         if self.closed:
             return
         if final_deny:
@@ -161,8 +197,7 @@ class BridgeService:
             with self.lock:
                 self.publisher.publish(deny(self.policy, Reason.SERVICE_STOPPING, t_capture_ns=now, now_ns=now))
             self.pub.linger = 100
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.end_session()
         self._teardown()
         self.closed = True
 
