@@ -26,6 +26,7 @@ from guidance.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline
 from guidance.recording import SessionRecorder
 from guidance.vision.camera import load_camera
+from guidance.vision.face_landmarks import LANDMARK_MODEL
 from guidance.vision.models import read_manifest, verified_path
 from guidance.vision.profiles import load_handpiece_profile
 from guidance.vision.sources import open_source
@@ -148,7 +149,7 @@ def _startup(opts: RunOptions):
     profile = load_handpiece_profile(profile_path)
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
     manifest = read_manifest()
-    for name in ("face_detection_short_range", "face_landmark"):
+    for name in ("face_detection_short_range", LANDMARK_MODEL):
         verified_path(name)
     return plan, profile, profile_path, camera, manifest
 

@@ -77,3 +77,14 @@ def test_replay_plays_the_demo_recording(demo, tmp_path):
         warnings.simplefilter("ignore")
         n = len(open_session(out / "session").frames)
     assert int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT)) == n
+
+
+def test_the_tuned_landmark_model_maps_the_tip_closer_to_the_truth(demo):
+    """On the demo's face (held out of training), with the handpiece on the skin: `guidance bench --stage occlusion`."""
+    from guidance.vision.face_landmarks import LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
+    from guidance.vision.occlusion_bench import format_occlusion, run_occlusion_bench
+    out, _ = demo
+    r = run_occlusion_bench(out / "simulation" / "simulated.avi")
+    assert r[LANDMARK_MODEL]["contact_frames"] > 100
+    assert r[LANDMARK_MODEL]["median_mm"] < 0.8 * r[ORIGINAL_LANDMARK_MODEL]["median_mm"], format_occlusion(r)
+    assert r[LANDMARK_MODEL]["unmapped"] <= r[ORIGINAL_LANDMARK_MODEL]["unmapped"]

@@ -8,7 +8,7 @@ import json
 from guidance import bench
 from guidance.errors import UserError
 
-STAGES = ("face", "markers", "zones", "bridge", "run")
+STAGES = ("face", "markers", "zones", "bridge", "run", "occlusion")
 DEFAULT_STAGES = ("face", "markers", "zones", "bridge")
 
 
@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", help="video to track (e.g. the sample single_face.mp4)")
     p.add_argument("--stage", type=_stages, default=DEFAULT_STAGES,
                    help="comma-separated: face,markers,zones,bridge,run (default: face,markers,zones,bridge); "
-                        "run = the whole live app in real time with overlay video, recording and CURVE permits")
+                        "run = the whole live app in real time with overlay video, recording and CURVE permits; "
+                        "occlusion = tip chart error per landmark model on a `guidance simulate` video (accuracy, not speed)")
     p.add_argument("--plan", default="plans/full_face.yaml", help="plan for the run stage")
     p.add_argument("--frames", type=int, default=600, help="frames to time (the video is looped; default 600)")
     p.add_argument("--size", type=_size, default=(640, 480), help="resize frames to WxH (default 640x480) or 'native'")
@@ -88,5 +89,10 @@ def run(args: argparse.Namespace) -> int:
                     f"p99 {r['latency_ms_p99']:.2f} ms; source dropped {r['source_dropped']}, overlay dropped {r['overlay_dropped']}")
         for k, st in r["stages_ms"].items():
             text.append(f"  {k:<20} median {st['median']:.3f} ms  p99 {st['p99']:.3f} ms")
+    if "occlusion" in args.stage:
+        from guidance.vision.occlusion_bench import format_occlusion, run_occlusion_bench
+        o = run_occlusion_bench(args.video)
+        result["occlusion"] = o
+        text.append(format_occlusion(o))
     print(json.dumps(result) if args.json else "\n".join(text))
     return 0

@@ -37,6 +37,7 @@ from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_t
 from guidance.sim.path import SimPath, Trajectory, build_trajectory, load_path
 from guidance.sim.skin import ChartToSkin, PlacedPoint
 from guidance.vision.camera import CameraModel
+from guidance.vision.face_landmarks import ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.head_pose import load_canonical_face
 from guidance.vision.profiles import HandpieceProfile, load_handpiece_profile
@@ -237,7 +238,8 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
     opts = sim.render
     rng = np.random.default_rng(int(opts["seed"]))
     renderer = SceneRenderer(camera)
-    tracker = FaceTracker(TrackerConfig(smoothing=False), camera)
+    # The truth is where mediapipe's own model puts the skin on the clean frame, not our fine-tuned one.
+    tracker = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL), camera)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
     # OpenCV's own MJPEG writer: it honours the quality setting (FFmpeg's ignores it)
     writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),

@@ -22,6 +22,10 @@ from guidance.vision.models import load_model
 INPUT_SIZE = 192
 NUM_LANDMARKS = 468
 ROI_SCALE = 1.5
+# The tracker's landmark model: mediapipe's, fine-tuned not to be moved by a handpiece in front of the face
+# (models/distill_face_landmark.py). ORIGINAL_LANDMARK_MODEL is mediapipe's own, unchanged.
+LANDMARK_MODEL = "face_landmark_occlusion"
+ORIGINAL_LANDMARK_MODEL = "face_landmark"
 # Landmarks that define the in-plane rotation of the tracking ROI: the two
 # corners of the eye on the image's left (outer 33, inner 133).
 ROTATION_LANDMARKS = (33, 133)
@@ -93,8 +97,8 @@ class LandmarkResult:
 class FaceLandmarker:
     """Runs the landmark model on an ROI of a BGR image."""
 
-    def __init__(self, session=None):
-        self.session = session or load_model("face_landmark")
+    def __init__(self, session=None, *, model: str = LANDMARK_MODEL):
+        self.session = session or load_model(model)
         self.input_name = self.session.get_inputs()[0].name
 
     def crop(self, image_bgr: np.ndarray, roi: Roi) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from guidance.vision.camera import CameraModel
 from guidance.vision.face_detector import FaceDetector
-from guidance.vision.face_landmarks import FaceLandmarker, Roi, roi_from_detection, roi_from_landmarks
+from guidance.vision.face_landmarks import LANDMARK_MODEL, FaceLandmarker, Roi, roi_from_detection, roi_from_landmarks
 from guidance.vision.head_pose import HeadPose, HeadPoseEstimator, load_canonical_face
 from guidance.vision.smoothing import OneEuroConfig, OneEuroFilter
 from guidance.vision.sources import Frame
@@ -30,6 +30,10 @@ class TrackerConfig:
     smoothing: bool = True  # False = "raw" mode
     one_euro: OneEuroConfig = OneEuroConfig()
     head_pose: bool = True
+    # The landmark model (a name in models/MANIFEST.json). The default was fine-tuned to give, with the
+    # handpiece in front of the face, the original's answer without it (models/distill_face_landmark.py);
+    # "face_landmark" is mediapipe's original, which the simulator's ground truth is defined by.
+    landmark_model: str = LANDMARK_MODEL
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class FaceTracker:
         self.config = config
         self.camera = camera
         self.detector = detector or FaceDetector(min_score=config.min_detection_score)
-        self.landmarker = landmarker or FaceLandmarker()
+        self.landmarker = landmarker or FaceLandmarker(model=config.landmark_model)
         self.filter = OneEuroFilter(config.one_euro)
         self.pose: HeadPoseEstimator | None = None
         if config.head_pose:
