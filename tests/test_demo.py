@@ -81,7 +81,7 @@ def test_replay_plays_the_demo_recording(demo, tmp_path):
 
 def test_the_tuned_landmark_model_maps_the_tip_closer_to_the_truth(demo):
     """On the demo's face (held out of training), with the handpiece on the skin: `guidance bench --stage occlusion`."""
-    from guidance.vision.face_landmarks import LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
+    from guidance.vision.face_landmarks import OCCLUSION_LANDMARK_MODEL as LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
     from guidance.vision.occlusion_bench import format_occlusion, run_occlusion_bench
     out, _ = demo
     r = run_occlusion_bench(out / "simulation" / "simulated.avi")

@@ -22,10 +22,13 @@ from guidance.vision.models import load_model
 INPUT_SIZE = 192
 NUM_LANDMARKS = 468
 ROI_SCALE = 1.5
-# The tracker's landmark model: mediapipe's, fine-tuned not to be moved by a handpiece in front of the face
-# (models/distill_face_landmark.py). ORIGINAL_LANDMARK_MODEL is mediapipe's own, unchanged.
-LANDMARK_MODEL = "face_landmark_occlusion"
+# ORIGINAL_LANDMARK_MODEL is mediapipe's own. OCCLUSION_LANDMARK_MODEL is it fine-tuned not to be moved by
+# a handpiece in front of the face (models/distill_face_landmark.py); it maps the tip better but its
+# face-presence output says "face" on frames without one (it was never shown a non-face), so it is not
+# the tracker's default: a tracker that cannot lose the face would not fail closed.
 ORIGINAL_LANDMARK_MODEL = "face_landmark"
+OCCLUSION_LANDMARK_MODEL = "face_landmark_occlusion"
+LANDMARK_MODEL = ORIGINAL_LANDMARK_MODEL
 # Landmarks that define the in-plane rotation of the tracking ROI: the two
 # corners of the eye on the image's left (outer 33, inner 133).
 ROTATION_LANDMARKS = (33, 133)

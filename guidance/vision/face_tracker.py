@@ -30,9 +30,8 @@ class TrackerConfig:
     smoothing: bool = True  # False = "raw" mode
     one_euro: OneEuroConfig = OneEuroConfig()
     head_pose: bool = True
-    # The landmark model (a name in models/MANIFEST.json). The default was fine-tuned to give, with the
-    # handpiece in front of the face, the original's answer without it (models/distill_face_landmark.py);
-    # "face_landmark" is mediapipe's original, which the simulator's ground truth is defined by.
+    # The landmark model (a name in models/MANIFEST.json): mediapipe's by default; "face_landmark_occlusion"
+    # is the experimental fine-tune against handpiece occlusion (see face_landmarks.OCCLUSION_LANDMARK_MODEL).
     landmark_model: str = LANDMARK_MODEL
 
 

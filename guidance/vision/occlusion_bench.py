@@ -17,7 +17,7 @@ import numpy as np
 
 from guidance.errors import UserError
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, load_ground_truth
-from guidance.vision.face_landmarks import LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
+from guidance.vision.face_landmarks import OCCLUSION_LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.sources import Frame
 from guidance.zones.mapper import ZoneMapper
@@ -64,7 +64,7 @@ def tip_chart_errors(video: str | Path, model: str) -> dict:
 
 
 def run_occlusion_bench(video: str | Path) -> dict:
-    return {m: tip_chart_errors(video, m) for m in (ORIGINAL_LANDMARK_MODEL, LANDMARK_MODEL)}
+    return {m: tip_chart_errors(video, m) for m in (ORIGINAL_LANDMARK_MODEL, OCCLUSION_LANDMARK_MODEL)}
 
 
 def format_occlusion(r: dict) -> str:
