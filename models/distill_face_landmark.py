@@ -153,7 +153,7 @@ def _evaluate(net, data) -> dict:
 def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path) -> dict:
     import numpy as np
     import onnx
-    import onnxruntime as ort  # noqa: F401  (checked below if present)
+    import onnxruntime as ort
     import torch
     from onnx import numpy_helper
 

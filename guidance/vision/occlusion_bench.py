@@ -16,11 +16,20 @@ import cv2
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.sim.ground_truth import GROUND_TRUTH_FILE, load_ground_truth
+from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, load_ground_truth
 from guidance.vision.face_landmarks import OCCLUSION_LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
+from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.sources import Frame
 from guidance.zones.mapper import ZoneMapper
+
+
+def chart_error(mapper: ZoneMapper, obs: FaceObservation, g: GTFrame, size: tuple[int, int]) -> tuple[float, float]:
+    """(distance, v error) in chart mm of the true tip pixel looked up through `obs`; NaN off the mesh."""
+    z = mapper.locate(obs, g.tip_x_px, g.tip_y_px, size)
+    if z.chart_mm is None:
+        return float("nan"), float("nan")
+    du, dv = z.chart_mm[0] - g.chart_u_mm, z.chart_mm[1] - g.chart_v_mm
+    return float(np.hypot(du, dv)), float(dv)
 
 
 def tip_chart_errors(video: str | Path, model: str) -> dict:
@@ -44,13 +53,9 @@ def tip_chart_errors(video: str | Path, model: str) -> dict:
             i += 1
             if g is None or not g.contact or not np.isfinite(g.tip_x_px):
                 continue
-            z = mapper.locate(obs, g.tip_x_px, g.tip_y_px, (img.shape[1], img.shape[0])) if obs.found else None
-            if z is None or z.chart_mm is None:
-                err.append(np.nan)
-                continue
-            du, dv = z.chart_mm[0] - g.chart_u_mm, z.chart_mm[1] - g.chart_v_mm
-            err.append(float(np.hypot(du, dv)))
-            if g.true_zone.startswith("forehead"):
+            e, dv = chart_error(mapper, obs, g, (img.shape[1], img.shape[0])) if obs.found else (np.nan, np.nan)
+            err.append(e)
+            if np.isfinite(e) and g.true_zone.startswith("forehead"):
                 dv_forehead.append(dv)
     finally:
         cap.release()

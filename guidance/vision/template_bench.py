@@ -22,6 +22,7 @@ import numpy as np
 from guidance.sim.ground_truth import load_ground_truth
 from guidance.vision.face_template import FaceTemplate, TemplateConfig
 from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
+from guidance.vision.occlusion_bench import chart_error
 from guidance.vision.sources import Frame
 from guidance.zones.mapper import ZoneMapper
 
@@ -57,13 +58,9 @@ def measure(sim_dir: str | Path, config: TemplateConfig = TemplateConfig()) -> d
         size = (img.shape[1], img.shape[0])
         for name, lm in (("tracker", obs.landmarks), ("template", lm_t)):
             o = FaceObservation(i, 0, 0, True, 1.0, lm, lm, None, None, False, {})
-            z = mapper.locate(o, tip[0], tip[1], size)
-            if z.chart_mm is None:
-                err[name].append(np.nan)
-                continue
-            du, dv = z.chart_mm[0] - g.chart_u_mm, z.chart_mm[1] - g.chart_v_mm
-            err[name].append(float(np.hypot(du, dv)))
-            if g.true_zone.startswith("forehead"):
+            e, dv = chart_error(mapper, o, g, size)
+            err[name].append(e)
+            if np.isfinite(e) and g.true_zone.startswith("forehead"):
                 dv_forehead[name].append(dv)
     out = {}
     for name, e in err.items():
