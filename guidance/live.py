@@ -187,6 +187,7 @@ def run_session(opts: RunOptions) -> RunSummary:
                 "handpiece": _snapshot_yaml(profile_path),
                 "camera": camera.to_dict() if camera else {"calibrated": False, "default": "f = image width, centred principal point"},
                 "models": {k: v["sha256"] for k, v in manifest["models"].items()},
+                "landmark_model": pipeline.face.config.landmark_model,
                 "atlas_version": pipeline.atlas.atlas_version,
                 "chart_version": pipeline.atlas.chart_version,
                 "gate": {"ttl_ms": pipeline.policy.ttl_ms, "margin_mm": pipeline.policy.margin_mm,

@@ -148,6 +148,30 @@ MEMBERS: dict[str, PinnedMember] = {
     "facexlib_test.jpg": PinnedMember("facexlib", _FX + "test.jpg", "58c1910407fa6a14728d1c3b672439d8ffe7337820ed45a56495311f20ec7cfb"),
     # An elderly man, three-quarter portrait, face ~300 px. facexlib 0.3.0 (MIT); photo source not stated.
     "facexlib_test2.jpg": PinnedMember("facexlib", _FX + "test2.jpg", "1ac825ae0a78f18a40a2aa2416de521f1a37ee1c0d306e1a7e75ecf40ad5a571"),
+    # Scenes with no face in them, for teaching the tuned landmark model's presence output what a non-face is
+    # (models/distill_face_landmark.py). Training only. scikit-image 0.24.0's bundled data (package BSD-3;
+    # each image's source and licence is given in skimage.data's function docstrings, mostly CC0 or public
+    # domain); matplotlib 3.9.2's sample image of a present (matplotlib licence).
+    "coffee.png": PinnedMember("scikit-image", "skimage/data/coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+    "chelsea.png": PinnedMember("scikit-image", "skimage/data/chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
+    "rocket.jpg": PinnedMember("scikit-image", "skimage/data/rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+    "motorcycle_left.png": PinnedMember("scikit-image", "skimage/data/motorcycle_left.png", "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179"),
+    "horse.png": PinnedMember("scikit-image", "skimage/data/horse.png", "c7fb60789fe394c485f842291ea3b21e50d140f39d6dcb5fb9917cc178225455"),
+    "brick.png": PinnedMember("scikit-image", "skimage/data/brick.png", "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf"),
+    "grass.png": PinnedMember("scikit-image", "skimage/data/grass.png", "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89"),
+    "gravel.png": PinnedMember("scikit-image", "skimage/data/gravel.png", "c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12"),
+    "hubble_deep_field.jpg": PinnedMember("scikit-image", "skimage/data/hubble_deep_field.jpg", "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4"),
+    "coins.png": PinnedMember("scikit-image", "skimage/data/coins.png", "f8d773fc9cfa6f4d8e5942dc34d0a0788fcaed2a4fefbbed0aef5398d7ef4cba"),
+    "page.png": PinnedMember("scikit-image", "skimage/data/page.png", "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3"),
+    "text.png": PinnedMember("scikit-image", "skimage/data/text.png", "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1"),
+    "retina.jpg": PinnedMember("scikit-image", "skimage/data/retina.jpg", "38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6"),
+    "ihc.png": PinnedMember("scikit-image", "skimage/data/ihc.png", "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef"),
+    "clock_motion.png": PinnedMember("scikit-image", "skimage/data/clock_motion.png", "f029226b28b642e80113d86622e9b215ee067a0966feaf5e60604a1e05733955"),
+    "moon.png": PinnedMember("scikit-image", "skimage/data/moon.png", "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577"),
+    "color.png": PinnedMember("scikit-image", "skimage/data/color.png", "7d2df993de2b4fa2a78e04e5df8050f49a9c511aa75e59ab3bd56ac9c98aef7e"),
+    "logo.png": PinnedMember("scikit-image", "skimage/data/logo.png", "f2c57fe8af089f08b5ba523d95573c26e62904ac5967f4c8851b27d033690168"),
+    "cell.png": PinnedMember("scikit-image", "skimage/data/cell.png", "8d23a7fb81f7cc877cd09f330357fc7f595651306e84e17252f6e0a1b3f61515"),
+    "Minduka_Present_Blue_Pack.png": PinnedMember("matplotlib", "matplotlib/mpl-data/sample_data/Minduka_Present_Blue_Pack.png", "5e72868826a7a4329a950e5a9efa393594807833fb7f27e5cd001a8afb9cd081"),
     # Upstream model files, for models/build.py and the conversion-fidelity tests.
     "face_detection_short_range.tflite": PinnedMember("mediapipe", _MP + "face_detection/face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
     "face_landmark.tflite": PinnedMember("mediapipe", _MP + "face_landmark/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
@@ -160,6 +184,13 @@ FACE_VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov"
 # Real faces of more people, for building training pairs only.
 TRAINING_FACE_IMAGES = ["grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "facetorch_test.jpg",
                         "facetorch_test2.jpg", "facetorch_test3.jpg", "facexlib_test.jpg", "facexlib_test2.jpg"]
+
+
+# Scenes without a face, for training only (the no-face test videos stay held out).
+NON_FACE_IMAGES = ["coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "horse.png", "brick.png",
+                   "grass.png", "gravel.png", "hubble_deep_field.jpg", "coins.png", "page.png", "text.png",
+                   "retina.jpg", "ihc.png", "clock_motion.png", "moon.png", "color.png", "logo.png", "cell.png",
+                   "Minduka_Present_Blue_Pack.png"]
 
 
 def cache_dir() -> Path:

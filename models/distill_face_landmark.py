@@ -13,6 +13,11 @@ crops are in every batch too, so the student keeps the teacher's answers where
 nothing is in the way. The held-out face (single_face.mp4, the demo's face) is
 never trained on; its pairs are the validation figures.
 
+Crops with no face are in every batch as well (guidance/sim/nonface_crops.py),
+taught only the teacher's presence: without them the student learns that every
+crop is a face, and a tracker that cannot lose the face does not fail closed.
+Their validation figures come from no_face.mp4 and a landscape, never trained on.
+
 The graph is not rebuilt: a small interpreter runs face_landmark.onnx's nodes
 with torch ops for training, and the trained weights are written back into a
 copy of the same ONNX graph, so the runtime model has exactly the original's
@@ -24,9 +29,10 @@ Usage (from the repository root):
     python models/distill_face_landmark.py --keep-env DIR --pairs-dir DIR
 Step by step (what the default does; PAIR_RUNS below lists the pair maker's arguments):
     python -m guidance.sim.occlusion_pairs PAIRS/train_a.npz --per-frame 4 --seed 1 --only ...   (and b, c, val)
+    python -m guidance.sim.nonface_crops PAIRS/nonface.npz --per-frame 3 --seed 11               (and nonface_val)
     TRAINENV/bin/python models/distill_face_landmark.py train PAIRS/train_a.npz,PAIRS/train_b.npz,PAIRS/train_c.npz \
-        PAIRS/val.npz OUT.onnx
-Training takes about 8 minutes on 2 CPU cores (4000 steps of 16 crops). torch's CPU kernels are not
+        PAIRS/val.npz OUT.onnx --nonface PAIRS/nonface.npz --nonface-val PAIRS/nonface_val.npz
+Training takes about 11 minutes on 2 CPU cores (4000 steps of 16 face and 6 non-face crops). torch's CPU kernels are not
 bit-reproducible across machines, so a rebuild gives a model that matches within training noise,
 not the same bytes; MANIFEST.json records the sha256 of the shipped file and its validation figures.
 """
@@ -46,8 +52,8 @@ HERE = Path(__file__).resolve().parent
 TRAIN_PINS = ["torch==2.13.0", "onnx==1.17.0", "numpy<2"]
 SOURCE = "face_landmark"
 TARGET = "face_landmark_occlusion"
-SETTINGS = {"steps": 4000, "batch_occluded": 12, "batch_clean": 4, "lr": 1e-4, "lr_final": 5e-6, "seed": 3,
-            "z_weight": 0.3, "logit_weight": 0.05}
+SETTINGS = {"steps": 4000, "batch_occluded": 12, "batch_clean": 4, "batch_nonface": 6, "lr": 1e-4,
+            "lr_final": 5e-6, "seed": 3, "z_weight": 0.3, "presence_weight": 0.5}
 
 
 # -- training (runs in the training environment: torch + onnx) ------------------------------------
@@ -137,24 +143,49 @@ def _landmark_error(coords, teacher):
     return float(per.mean()), float(np.percentile(per, 90))
 
 
-def _evaluate(net, data) -> dict:
+def _run(net, crops):
     import numpy as np
     import torch
-    out = {}
+    coords, logits = [], []
     with torch.no_grad():
-        for key in ("occluded", "clean"):
-            coords = np.concatenate([net(_to_input(data[key][i:i + 32]))[0].reshape(-1, 1404).numpy()
-                                     for i in range(0, len(data[key]), 32)])
-            m, p90 = _landmark_error(coords, data["teacher_coords"])
-            out[key] = {"mean_px": round(m, 3), "p90_px": round(p90, 3)}
+        for i in range(0, len(crops), 32):
+            c, lg = net(_to_input(crops[i:i + 32]))
+            coords.append(c.reshape(-1, 1404).numpy())
+            logits.append(lg.reshape(-1).numpy())
+    return np.concatenate(coords), np.concatenate(logits)
+
+
+def _evaluate(net, data, nonface=None) -> dict:
+    """Landmark error against the teacher's clean answer, and whether presence agrees with the teacher's.
+
+    Presence figures: on face crops, the share the student still calls a face (teacher says face on the clean
+    crop); on the held-out non-face crops, the share it calls a face where the teacher does not (what would
+    keep the tracker on a face that is not there) and the highest such probability.
+    """
+    import numpy as np
+    out = {}
+    teacher_face = data["teacher_logit"] > 0
+    for key in ("occluded", "clean"):
+        coords, logit = _run(net, data[key])
+        m, p90 = _landmark_error(coords, data["teacher_coords"])
+        out[key] = {"mean_px": round(m, 3), "p90_px": round(p90, 3),
+                    "face_kept": round(float((logit[teacher_face] > 0).mean()), 4)}
+    if nonface is not None:
+        _, logit = _run(net, nonface["crops"])
+        neg = nonface["teacher_logit"] <= 0
+        p = 1.0 / (1.0 + np.exp(-logit[neg]))
+        out["nonface"] = {"crops": int(neg.sum()), "false_face": round(float((p > 0.5).mean()), 4),
+                          "max_p": round(float(p.max()), 4), "p99": round(float(np.percentile(p, 99)), 4)}
     return out
 
 
-def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path) -> dict:
+def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path, nonface_npz: Path,
+          nonface_val_npz: Path) -> dict:
     import numpy as np
     import onnx
     import onnxruntime as ort
     import torch
+    import torch.nn.functional as F
     from onnx import numpy_helper
 
     s = SETTINGS
@@ -165,27 +196,33 @@ def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path) -> d
     parts = [dict(np.load(p)) for p in str(train_npz).split(",")]
     tr = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     va = dict(np.load(val_npz))
+    nf = dict(np.load(nonface_npz))
+    nf_va = dict(np.load(nonface_val_npz))
     teacher = _interpreter(source_onnx).eval()
     net = _interpreter(source_onnx)
-    before = _evaluate(teacher, va)
+    before = _evaluate(teacher, va, nf_va)
     print("validation before:", before, flush=True)
     opt = torch.optim.Adam(net.parameters(), lr=s["lr"])
     decay = (s["lr_final"] / s["lr"]) ** (1.0 / s["steps"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     n = len(tr["clean"])
-    bo, bc = s["batch_occluded"], s["batch_clean"]
+    bo, bc, bn = s["batch_occluded"], s["batch_clean"], s["batch_nonface"]
+    n_nf = len(nf["crops"])
     w = torch.tensor([1.0, 1.0, s["z_weight"]]).repeat(468)
     t0 = time.time()
     net.train()
     for step in range(1, s["steps"] + 1):
         io = rng.integers(0, n, bo)
         ic = rng.integers(0, n, bc)
-        x = _to_input(np.concatenate([tr["occluded"][io], tr["clean"][ic]]))
+        inf = rng.integers(0, n_nf, bn)
+        x = _to_input(np.concatenate([tr["occluded"][io], tr["clean"][ic], nf["crops"][inf]]))
         target = torch.from_numpy(np.concatenate([tr["teacher_coords"][io], tr["teacher_coords"][ic]]))
-        tlogit = torch.from_numpy(np.concatenate([tr["teacher_logit"][io], tr["teacher_logit"][ic]]))
+        tlogit = torch.from_numpy(np.concatenate([tr["teacher_logit"][io], tr["teacher_logit"][ic],
+                                                  nf["teacher_logit"][inf]]))
         coords, logit = net(x)
-        loss = ((coords.reshape(-1, 1404) - target).abs() * w).mean() \
-            + s["logit_weight"] * ((logit.reshape(-1) - tlogit) ** 2).mean()
+        # landmarks only where there is a face; presence everywhere, as the teacher's probability
+        loss = ((coords.reshape(-1, 1404)[:bo + bc] - target).abs() * w).mean() \
+            + s["presence_weight"] * F.binary_cross_entropy_with_logits(logit.reshape(-1), torch.sigmoid(tlogit))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -194,10 +231,10 @@ def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path) -> d
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
         if step % 500 == 0 or step == s["steps"]:
             net.eval()
-            print("validation:", _evaluate(net, va), flush=True)
+            print("validation:", _evaluate(net, va, nf_va), flush=True)
             net.train()
     net.eval()
-    after = _evaluate(net, va)
+    after = _evaluate(net, va, nf_va)
 
     proto = onnx.load(str(source_onnx))
     trained = {k: v.detach().numpy() for k, v in net.params.items()}
@@ -224,6 +261,9 @@ def train(train_npz: str, val_npz: Path, out_onnx: Path, source_onnx: Path) -> d
     tmp.replace(out_onnx)
     report = {"validation_before": before, "validation_after": after, "onnx_vs_torch_max_px": worst,
               "train_pairs": int(n), "val_pairs": int(len(va["clean"])), "settings": s,
+              "train_nonface": int(n_nf), "val_nonface": int(len(nf_va["crops"])),
+              "nonface_sources": sorted(set(nf["source"].tolist())),
+              "nonface_val_sources": sorted(set(nf_va["source"].tolist())),
               "train_sources": sorted(set(tr["source"].tolist())), "val_sources": sorted(set(va["source"].tolist())),
               "train_seconds": round(time.time() - t0)}
     print(json.dumps(report, indent=2))
@@ -247,6 +287,11 @@ PAIR_RUNS = {
     "train_c.npz": ["--per-frame", "6", "--seed", "4", "--only", *MORE_FACES],
     "val.npz": ["--held-out", "--per-frame", "3", "--seed", "99"],
 }
+# The non-face crops for the presence output (guidance/sim/nonface_crops.py).
+NONFACE_RUNS = {
+    "nonface.npz": ["--per-frame", "3", "--seed", "11"],
+    "nonface_val.npz": ["--held-out", "--per-frame", "3", "--seed", "11"],
+}
 
 
 def manifest_entry(out: Path, report: dict, manifest: dict) -> dict:
@@ -254,9 +299,12 @@ def manifest_entry(out: Path, report: dict, manifest: dict) -> dict:
         "file": out.name, "sha256": _sha256(out),
         "derived_from": SOURCE, "derived_from_sha256": manifest["models"][SOURCE]["sha256"],
         "script": "models/distill_face_landmark.py", "pairs_script": "guidance/sim/occlusion_pairs.py",
-        "pair_runs": PAIR_RUNS, "trainer": TRAIN_PINS[:2], "settings": report["settings"],
+        "nonface_script": "guidance/sim/nonface_crops.py",
+        "pair_runs": PAIR_RUNS, "nonface_runs": NONFACE_RUNS, "trainer": TRAIN_PINS[:2], "settings": report["settings"],
         "train_pairs": report["train_pairs"], "val_pairs": report["val_pairs"],
+        "train_nonface": report["train_nonface"], "val_nonface": report["val_nonface"],
         "train_sources": report["train_sources"], "val_sources": report["val_sources"],
+        "nonface_sources": report["nonface_sources"], "nonface_val_sources": report["nonface_val_sources"],
         "validation_crop_px": {"before": report["validation_before"], "after": report["validation_after"]},
     }
 
@@ -271,14 +319,17 @@ def build(keep_env: Path | None, pairs_dir: Path | None) -> None:
             subprocess.run([str(py), "-m", "pip", "install", "--quiet", *TRAIN_PINS, "onnxruntime"], check=True)
         pairs = pairs_dir or tmp
         pairs.mkdir(parents=True, exist_ok=True)
-        for name, args in PAIR_RUNS.items():
-            if not (pairs / name).exists():
-                subprocess.run([sys.executable, "-m", "guidance.sim.occlusion_pairs", str(pairs / name), *args],
-                               check=True, cwd=HERE.parent)
+        runs = [("guidance.sim.occlusion_pairs", PAIR_RUNS), ("guidance.sim.nonface_crops", NONFACE_RUNS)]
+        for module, named in runs:
+            for name, args in named.items():
+                if not (pairs / name).exists():
+                    subprocess.run([sys.executable, "-m", module, str(pairs / name), *args], check=True,
+                                   cwd=HERE.parent)
         out = HERE / f"{TARGET}.onnx"
         report_path = tmp / "report.json"
         train_files = ",".join(str(pairs / n) for n in PAIR_RUNS if n != "val.npz")
         subprocess.run([str(py), __file__, "train", train_files, str(pairs / "val.npz"), str(out),
+                        "--nonface", str(pairs / "nonface.npz"), "--nonface-val", str(pairs / "nonface_val.npz"),
                         "--report", str(report_path)], check=True)
         report = json.loads(report_path.read_text())
     manifest_path = HERE / "MANIFEST.json"
@@ -296,18 +347,20 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("val_npz", type=Path)
         ap.add_argument("out", type=Path)
         ap.add_argument("--source", type=Path, default=HERE / f"{SOURCE}.onnx")
+        ap.add_argument("--nonface", type=Path, required=True, help="non-face crops (nonface_crops.py)")
+        ap.add_argument("--nonface-val", type=Path, required=True, help="held-out non-face crops")
         ap.add_argument("--report", type=Path)
         ap.add_argument("--steps", type=int)
         a = ap.parse_args(argv[1:])
         if a.steps:
             SETTINGS["steps"] = a.steps
-        report = train(a.train_npz, a.val_npz, a.out, a.source)
+        report = train(a.train_npz, a.val_npz, a.out, a.source, a.nonface, a.nonface_val)
         if a.report:
             a.report.write_text(json.dumps(report))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep-env", type=Path, help="reuse (or create) this training virtual environment")
-    ap.add_argument("--pairs-dir", type=Path, help="reuse (or create) train.npz and val.npz here")
+    ap.add_argument("--pairs-dir", type=Path, help="reuse (or create) the pair and non-face files here")
     a = ap.parse_args(argv)
     build(a.keep_env, a.pairs_dir)
 

@@ -28,6 +28,7 @@ def test_the_demo_session_is_safe_and_complete(demo):
         warnings.simplefilter("ignore")
         s = open_session(out / "session")
     assert not s.truncated
+    assert s.info["landmark_model"] in s.info["models"]  # which landmark model tracked, and its sha256
     assert all(r.get("video") for r in s.frames)  # every processed frame is in the recording with its image
     delivered = [e for e in s.events if e["kind"] == "pulse"]
     assert len(delivered) == acc.pulses_fired  # every fired pulse reached coverage (none lost)

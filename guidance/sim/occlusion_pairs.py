@@ -168,9 +168,14 @@ class PairMaker:
         return out
 
     def teacher(self, clean: np.ndarray) -> tuple[np.ndarray, float]:
-        tensor = (cv2.cvtColor(clean, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)[None]
-        coords, logit = self.landmarker.session.run(None, {self.landmarker.input_name: tensor})
-        return coords.reshape(-1).astype(np.float32), float(logit.reshape(-1)[0])
+        return teacher_answer(self.landmarker, clean)
+
+
+def teacher_answer(landmarker: FaceLandmarker, crop: np.ndarray) -> tuple[np.ndarray, float]:
+    """The original model's raw output on one 192×192 BGR crop: landmark coordinates and presence logit."""
+    tensor = (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)[None]
+    coords, logit = landmarker.session.run(None, {landmarker.input_name: tensor})
+    return coords.reshape(-1).astype(np.float32), float(logit.reshape(-1)[0])
 
 
 def collect(held_out: bool, per_frame: int, seed: int, only: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -23,12 +23,13 @@ INPUT_SIZE = 192
 NUM_LANDMARKS = 468
 ROI_SCALE = 1.5
 # ORIGINAL_LANDMARK_MODEL is mediapipe's own. OCCLUSION_LANDMARK_MODEL is it fine-tuned not to be moved by
-# a handpiece in front of the face (models/distill_face_landmark.py); it maps the tip better but its
-# face-presence output says "face" on frames without one (it was never shown a non-face), so it is not
-# the tracker's default: a tracker that cannot lose the face would not fail closed.
+# a handpiece in front of the face (models/distill_face_landmark.py), and taught mediapipe's own presence
+# answer on crops with no face, so the tracker loses a face where mediapipe's model does (it fails closed
+# as before) while mapping the tip about twice as close. It is the tracker's default; the original stays
+# the ground-truth tracker of `guidance simulate`, which sees frames without the handpiece.
 ORIGINAL_LANDMARK_MODEL = "face_landmark"
 OCCLUSION_LANDMARK_MODEL = "face_landmark_occlusion"
-LANDMARK_MODEL = ORIGINAL_LANDMARK_MODEL
+LANDMARK_MODEL = OCCLUSION_LANDMARK_MODEL
 # Landmarks that define the in-plane rotation of the tracking ROI: the two
 # corners of the eye on the image's left (outer 33, inner 133).
 ROTATION_LANDMARKS = (33, 133)

@@ -30,8 +30,8 @@ class TrackerConfig:
     smoothing: bool = True  # False = "raw" mode
     one_euro: OneEuroConfig = OneEuroConfig()
     head_pose: bool = True
-    # The landmark model (a name in models/MANIFEST.json): mediapipe's by default; "face_landmark_occlusion"
-    # is the experimental fine-tune against handpiece occlusion (see face_landmarks.OCCLUSION_LANDMARK_MODEL).
+    # The landmark model (a name in models/MANIFEST.json): the fine-tune against handpiece occlusion by
+    # default; "face_landmark" is mediapipe's own (see face_landmarks.OCCLUSION_LANDMARK_MODEL).
     landmark_model: str = LANDMARK_MODEL
 
 
