@@ -27,6 +27,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 
 from guidance.errors import UserError
 from guidance.recording import open_session
@@ -50,6 +52,10 @@ class Acceptance:
     coverage_truth: dict[str, float] = field(default_factory=dict)
     coverage_max_diff_pp: float = 0.0
     violations_recorded: int = 0
+    # Where the service put each pulse fired in contact on the chart vs where the true tip was (mm): what the
+    # coverage difference is made of. Matched by (boot, pulse_seq) between the controller's log and the
+    # recording. Lifted pulses are left out: a hovering tip maps through the skin at an angle, several mm off.
+    pulse_error_mm: dict[str, float] = field(default_factory=dict)  # n, median, p90, max
 
     @property
     def safe(self) -> bool:
@@ -79,15 +85,20 @@ def _free_port_pair() -> int:
     raise UserError("no free pair of local ports for the permit and report sockets")
 
 
-def _controller_pulses(log: Path) -> list[int]:
+def _controller_pulses(log: Path) -> list[tuple[int, tuple[str, int] | None]]:
+    """(time fired, (boot, pulse_seq)) of every pulse the controller simulator fired."""
     out = []
+    boot = None
     for line in log.read_text().splitlines():
         try:
             e = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if e.get("event") == "start":
+            boot = e.get("boot")
         if e.get("event") == "pulse" and not e.get("rogue"):
-            out.append(int(e["t_mono_ns"]))
+            seq = e.get("pulse_seq")
+            out.append((int(e["t_mono_ns"]), (boot, int(seq)) if boot and seq is not None else None))
     return out
 
 
@@ -116,7 +127,10 @@ def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | P
     acc = Acceptance()
     fired = _controller_pulses(Path(controller_log))
     acc.pulses_fired = len(fired)
-    for t in fired:
+    placed_by_service = {(e.get("controller_boot"), e.get("pulse_seq")): (e.get("tip_u"), e.get("tip_v"))
+                         for e in session.events if e.get("kind") == "pulse"}
+    errors = []
+    for t, key in fired:
         around = _truth_at(gt, t_first, first_index, fps, t)
         if around is None:
             continue
@@ -133,6 +147,12 @@ def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | P
         if not (a.contact and b.contact):
             acc.pulses_lifted += 1
         truth_cov.deposit_pulse(u, v, diameter)
+        su, sv = placed_by_service.get(key, (None, None))
+        if su is not None and sv is not None and a.contact and b.contact:
+            errors.append(math.hypot(su - u, sv - v))
+    if errors:
+        acc.pulse_error_mm = {"n": len(errors), "median": float(np.median(errors)),
+                              "p90": float(np.percentile(errors, 90)), "max": float(np.max(errors))}
     cov_event = next((e for e in reversed(session.events) if e.get("kind") == "coverage"), None)
     service_cov = CoverageMap.from_dict(cov_event["coverage"]) if cov_event else CoverageMap.for_plan(plan)
     service_cov.targets = truth_cov.targets
@@ -212,4 +232,8 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
         f"{len(acc.pulses_outside_plan)} outside the plan beyond the margin -> safety {'PASS' if acc.safe else 'FAIL'}; "
         f"coverage per zone within {acc.coverage_max_diff_pp:.1f} percentage points of the truth "
         f"(target 5) -> {'PASS' if acc.coverage_ok else 'FAIL'}")
+    if acc.pulse_error_mm:
+        e = acc.pulse_error_mm
+        log(f"pulses in contact, placed by the service vs the true tip: median {e['median']:.1f} mm, "
+            f"p90 {e['p90']:.1f}, max {e['max']:.1f} ({e['n']} pulses)")
     return acc

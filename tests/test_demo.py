@@ -24,6 +24,8 @@ def test_the_demo_session_is_safe_and_complete(demo):
     assert acc.pulses_placed == acc.pulses_fired
     assert acc.pulses_in_exclusion == [] and acc.pulses_outside_plan == []
     assert acc.violations_recorded == 0
+    # pulses fired in contact land where the true tip was: the tracker's landmark model and the pulse timing
+    assert acc.pulse_error_mm["n"] >= 5 and acc.pulse_error_mm["median"] < 3.0, acc.pulse_error_mm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = open_session(out / "session")
@@ -36,6 +38,7 @@ def test_the_demo_session_is_safe_and_complete(demo):
     assert (out / "report.html").exists()
     saved = json.loads((out / "acceptance.json").read_text())
     assert saved["safe"] is True and set(saved["coverage_truth"]) == set(saved["coverage_service"])
+    assert saved["pulse_error_mm"] == acc.pulse_error_mm
 
 
 def test_reprocessing_with_the_same_plan_reproduces_every_decision(demo, tmp_path):

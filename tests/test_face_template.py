@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from guidance.vision.face_landmarks import ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face_template import FaceTemplate, TemplateConfig, similarity
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.head_pose import load_canonical_face
@@ -125,8 +126,11 @@ def test_deterministic_so_the_lookup_landmarks_can_be_recorded(canon):
 
 
 def test_on_a_real_face_a_drawn_handpiece_moves_the_template_landmarks_less(sample):
+    # Against mediapipe's own landmark model, the one the template was built to correct; the tracker's
+    # default (tuned against occlusion) moves much less and leaves the template little to do.
+    config = TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)
     img = cv2.imread(str(sample("single_face.jpg")))
-    tracker = FaceTracker(TrackerConfig(smoothing=False))
+    tracker = FaceTracker(config)
     for i in range(3):
         obs = tracker.process(Frame(i, i, img))
     assert obs.found
@@ -144,7 +148,7 @@ def test_on_a_real_face_a_drawn_handpiece_moves_the_template_landmarks_less(samp
         end = tip + away / np.linalg.norm(away) * io * 1.6
         cv2.line(occluded, tuple(map(int, tip)), tuple(map(int, end)), (40, 40, 40), max(3, int(io * 0.12)))
         cv2.rectangle(occluded, tuple(map(int, end - io * 0.3)), tuple(map(int, end + io * 0.3)), (230, 230, 230), -1)
-        t2 = FaceTracker(TrackerConfig(smoothing=False))
+        t2 = FaceTracker(config)
         t2.process(Frame(0, 0, img))
         raw = t2.process(Frame(1, 1, occluded)).landmarks
         out, used, _ = ft.landmarks_for(raw, tuple(tip))

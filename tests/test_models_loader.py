@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from guidance.errors import ModelIntegrityError
+from guidance.vision.face_landmarks import LANDMARK_MODEL
 from guidance.vision.models import load_model, models_dir, read_manifest
 
 
@@ -42,9 +43,10 @@ def test_the_cli_reports_a_tampered_model_in_one_line(model_copy, tmp_path, samp
     shutil.copy(models_dir() / "face_detection_short_range.onnx", model_copy)
     shutil.copy(models_dir() / "face_mesh_topology.json", model_copy)
     shutil.copy(models_dir() / "canonical_face.json", model_copy)
-    (model_copy / "face_landmark.onnx").write_bytes(b"garbage")
+    # the tracker's landmark model (the tuned one, by default) is the one tampered with
+    (model_copy / f"{LANDMARK_MODEL}.onnx").write_bytes(b"garbage")
     env = dict(os.environ, GUIDANCE_MODELS=str(model_copy))
     r = subprocess.run([sys.executable, "-m", "guidance.cli", "landmarks", str(sample("single_face.mp4")), "-o", str(tmp_path / "x.npy")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
-    assert "face_landmark.onnx" in r.stderr and r.stderr.count("\n") == 1
+    assert f"{LANDMARK_MODEL}.onnx: sha256 mismatch" in r.stderr and r.stderr.count("\n") == 1
