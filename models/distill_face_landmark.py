@@ -309,7 +309,7 @@ def manifest_entry(out: Path, report: dict, manifest: dict) -> dict:
     }
 
 
-def build(keep_env: Path | None, pairs_dir: Path | None) -> None:
+def build(keep_env: Path | None, pairs_dir: Path | None, steps: int | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         env = keep_env or tmp / "trainenv"
@@ -330,7 +330,7 @@ def build(keep_env: Path | None, pairs_dir: Path | None) -> None:
         train_files = ",".join(str(pairs / n) for n in PAIR_RUNS if n != "val.npz")
         subprocess.run([str(py), __file__, "train", train_files, str(pairs / "val.npz"), str(out),
                         "--nonface", str(pairs / "nonface.npz"), "--nonface-val", str(pairs / "nonface_val.npz"),
-                        "--report", str(report_path)], check=True)
+                        "--report", str(report_path), *(["--steps", str(steps)] if steps else [])], check=True)
         report = json.loads(report_path.read_text())
     manifest_path = HERE / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text())
@@ -361,8 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep-env", type=Path, help="reuse (or create) this training virtual environment")
     ap.add_argument("--pairs-dir", type=Path, help="reuse (or create) the pair and non-face files here")
+    ap.add_argument("--steps", type=int, help="fewer training steps (a smoke run of the whole build)")
     a = ap.parse_args(argv)
-    build(a.keep_env, a.pairs_dir)
+    build(a.keep_env, a.pairs_dir, a.steps)
 
 
 if __name__ == "__main__":

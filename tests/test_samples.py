@@ -80,3 +80,11 @@ def test_training_face_images_are_pinned_members():
     assert samples.TRAINING_FACE_IMAGES
     assert set(samples.TRAINING_FACE_IMAGES) <= set(samples.MEMBERS)
     assert not set(samples.TRAINING_FACE_IMAGES) & set(samples.FACE_VIDEOS)
+
+
+def test_non_face_scenes_are_pinned_members_and_keep_the_test_media_out():
+    assert len(samples.NON_FACE_IMAGES) >= 10
+    assert set(samples.NON_FACE_IMAGES) <= set(samples.MEMBERS)
+    assert not set(samples.NON_FACE_IMAGES) & set(samples.FACE_VIDEOS + samples.TRAINING_FACE_IMAGES)
+    path = samples.fetch("coffee.png")  # out of the pinned scikit-image wheel, checksummed
+    assert samples.sha256_file(path) == samples.MEMBERS["coffee.png"].sha256
