@@ -21,6 +21,7 @@ import numpy as np
 
 from guidance import __version__
 from guidance.errors import UserError
+from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.overlay import OverlayState, draw_overlay
 from guidance.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline
@@ -225,6 +226,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
     all_lat: list[float] = []
     fps_t: deque[int] = deque(maxlen=30)
     summary = RunSummary(recording=opts.record, out_video=opts.out)
+    outcomes = OutcomeLedger()
     link = "no controller" if bridge is None else "waiting"
     quit_requested = False
     layers = OverlayState().layers
@@ -244,16 +246,16 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         for p in pulses:
             # Pulses reach coverage here, on the capture thread between two frames (never while
             # the gate is deciding), so a re-processing can apply them at the same point.
+            # A late report replaces the `missing` it was counted as: one pulse, counted once.
+            outcomes.add(p.outcome, p.reason, (p.controller, p.controller_boot, p.pulse_seq), p.late)
+            summary.pulses, summary.violations = outcomes.pulses, outcomes.violations
+            summary.violation_reasons = dict(outcomes.violation_reasons)
             if p.outcome == "coverage":
-                summary.pulses += 1
                 if p.tip_u is not None and p.tip_v is not None:
                     pipeline.coverage.deposit_pulse(p.tip_u, p.tip_v, pipeline.profile.electrode_diameter_mm)
                     scene.add_pulse(p.tip_u, p.tip_v)
                 else:
                     pipeline.coverage.unplaced_pulses += 1
-            else:
-                summary.violations += 1
-                summary.violation_reasons[p.reason] = summary.violation_reasons.get(p.reason, 0) + 1
             if recorder:
                 # after_frame: the pulse reached coverage after this frame's decision (exact replay order)
                 recorder.add_event("pulse" if p.outcome == "coverage" else "violation", p.t_service_ns,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.errors import UserError
 from guidance.pipeline import GuidancePipeline, shoulders_from_record
 from guidance.recording import Session, SessionRecorder, open_session, write_json_atomic
@@ -138,12 +139,16 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     then_cov = CoverageMap.for_plan(_plan_from_snapshot(session), pipe.atlas)
     now_cov = CoverageMap.for_plan(plan, pipe.atlas)
     pulses_after: dict[int, list[dict]] = {}
+    cmp = Comparison()
+    counted = OutcomeLedger()  # a late report replaces its `missing` placeholder: each pulse counted once
     for e in session.events:
         if e.get("kind") in ("pulse", "violation") and e.get("after_frame") is not None:
             pulses_after.setdefault(int(e["after_frame"]), []).append(e)
+            counted.add("coverage" if e["kind"] == "pulse" else "violation", e.get("reason"),
+                        (e.get("controller"), e.get("controller_boot"), e.get("pulse_seq")), bool(e.get("late")))
+    cmp.pulses, cmp.violations = counted.pulses, counted.violations
     seq_to_frame = {r["gate"]["seq"]: k for k, r in enumerate(session.frames) if r["gate"].get("seq") is not None}
     new_permit: dict[int, bool] = {}
-    cmp = Comparison()
 
     info = dict(session.info)
     for k in ("format", "format_version", "session_id", "started_wall", "t0_ns", "software"):
@@ -215,7 +220,6 @@ def _replay_pulse(e: dict, pipe: GuidancePipeline, then_cov: CoverageMap, now_co
     permitted_now = frame is not None and new_permit.get(frame, False)
     placed = e.get("tip_u") is not None and e.get("tip_v") is not None
     if e["kind"] == "pulse":
-        cmp.pulses += 1
         for cov in (pipe.coverage, then_cov) + ((now_cov,) if permitted_now else ()):
             if placed:
                 cov.deposit_pulse(e["tip_u"], e["tip_v"], diameter_mm)
@@ -229,7 +233,6 @@ def _replay_pulse(e: dict, pipe: GuidancePipeline, then_cov: CoverageMap, now_co
                                            "frame": frame, "zone": e.get("zone")})
             rec.add_event("pulse_blocked_now", e.get("t_ns"), **fields)
     else:
-        cmp.violations += 1
         if permitted_now:
             cmp.violations_permitted_now.append({"pulse_seq": e.get("pulse_seq"), "reason": e.get("reason"),
                                                  "frame": frame})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from guidance.device_bridge.attribution import PermitLog, PulseAttributor, PulseListSink, TipSample, TipTrack
+from guidance.device_bridge.attribution import (OutcomeLedger, PermitLog, PulseAttributor, PulseListSink, TipSample,
+                                                TipTrack)
 from guidance.device_bridge.clock import ClockOffsetEstimator
 from guidance.device_bridge.heartbeat import HeartbeatMonitor
 from guidance.device_bridge.protocol import Permit, Pulse, Status
@@ -143,6 +144,27 @@ def test_status_count_flags_a_lost_last_report_once_through_the_gap_path():
     assert [(o.reason, o.pulse_seq, o.late) for o in out] == [("ok", 3, True)]
     assert sorted(v.pulse_seq for v in a.violations) == [2, 4] and a.late == 1
     assert a.covered == 3 and a.accounted()
+
+
+def test_the_outcome_ledger_counts_a_late_report_once_as_the_attributor_does():
+    """What the live totals, the review timeline and a re-run count from the emitted outcomes."""
+    a, sink = make()
+    ledger = OutcomeLedger()
+    emitted = a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)
+    a.on_status(status(4), 100 * MS)
+    emitted += a.flag_overdue(400 * MS)  # 2, 3 and 4 missing
+    emitted += a.on_pulse(pulse(3, 16, 1), 16 * MS, 0)  # late, allowed
+    emitted += a.on_pulse(pulse(4, 999_999, 2), 16 * MS, 0)  # late, and under a permit it never had
+    replaced = [ledger.add(o.outcome, o.reason, (o.controller, o.controller_boot, o.pulse_seq), o.late, token=o)
+                for o in emitted]
+    assert [r.pulse_seq for r in replaced if r is not None] == [3, 4]  # the placeholders each late one replaced
+    assert ledger.pulses == a.covered == 2
+    assert ledger.violations == len(a.violations) == 2 and ledger.late == a.late == 2
+    assert ledger.violation_reasons == {"missing": 1, emitted[-1].reason: 1} and emitted[-1].reason != "missing"
+    # a late report whose placeholder was never emitted (beyond the listed run) replaces nothing
+    other = OutcomeLedger()
+    assert other.add("coverage", "ok", ("ctl", CB, 9), late=True) is None
+    assert (other.pulses, other.violations, other.late) == (1, 0, 0)
 
 
 def test_session_end_flags_every_announced_pulse_without_the_grace_per_boot():

@@ -208,3 +208,21 @@ def test_real_window_shows_the_rendered_picture(sessions, live, xvfb, tmp_path):
         r = cv2.matchTemplate(screen, rendered, cv2.TM_CCOEFF_NORMED)
         best = max(best, float(r.max()))
     assert best > 0.99, (best, len(dumps))  # the window on the X server shows exactly what the player rendered
+
+
+def test_a_late_report_replaces_its_missing_placeholder_in_the_timeline(sessions, live, tmp_path):
+    import shutil
+    copy = tmp_path / "late"
+    shutil.copytree(sessions["live"], copy)
+    k = live.n // 2
+    key = {"controller": "ctl-late", "controller_boot": "b" * 16, "pulse_seq": 7}
+    extra = [{"kind": "violation", "t_ns": 1, "after_frame": k, **key, "outcome": "violation", "reason": "missing",
+              "late": False},
+             {"kind": "pulse", "t_ns": 2, "after_frame": k + 1, **key, "outcome": "coverage", "reason": "ok",
+              "tip_u": 0.0, "tip_v": -50.0, "late": True}]
+    with open(copy / "events.jsonl", "a") as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in extra)
+    tl = load_timeline(copy)
+    assert len(tl.pulses) == len(live.pulses) + 1  # the pulse arrived after all: counted once, as a pulse
+    assert len(tl.violations) == len(live.violations)
+    assert not any(v.data.get("reason") == "missing" for v in tl.violations)

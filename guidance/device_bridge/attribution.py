@@ -301,3 +301,42 @@ class PulseAttributor:
         """Every unique report is in coverage or in violations (the 'none lost' invariant)."""
         reported = sum(1 for v in self.violations if v.reason != "missing")
         return self.received == self.covered + reported
+
+
+@dataclass
+class OutcomeLedger:
+    """Running counts of pulse outcomes as they are emitted (live totals, a recording's events, a re-run).
+
+    The attributor emits a `missing` violation for a report that has not come, and,
+    if the report comes after all, its real outcome marked `late`. Counting both
+    would count one pulse twice; here the late outcome replaces its placeholder,
+    as it does in the attributor. `add` returns the placeholder's token (whatever
+    the caller passed with it: a list entry to remove) so the caller can drop it.
+    """
+
+    pulses: int = 0
+    violations: int = 0
+    violation_reasons: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+    _missing: dict[tuple, object] = field(default_factory=dict)
+
+    def add(self, outcome: str, reason: str | None, key: tuple, late: bool = False, token: object = None) -> object | None:
+        """Count one outcome for pulse `key` (controller, boot, pulse_seq); returns the replaced placeholder's token."""
+        replaced = None
+        if late and key in self._missing:
+            replaced = self._missing.pop(key)
+            self.violations -= 1
+            self.violation_reasons["missing"] -= 1
+            if not self.violation_reasons["missing"]:
+                del self.violation_reasons["missing"]
+            self.late += 1
+        if outcome == "coverage":
+            self.pulses += 1
+        else:
+            reason = reason or "unknown"
+            self.violations += 1
+            self.violation_reasons[reason] = self.violation_reasons.get(reason, 0) + 1
+            if reason == "missing":
+                self._missing[key] = token
+        return replaced
+

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from guidance.errors import UserError
+from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.recording import Session, open_session
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.coverage import CoverageMap
@@ -219,6 +220,7 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
     tl.episodes = _episodes(tl.permit, tl.reason, tl.armed)
     t_dec = np.array([f.get("t_decided_ns", f["t_capture_ns"]) for f in frames], np.int64)
     n = len(frames)
+    outcomes = OutcomeLedger()
     for e in session.events:
         kind = e.get("kind")
         if "after_frame" in e and isinstance(e["after_frame"], int):
@@ -228,10 +230,14 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
         k = min(max(k, 0), n - 1)  # a pulse after the last surviving frame of a cut recording still counts
         t = ((e.get("t_ns") or t0) - t0) / 1e9
         pe = PlacedEvent(k, float(t), str(kind), e)
-        if kind == "pulse":
-            tl.pulses.append(pe)
-        elif kind == "violation":
-            tl.violations.append(pe)
+        if kind in ("pulse", "violation"):
+            # a late report replaces the `missing` placeholder recorded before it: the pulse counts once
+            replaced = outcomes.add("coverage" if kind == "pulse" else "violation", e.get("reason"),
+                                    (e.get("controller"), e.get("controller_boot"), e.get("pulse_seq")),
+                                    bool(e.get("late")), token=pe)
+            if replaced is not None:
+                tl.violations.remove(replaced)
+            (tl.pulses if kind == "pulse" else tl.violations).append(pe)
         elif kind in ("arm", "disarm", "pause", "resume", "link", "fault"):
             tl.others.append(pe)
     tl.others.sort(key=lambda e: (e.frame, e.t_s))
