@@ -226,3 +226,4 @@ def test_a_late_report_replaces_its_missing_placeholder_in_the_timeline(sessions
     assert len(tl.pulses) == len(live.pulses) + 1  # the pulse arrived after all: counted once, as a pulse
     assert len(tl.violations) == len(live.violations)
     assert not any(v.data.get("reason") == "missing" for v in tl.violations)
+    assert tl.late_reports == 1 and live.late_reports == 0

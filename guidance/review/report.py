@@ -63,7 +63,7 @@ VIOLATION_TEXT = {  # docs/protocol.md §6
     "before_permit": "fired before the permit's frame",
     "expired_permit": "fired after the permit expired",
     "after_revocation": "fired after the permit was revoked by a deny",
-    "missing": "a pulse fired and never reported (gap in pulse_seq)",
+    "missing": "a pulse fired and never reported (a gap in pulse_seq, or counted in the controller's status)",
 }
 
 # SVG colours (Okabe-Ito, as in the live overlay)
@@ -128,6 +128,7 @@ class SessionFacts:
     pulses: int
     unplaced_pulses: int
     violations: int
+    late_reports: int
     denied_frames: dict[str, int]
     denial_episodes: dict[str, int]
     violations_by_reason: dict[str, int]
@@ -165,6 +166,7 @@ def session_facts(k: int, tl: Timeline, cov: CoverageMap, live: CoverageMap | No
         started=str(info.get("started_wall", "")), plan_id=tl.plan.plan_id, duration_s=tl.duration_s,
         frames=tl.n, permitted_frames=int(tl.permit.sum()), armed_frames=int(tl.armed.sum()),
         pulses=len(tl.pulses), unplaced_pulses=cov.unplaced_pulses, violations=len(tl.violations),
+        late_reports=tl.late_reports,
         denied_frames=tl.denied_frames_by_reason(), denial_episodes=tl.episodes_by_reason(),
         violations_by_reason=tl.violations_by_reason(), coverage=zones, coverage_matches_live=matches,
         latency_ms={"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
@@ -471,7 +473,9 @@ def summary_html(f: SessionFacts, tl: Timeline) -> str:
         ("camera", "calibrated" if cam.get("calibrated") else "uncalibrated (default intrinsics)"),
         ("duration", f"{f.duration_s:.1f} s, {f.frames} frames ({_num(f.frames / f.duration_s if f.duration_s else 0)} fps)"),
         ("armed / permitted", f"{f.armed_frames} frames armed, {f.permitted_frames} permitted"),
-        ("pulses", f"<b>{f.pulses}</b> delivered ({f.unplaced_pulses} off every zone)"),
+        ("pulses", f"<b>{f.pulses}</b> delivered ({f.unplaced_pulses} off every zone)"
+         + (f"; {f.late_reports} report(s) arrived late, after the pulse had been recorded missing"
+            if f.late_reports else "")),
         ("violations", f'<b class="{"bad" if f.violations else "ok"}">{f.violations}</b>'),
     ]
     warn = ""

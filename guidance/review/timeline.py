@@ -78,6 +78,11 @@ class Timeline:
         return len(self.t_s)
 
     @property
+    def late_reports(self) -> int:
+        """Pulses recorded `missing` whose report came after all (each replaced its placeholder)."""
+        return sum(1 for e in self.pulses + self.violations if e.data.get("late"))
+
+    @property
     def duration_s(self) -> float:
         return float(self.t_s[-1]) if self.n else 0.0
 
