@@ -56,3 +56,18 @@ def test_wrong_background_size_is_an_error(profile):
     pose = pose_with_tip_at(profile, np.array([0.0, 0.0, 400.0]), np.array([0.0, 0.5, 0.8]))
     with pytest.raises(ValueError):
         SceneRenderer(CAM).render(np.zeros((360, 640, 3), np.uint8), [handpiece_item(profile, pose)])
+
+
+def test_blur_samples_follow_the_turn_as_well_as_the_slide():
+    """A fast wrist turn must smear the markers (enough poses over the exposure), not print them twice."""
+    from guidance.vision.render import blur_samples
+    prof = load_handpiece_profile("calibration/handpiece_default.yaml")
+    still = blur_samples(prof, 400.0, 640.0, 0.012, np.zeros(3), np.zeros(3))
+    slide = blur_samples(prof, 400.0, 640.0, 0.012, np.array([100.0, 0, 0]), np.zeros(3))
+    turn = blur_samples(prof, 400.0, 640.0, 0.012, np.array([100.0, 0, 0]), np.array([0, 0, np.radians(300)]))
+    assert still == 1 and 1 < slide < turn <= 12
+    # the slide alone: 100 mm/s at 400 mm with f = 640 px over 12 ms is 1.92 px, so 2 steps of <= 1.5 px
+    assert slide == 3
+    lever = np.max(np.linalg.norm(np.concatenate(list(prof.body.corners_mm.values())) - prof.tip_offset_mm, axis=1))
+    path_px = (100.0 + np.radians(300) * lever) * 640.0 / 400.0 * 0.012
+    assert path_px / (turn - 1) <= 1.5

@@ -34,7 +34,7 @@ from guidance.vision.face_landmarks import INPUT_SIZE, ORIGINAL_LANDMARK_MODEL, 
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.head_pose import load_canonical_face
 from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.render import SceneRenderer, fit_frame, handpiece_item, pose_with_tip_at
+from guidance.vision.render import SceneRenderer, blur_samples, fit_frame, handpiece_item, pose_with_tip_at
 from guidance.vision.sources import Frame
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
@@ -141,9 +141,8 @@ class PairMaker:
             lin = rng.normal(0, 60, 3) if rng.random() < 0.5 else np.zeros(3)
             item = handpiece_item(self.profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=np.zeros(3),
                                   rotate_about_tip=True)
-            blur_px = float(np.linalg.norm(lin)) * self.camera.fx / tip[2] * 0.012
-            image, _ = self.renderer.render(frame, [item], exposure_s=0.012,
-                                            blur_samples=int(np.clip(np.ceil(blur_px / 1.5) + 1, 1, 7)),
+            n_blur = blur_samples(self.profile, float(tip[2]), self.camera.fx, 0.012, lin, np.zeros(3))
+            image, _ = self.renderer.render(frame, [item], exposure_s=0.012, blur_samples=n_blur,
                                             noise_sigma=float(rng.uniform(0, 2.5)), rng=rng)
             return image
         return None

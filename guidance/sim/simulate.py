@@ -41,7 +41,7 @@ from guidance.vision.face_landmarks import ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face_tracker import FaceTracker, TrackerConfig
 from guidance.vision.head_pose import load_canonical_face
 from guidance.vision.profiles import HandpieceProfile, load_handpiece_profile
-from guidance.vision.render import fit_frame, SceneRenderer, handpiece_item, pose_with_tip_at
+from guidance.vision.render import SceneRenderer, blur_samples, fit_frame, handpiece_item, pose_with_tip_at
 from guidance.vision.rigid import RigidPose, rotation_aligning
 from guidance.vision.sources import Frame
 from guidance.zones.atlas import Atlas, load_atlas
@@ -277,9 +277,9 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
                     speed = float(np.linalg.norm(lin))
                 item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
                                       rotate_about_tip=True)
-                blur_px = float(np.linalg.norm(lin)) * camera.fx / tip[2] * float(opts["exposure_s"])
+                n_blur = blur_samples(profile, float(tip[2]), camera.fx, float(opts["exposure_s"]), lin, ang)
                 image, truth = renderer.render(bg, [item], exposure_s=float(opts["exposure_s"]),
-                                               blur_samples=int(np.clip(np.ceil(blur_px / 1.5) + 1, 1, 7)),
+                                               blur_samples=n_blur,
                                                noise_sigma=float(opts["noise_sigma"]), rng=rng)
                 gt = truth[0]
                 tip_px, tip_mm, skin_px = gt.tip_px, gt.tip_mm, placed.px

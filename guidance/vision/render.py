@@ -64,6 +64,21 @@ def handpiece_item(profile: HandpieceProfile, pose: RigidPose, **kw) -> SceneIte
                      profile.shaft_rear_z_mm, **kw)
 
 
+def blur_samples(profile: HandpieceProfile, depth_mm: float, fx: float, exposure_s: float,
+                 linear_mm_s: np.ndarray, angular_rad_s: np.ndarray, spacing_px: float = 1.5,
+                 max_samples: int = 12) -> int:
+    """Poses to spread over the exposure so the markers smear instead of doubling.
+
+    The farthest marker corner from the tip (the handpiece turns about its tip) moves
+    |v| + |w| * lever; one sample per `spacing_px` of that path on the image.
+    """
+    lever = float(np.max(np.linalg.norm(np.concatenate(list(profile.body.corners_mm.values()))
+                                        - profile.tip_offset_mm, axis=1)))
+    speed = float(np.linalg.norm(linear_mm_s)) + float(np.linalg.norm(angular_rad_s)) * lever
+    path_px = speed * fx / max(depth_mm, 1.0) * exposure_s
+    return int(np.clip(np.ceil(path_px / spacing_px) + 1, 1, max_samples))
+
+
 def pose_with_tip_at(profile: HandpieceProfile, tip_cam_mm: np.ndarray, axis_cam: np.ndarray,
                      roll_rad: float = 0.0) -> RigidPose:
     """The handpiece pose whose tip is at `tip_cam_mm` and whose shaft (+z, towards the tip) points along `axis_cam`."""
