@@ -32,7 +32,7 @@ Step by step (what the default does; PAIR_RUNS below lists the pair maker's argu
     python -m guidance.sim.nonface_crops PAIRS/nonface.npz --per-frame 3 --seed 11               (and nonface_val)
     TRAINENV/bin/python models/distill_face_landmark.py train PAIRS/train_a.npz,PAIRS/train_b.npz,PAIRS/train_c.npz \
         PAIRS/val.npz OUT.onnx --nonface PAIRS/nonface.npz --nonface-val PAIRS/nonface_val.npz
-Training takes about 11 minutes on 2 CPU cores (4000 steps of 16 face and 6 non-face crops). torch's CPU kernels are not
+Training takes about 20 minutes on 2 CPU cores (8000 steps of 16 face and 6 non-face crops). torch's CPU kernels are not
 bit-reproducible across machines, so a rebuild gives a model that matches within training noise,
 not the same bytes; MANIFEST.json records the sha256 of the shipped file and its validation figures.
 """
@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 TRAIN_PINS = ["torch==2.13.0", "onnx==1.17.0", "numpy<2"]
 SOURCE = "face_landmark"
 TARGET = "face_landmark_occlusion"
-SETTINGS = {"steps": 4000, "batch_occluded": 12, "batch_clean": 4, "batch_nonface": 6, "lr": 1e-4,
+SETTINGS = {"steps": 8000, "batch_occluded": 12, "batch_clean": 4, "batch_nonface": 6, "lr": 1e-4,
             "lr_final": 5e-6, "seed": 3, "z_weight": 0.3, "presence_weight": 0.5}
 
 
