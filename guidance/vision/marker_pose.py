@@ -150,10 +150,8 @@ def _acquisition_run(cand: RigidPose, prior: BodyPose | None, t_ns: int, limits:
 
 def _obliquity_deg(body: MarkerBody, mid: int, pose: RigidPose) -> float:
     """Angle between a marker's normal and the line of sight to its centre (0 = seen face-on)."""
-    c = body.corners_mm[mid]
-    n = pose.R @ np.cross(c[1] - c[0], c[3] - c[0])
-    centre = pose.apply(c.mean(0, keepdims=True))[0]
-    cos = abs(float(np.dot(n, centre))) / max(float(np.linalg.norm(n) * np.linalg.norm(centre)), 1e-12)
+    centre = pose.apply(body.centre_mm(mid))
+    cos = abs(float(np.dot(pose.R @ body.normal(mid), centre))) / max(float(np.linalg.norm(centre)), 1e-12)
     return float(np.degrees(np.arccos(min(cos, 1.0))))
 
 
