@@ -71,6 +71,15 @@ class Acceptance:
         return self.safe and self.coverage_ok
 
 
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Ask a child process to stop; kill it if it has not within the timeout."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _free_port_pair() -> int:
     for _ in range(50):
         with socket.socket() as a:
@@ -201,11 +210,7 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
             raise UserError(f"guidance run failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
         (out / "run.txt").write_text(run.stdout)
     finally:
-        ctrl.terminate()
-        try:
-            ctrl.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            ctrl.kill()
+        stop_process(ctrl)
     report_path = None
     if report:
         log("[4/5] report ...")

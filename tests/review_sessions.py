@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from guidance import samples
-from guidance.demo import _free_port_pair
+from guidance.demo import _free_port_pair, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "plans" / "full_face.yaml"
@@ -73,11 +73,7 @@ def make_sessions(base: Path) -> dict[str, Path]:
                   "--arm", "--publish", f"tcp://127.0.0.1:{port}", "--insecure"], timeout=120)
         assert r.returncode == 0, r.stderr
     finally:
-        ctrl.terminate()
-        try:
-            ctrl.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            ctrl.kill()
+        stop_process(ctrl)
     add_pulses(out["live"], out["with_pulses"])
     # kill -9 part way through a recording
     proc = subprocess.Popen(GUIDANCE + ["run", "--source", str(video), "--plan", str(PLAN), "--headless",
