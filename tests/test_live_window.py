@@ -52,13 +52,16 @@ def test_window_shows_the_overlay_and_keys_arm_and_quit(xvfb, sample, tmp_path):
                              "--plan", str(ROOT / "plans" / "full_face.yaml"), "--record", str(rec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        screens = []
-        t_end = time.monotonic() + 60
+        screens, lit = [], []  # lit: share of bright screen pixels per grab (None: the grab failed), to diagnose
+        t0 = time.monotonic()
+        t_end = t0 + 60
         while time.monotonic() < t_end and len(screens) < 3:  # the window appears, disarmed
             time.sleep(0.5)
             if proc.poll() is not None:
-                pytest.fail(f"guidance run exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"guidance run exited early ({proc.returncode}) after {time.monotonic() - t0:.1f} s; "
+                            f"grabs {lit}; stdout: {proc.stdout.read()[-800:]!r}; stderr: {proc.stderr.read()[-2000:]}")
             s = _grab(xvfb, tmp_path / f"s{len(screens)}.xwd")
+            lit.append(None if s is None else round(float((s.max(axis=2) > 20).mean()), 3))
             if s is not None and (s.max(axis=2) > 20).mean() > 0.05:
                 screens.append(s)
         assert screens, "no window appeared"
