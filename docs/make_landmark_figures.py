@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 
 from guidance import samples
-from guidance.vision.draw import FaceDrawer
-from guidance.vision.face_tracker import FaceTracker
+from guidance.vision.face.draw import FaceDrawer
+from guidance.vision.face.tracker import FaceTracker
 from guidance.vision.models import load_topology
-from guidance.vision.sources import open_source
+from guidance.vision.capture.sources import open_source
 
 # (video, frame to show): mid-video frames, the hand-over-face moment, the
 # frames right after appearance / before disappearance, and a face-free clip.

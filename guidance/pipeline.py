@@ -24,12 +24,12 @@ from typing import Any, Callable
 import numpy as np
 
 from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, deny
-from guidance.vision.camera import CameraModel
-from guidance.vision.face_tracker import FaceObservation, FaceTracker, TrackerConfig
-from guidance.vision.handpiece import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
-from guidance.vision.pose import ShoulderObservation, ShoulderTracker
-from guidance.vision.profiles import HandpieceProfile
-from guidance.vision.sources import Frame
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
+from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
+from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
+from guidance.vision.handpiece.profiles import HandpieceProfile
+from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper

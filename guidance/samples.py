@@ -10,7 +10,6 @@ Fetched files live in a cache directory (``$GUIDANCE_CACHE`` or
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guidance.errors import UserError
+from guidance.resources import sha256_file
 
 
 @dataclass(frozen=True)
@@ -196,14 +196,6 @@ NON_FACE_IMAGES = ["coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.p
 def cache_dir() -> Path:
     root = os.environ.get("GUIDANCE_CACHE") or (Path.home() / ".cache" / "guidance")
     return Path(root)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_dist(name: str) -> Path:

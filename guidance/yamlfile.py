@@ -1,13 +1,20 @@
-"""Reading the YAML files a user hands us (plans, profiles, calibrations, paths) with one-line errors."""
+"""Reading the YAML files a user hands us (plans, profiles, calibrations, paths) with one-line errors.
+
+One reader and one schema check for every user file, so every loader says the same thing the same way:
+the file, the field (as a dotted path), what is wrong; and a file from the bundled data folder is checked
+against the manifest before it is believed.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from guidance.errors import UserError
+from guidance.resources import check_if_bundled
 
 
 def read_yaml(path: str | Path, what: str = "file") -> Any:
@@ -15,9 +22,73 @@ def read_yaml(path: str | Path, what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found", path=path)
+    check_if_bundled(path)
     try:
-        return yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"not valid YAML{where}", path=path) from None
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not valid YAML{where}"
+        raise UserError(why, path=path) from None
+    except OSError as exc:
+        raise UserError(f"cannot be read ({exc.strerror})", path=path) from None
+
+
+def _non_finite(doc: Any, at: tuple = ()) -> tuple | None:
+    """Where the first NaN or infinity sits in a parsed document (YAML writes them `.nan`, `.inf`)."""
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return at
+    if isinstance(doc, dict):
+        items = doc.items()
+    elif isinstance(doc, list):
+        items = enumerate(doc)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, at + (k,))
+        if found is not None:
+            return found
+    return None
+
+
+def error_field(error: Any, prefix: str = "") -> str:
+    """The dotted field a jsonschema error is about, naming a missing or unknown key itself."""
+    parts = [prefix] if prefix else []
+    parts += [str(p) for p in error.absolute_path]
+    if error.validator in ("required", "additionalProperties") and "'" in error.message:
+        parts.append(error.message.split("'")[1])
+    return ".".join(p for p in parts if p) or "(top level)"
+
+
+def error_message(error: Any) -> str:
+    """A short sentence for one jsonschema error, without dumping long values."""
+    if error.validator == "required":
+        return "missing field"
+    if error.validator == "additionalProperties":
+        return "unknown field"
+    if error.validator == "type":
+        shown = repr(error.instance)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return f"wrong type: expected {error.validator_value}, got {type(error.instance).__name__} {shown}"
+    msg = error.message
+    return msg if len(msg) <= 120 else msg[:117] + "..."
+
+
+def validate(doc: Any, schema: dict, path: str | Path, prefix: str = "") -> None:
+    """Check `doc` against a JSON schema and reject NaN or infinity anywhere in it.
+
+    The deepest error is reported (a wrong type inside a zone beats "zones is invalid"); a NaN would pass
+    every "minimum" check in the schema (comparisons with NaN are false both ways), so it is refused first.
+    """
+    import jsonschema
+
+    if not isinstance(doc, dict):
+        raise UserError("expected a mapping at the top level", path=path)
+    bad = _non_finite(doc)
+    if bad is not None:
+        raise UserError("must be a finite number (not NaN or infinity)", path=path,
+                        field=".".join(str(p) for p in ((prefix,) if prefix else ()) + bad))
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    if errors:
+        err = max(errors, key=lambda e: len(e.absolute_path))
+        raise UserError(error_message(err), path=path, field=error_field(err, prefix))

@@ -43,6 +43,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from guidance import samples  # noqa: E402
 
+import bundle  # noqa: E402  (models/bundle.py, beside this script)
+
 CONVERTER_PINS = ["tensorflow-cpu==2.15.1", "tf2onnx==1.16.1", "onnx==1.17.0", "numpy<2"]
 OPSET = 13
 
@@ -90,8 +92,7 @@ def converter_versions(py: Path) -> dict[str, str]:
 
 
 def previous_manifest() -> dict:
-    path = HERE / "MANIFEST.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return bundle.read_manifest()
 
 
 def extract_topology(wheel: Path) -> dict:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             tflite = samples.fetch(key)
             out = tmp / f"{name}.onnx"  # moved into models/ only once every model converted
             entry = {
-                "file": out.name,
+                "file": "models/" + out.name,
                 "sha256": "",
                 "tflite": samples.MEMBERS[key].member,
                 "tflite_sha256": samples.MEMBERS[key].sha256,
@@ -150,20 +151,20 @@ def main(argv: list[str] | None = None) -> int:
             manifest["models"][name] = entry
             print(f"{name}: {manifest['models'][name]['sha256']}")
         for name in MODELS:
-            shutil.move(str(tmp / f"{name}.onnx"), str(HERE / f"{name}.onnx"))
+            shutil.move(str(tmp / f"{name}.onnx"), str(bundle.MODELS / f"{name}.onnx"))
 
     topo = extract_topology(wheel)
-    topo_path = HERE / "face_mesh_topology.json"
+    topo_path = bundle.MODELS / "face_mesh_topology.json"
     topo_path.write_text(json.dumps(topo, separators=(",", ":")) + "\n")
-    licence = HERE / LICENCE_FILE
+    licence = bundle.MODELS / LICENCE_FILE
     with zipfile.ZipFile(wheel) as zf:
         licence.write_bytes(zf.read(LICENCE_SOURCE))
     # Other data files in models/ (made by their own scripts) keep their entries.
     manifest["data"] = dict(previous_manifest().get("data", {}))
-    manifest["data"]["face_mesh_topology"] = {"file": topo_path.name, "sha256": samples.sha256_file(topo_path)}
-    manifest["data"]["mediapipe_licence"] = {"file": licence.name, "sha256": samples.sha256_file(licence), "source": LICENCE_SOURCE}
-    (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print("wrote", HERE / "MANIFEST.json")
+    manifest["data"]["face_mesh_topology"] = {"file": "models/" + topo_path.name, "sha256": samples.sha256_file(topo_path)}
+    manifest["data"]["mediapipe_licence"] = {"file": "models/" + licence.name, "sha256": samples.sha256_file(licence), "source": LICENCE_SOURCE}
+    bundle.write_manifest({**bundle.read_manifest(), **manifest})
+    print("wrote", bundle.MANIFEST)
     return 0
 
 

@@ -8,12 +8,12 @@ pixels with the true face removes almost all of that error, so the model is
 reacting to the occluder. Here the model is fine-tuned by self-distillation:
 the student (initialised with the original weights) sees the crop with the
 handpiece rendered in front of the face, and is taught the teacher's answer on
-the same crop without it (guidance/sim/occlusion_pairs.py makes the pairs). Clean
+the same crop without it (models/occlusion_pairs.py makes the pairs). Clean
 crops are in every batch too, so the student keeps the teacher's answers where
 nothing is in the way. The held-out face (single_face.mp4, the demo's face) is
 never trained on; its pairs are the validation figures.
 
-Crops with no face are in every batch as well (guidance/sim/nonface_crops.py),
+Crops with no face are in every batch as well (models/nonface_crops.py),
 taught only the teacher's presence: without them the student learns that every
 crop is a face, and a tracker that cannot lose the face does not fail closed.
 Their validation figures come from no_face.mp4 and a landscape, never trained on.
@@ -28,8 +28,8 @@ Usage (from the repository root):
     python models/distill_face_landmark.py              # pairs, training env, train, write, MANIFEST
     python models/distill_face_landmark.py --keep-env DIR --pairs-dir DIR
 Step by step (what the default does; PAIR_RUNS below lists the pair maker's arguments):
-    python -m guidance.sim.occlusion_pairs PAIRS/train_a.npz --per-frame 4 --seed 1 --only ...   (and b, c, val)
-    python -m guidance.sim.nonface_crops PAIRS/nonface.npz --per-frame 3 --seed 11               (and nonface_val)
+    python models/occlusion_pairs.py PAIRS/train_a.npz --per-frame 4 --seed 1 --only ...   (and b, c, val)
+    python models/nonface_crops.py PAIRS/nonface.npz --per-frame 3 --seed 11               (and nonface_val)
     TRAINENV/bin/python models/distill_face_landmark.py train PAIRS/train_a.npz,PAIRS/train_b.npz,PAIRS/train_c.npz \
         PAIRS/val.npz OUT.onnx --nonface PAIRS/nonface.npz --nonface-val PAIRS/nonface_val.npz
 Training takes about 20 minutes on 2 CPU cores (8000 steps of 16 face and 6 non-face crops). torch's CPU kernels are not
@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bundle  # noqa: E402  (models/bundle.py, beside this script)
 TRAIN_PINS = ["torch==2.13.0", "onnx==1.17.0", "numpy<2"]
 SOURCE = "face_landmark"
 TARGET = "face_landmark_occlusion"
@@ -287,7 +289,7 @@ PAIR_RUNS = {
     "train_c.npz": ["--per-frame", "6", "--seed", "4", "--only", *MORE_FACES],
     "val.npz": ["--held-out", "--per-frame", "3", "--seed", "99"],
 }
-# The non-face crops for the presence output (guidance/sim/nonface_crops.py).
+# The non-face crops for the presence output (models/nonface_crops.py).
 NONFACE_RUNS = {
     "nonface.npz": ["--per-frame", "3", "--seed", "11"],
     "nonface_val.npz": ["--held-out", "--per-frame", "3", "--seed", "11"],
@@ -298,8 +300,8 @@ def manifest_entry(out: Path, report: dict, manifest: dict) -> dict:
     return {
         "file": out.name, "sha256": _sha256(out),
         "derived_from": SOURCE, "derived_from_sha256": manifest["models"][SOURCE]["sha256"],
-        "script": "models/distill_face_landmark.py", "pairs_script": "guidance/sim/occlusion_pairs.py",
-        "nonface_script": "guidance/sim/nonface_crops.py",
+        "script": "models/distill_face_landmark.py", "pairs_script": "models/occlusion_pairs.py",
+        "nonface_script": "models/nonface_crops.py",
         "pair_runs": PAIR_RUNS, "nonface_runs": NONFACE_RUNS, "trainer": TRAIN_PINS[:2], "settings": report["settings"],
         "train_pairs": report["train_pairs"], "val_pairs": report["val_pairs"],
         "train_nonface": report["train_nonface"], "val_nonface": report["val_nonface"],
@@ -319,23 +321,21 @@ def build(keep_env: Path | None, pairs_dir: Path | None, steps: int | None = Non
             subprocess.run([str(py), "-m", "pip", "install", "--quiet", *TRAIN_PINS, "onnxruntime"], check=True)
         pairs = pairs_dir or tmp
         pairs.mkdir(parents=True, exist_ok=True)
-        runs = [("guidance.sim.occlusion_pairs", PAIR_RUNS), ("guidance.sim.nonface_crops", NONFACE_RUNS)]
+        runs = [("occlusion_pairs", PAIR_RUNS), ("nonface_crops", NONFACE_RUNS)]
         for module, named in runs:
             for name, args in named.items():
                 if not (pairs / name).exists():
-                    subprocess.run([sys.executable, "-m", module, str(pairs / name), *args], check=True,
-                                   cwd=HERE.parent)
-        out = HERE / f"{TARGET}.onnx"
+                    subprocess.run([sys.executable, str(HERE / f"{module}.py"), str(pairs / name), *args], check=True)
+        out = bundle.MODELS / f"{TARGET}.onnx"
         report_path = tmp / "report.json"
         train_files = ",".join(str(pairs / n) for n in PAIR_RUNS if n != "val.npz")
         subprocess.run([str(py), __file__, "train", train_files, str(pairs / "val.npz"), str(out),
                         "--nonface", str(pairs / "nonface.npz"), "--nonface-val", str(pairs / "nonface_val.npz"),
                         "--report", str(report_path), *(["--steps", str(steps)] if steps else [])], check=True)
         report = json.loads(report_path.read_text())
-    manifest_path = HERE / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = bundle.read_manifest()
     manifest["models"][TARGET] = manifest_entry(out, report, manifest)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    bundle.write_manifest(manifest)
     print(f"wrote {out} and its MANIFEST entry")
 
 
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("train_npz", help="training pairs: one .npz, or several separated by commas")
         ap.add_argument("val_npz", type=Path)
         ap.add_argument("out", type=Path)
-        ap.add_argument("--source", type=Path, default=HERE / f"{SOURCE}.onnx")
+        ap.add_argument("--source", type=Path, default=bundle.MODELS / f"{SOURCE}.onnx")
         ap.add_argument("--nonface", type=Path, required=True, help="non-face crops (nonface_crops.py)")
         ap.add_argument("--nonface-val", type=Path, required=True, help="held-out non-face crops")
         ap.add_argument("--report", type=Path)

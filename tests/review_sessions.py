@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
+from guidance.resources import verified_path
 from guidance import samples
-from guidance.demo import _free_port_pair, stop_process
+from guidance.sim.demo import _free_port_pair, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "plans" / "full_face.yaml"
+PLAN = verified_path("full_face", kind="plans")
 GUIDANCE = [sys.executable, "-m", "guidance.cli"]
 
 PATH = {

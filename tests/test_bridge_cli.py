@@ -7,7 +7,7 @@ import sys
 
 import zmq.auth
 
-from guidance.device_bridge.bench import run_bridge_bench
+from guidance.bench.bridge import run_bridge_bench
 
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

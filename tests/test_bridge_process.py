@@ -20,7 +20,7 @@ import zmq
 
 from guidance.device_bridge import keys as keyfiles
 from guidance.device_bridge.attribution import ANNOUNCED_REPORT_GRACE_MS, AttributedPulse
-from guidance.device_bridge.controller import ControllerLink, LinkKeys
+from guidance.device_bridge.controller.gate import ControllerLink, LinkKeys
 from guidance.device_bridge.protocol import Permit, Pulse
 from guidance.device_bridge.service import BridgeService
 from guidance.errors import UserError

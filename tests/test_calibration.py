@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import yaml
 
+from guidance.resources import verified_path
 from guidance.cli import main
-from guidance.vision.camera import CameraModel, load_camera
-from guidance.vision.markers import CharucoDesign
-from guidance.vision.pivot import pivot_calibrate
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.render import SceneRenderer, handpiece_item, pose_with_tip_at, video_frames
+from guidance.vision.capture.camera import CameraModel, load_camera
+from guidance.vision.handpiece.designs import CharucoDesign
+from guidance.vision.handpiece.pivot import pivot_calibrate
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.sim.render import SceneRenderer, handpiece_item, pose_with_tip_at, video_frames
 from guidance.vision.rigid import RigidPose
 
-PROFILE = "calibration/handpiece_default.yaml"
+PROFILE = "handpiece_default"
 TRUE_CAM = CameraModel(np.array([[700.0, 0, 316.0], [0, 702.0, 245.0], [0, 0, 1]]),
                        np.array([-0.1, 0.05, 0.0, 0.0, 0.0]), (640, 480), True)
 
@@ -79,7 +80,7 @@ def _pivot_frames(folder, backgrounds, profile, cam, *, slip_frames=(), wander_m
 
 
 def _profile_with_tip(tmp_path, tip):
-    data = yaml.safe_load(open(PROFILE))
+    data = yaml.safe_load(open(verified_path(PROFILE, kind="profiles")))
     data["tip_offset_mm"] = tip
     path = tmp_path / "hp.yaml"
     path.write_text(yaml.safe_dump(data))

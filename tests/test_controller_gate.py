@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from guidance.device_bridge.controller import ControllerGate, GateState, Verdict
+from guidance.device_bridge.controller.gate import ControllerGate, GateState, Verdict
 from guidance.device_bridge.protocol import Permit
 
 MS = 1_000_000

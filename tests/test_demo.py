@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from guidance.demo import run_demo
-from guidance.recording import open_session
-from guidance.reprocess import reprocess
+from guidance.sim.demo import run_demo
+from guidance.session.recording import open_session
+from guidance.review.reprocess import reprocess
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_replay_plays_the_demo_recording(demo, tmp_path):
 
 def test_the_tuned_landmark_model_maps_the_tip_closer_to_the_truth(demo):
     """On the demo's face (held out of training), with the handpiece on the skin: `guidance bench --stage occlusion`."""
-    from guidance.vision.face_landmarks import OCCLUSION_LANDMARK_MODEL as LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
-    from guidance.vision.occlusion_bench import format_occlusion, run_occlusion_bench
+    from guidance.vision.face.landmarks import OCCLUSION_LANDMARK_MODEL as LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL
+    from guidance.bench.occlusion import format_occlusion, run_occlusion_bench
     out, _ = demo
     r = run_occlusion_bench(out / "simulation" / "simulated.avi")
     assert r[LANDMARK_MODEL]["contact_frames"] > 100

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.face_detector import FaceDetector, ssd_anchor_centres
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.landmark_run import track_video
-from guidance.vision.sources import Frame
+from guidance.vision.face.detector import FaceDetector, ssd_anchor_centres
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.face.track_video import track_video
+from guidance.vision.capture.sources import Frame
 
 # Ground truth by inspection of the sample videos (frame indices, 0-based):
 # face_noface.mov shows the face in frames 0-71, frame 72 is black, then sky;
@@ -154,7 +154,7 @@ def test_head_pose_follows_an_in_plane_rotation(sample):
 
 def test_head_pose_of_a_steady_frontal_video_is_steady(tracked, sample):
     tracker = FaceTracker()
-    from guidance.vision.sources import open_source
+    from guidance.vision.capture.sources import open_source
     yaw, tz = [], []
     with open_source(sample("single_face.mp4")) as src:
         for f in src:

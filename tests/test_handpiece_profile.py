@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import yaml
 
+from guidance.resources import verified_path
 from guidance.cli import main
 from guidance.errors import UserError
-from guidance.vision.camera import CameraModel
-from guidance.vision.markers import ClipDesign
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.render import SceneRenderer, handpiece_item, sample_tip_pose, video_frames
-from guidance.vision.tip_csv import COLUMNS
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.handpiece.designs import ClipDesign
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.sim.render import SceneRenderer, handpiece_item, sample_tip_pose, video_frames
+from guidance.vision.handpiece.tip_csv import COLUMNS
 
-PROFILE = "calibration/handpiece_default.yaml"
+PROFILE = "handpiece_default"
 
 
 def test_default_profile_is_the_clip_design():
@@ -30,7 +31,7 @@ def test_default_profile_is_the_clip_design():
 
 
 def _broken(tmp_path, edit):
-    data = yaml.safe_load(open(PROFILE))
+    data = yaml.safe_load(open(verified_path(PROFILE, kind="profiles")))
     edit(data)
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -46,7 +47,7 @@ def _broken(tmp_path, edit):
     (lambda d: d["markers"][0]["corners_mm"][2].__setitem__(2, 5.0), "markers.0.corners_mm"),
     (lambda d: d.__setitem__("kind", "head_band"), "kind"),
     (lambda d: d.__setitem__("dictionary", "DICT_NOPE"), "dictionary"),
-    (lambda d: d.__setitem__("colour", "red"), "(top level)"),
+    (lambda d: d.__setitem__("colour", "red"), "colour"),
 ])
 def test_bad_profile_names_the_field(tmp_path, edit, field):
     path = _broken(tmp_path, edit)

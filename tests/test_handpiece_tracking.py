@@ -6,14 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.camera import CameraModel
-from guidance.vision.handpiece import HandpieceTracker, VelocityFilter
-from guidance.vision.marker_detect import MarkerDetector
-from guidance.vision.marker_pose import AMBIGUOUS, NOT_SEEN
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.render import SceneRenderer, handpiece_item, sample_tip_pose, video_frames
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.handpiece.tracker import HandpieceTracker, VelocityFilter
+from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.marker_pose import AMBIGUOUS, NOT_SEEN
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.sim.render import SceneRenderer, handpiece_item, sample_tip_pose, video_frames
 
-PROFILE = "calibration/handpiece_default.yaml"
+PROFILE = "handpiece_default"
 # A "calibrated" webcam: not the default intrinsics, off-centre principal point, barrel distortion.
 CAM = CameraModel(np.array([[612.0, 0, 324.5], [0, 615.0, 236.0], [0, 0, 1]]),
                   np.array([-0.06, 0.02, 0.0005, -0.0003, 0.0]), (640, 480), True)
@@ -155,13 +155,13 @@ def test_speed_is_measured(profile, backgrounds):
 
 def test_single_marker_without_history_is_refused_when_ambiguous(profile):
     """A lone, nearly frontal marker has two mirror poses that fit equally: no tip unless history decides."""
-    from guidance.vision.marker_body import MarkerBody
+    from guidance.vision.handpiece.marker_body import MarkerBody
     from guidance.vision.rigid import RigidPose
     body = MarkerBody("one", profile.body.dictionary, {0: profile.body.corners_mm[0]}, {0: profile.body.size_mm[0]})
     R_mb, t_mb = body.marker_to_body(0)
     # Marker seen face-on from 45 cm: its normal points straight at the camera.
     pose = RigidPose(np.diag([1.0, -1.0, -1.0]), np.array([5.0, 3.0, 450.0])).compose(RigidPose(R_mb, t_mb).inverse())
-    from guidance.vision.render import SceneItem
+    from guidance.sim.render import SceneItem
     r = SceneRenderer(CAM)
     img, _ = r.render(np.full((480, 640, 3), 140, np.uint8), [SceneItem(body, pose)], noise_sigma=2.0)
     from dataclasses import replace
@@ -187,7 +187,7 @@ SWING_DEG = 60.0
 
 def _swing_poses(profile):
     """Pose A (markers 0 and 3 in view: a multi-marker pose) and pose B, A swung 60 deg about the tip."""
-    from guidance.vision.render import pose_with_tip_at
+    from guidance.sim.render import pose_with_tip_at
     tip = np.array([20.0, 10.0, 380.0])
     a = pose_with_tip_at(profile, tip, [np.sin(np.radians(20)), 0, np.cos(np.radians(20))], np.radians(45))
     return a, a.advanced(np.zeros(3), np.array([0.0, np.radians(SWING_DEG), 0.0]), 1.0, about_mm=tip)
@@ -246,8 +246,8 @@ def test_fast_swing_to_a_lone_marker_is_refused_then_reacquired(profile):
 def test_prior_on_the_mirror_side_against_clear_reprojection_is_refused(profile):
     """The prior sits on the mirror candidate while reprojection clearly prefers the other: the two clues
     disagree, so no pose (before: the reprojection pick was taken without looking at the prior)."""
-    from guidance.vision.marker_detect import MarkerDetections
-    from guidance.vision.marker_pose import BodyPose, _single_candidates, estimate_body_pose
+    from guidance.vision.handpiece.marker_detect import MarkerDetections
+    from guidance.vision.handpiece.marker_pose import BodyPose, _single_candidates, estimate_body_pose
     _, b = _swing_poses(profile)
     _, (gt,) = SceneRenderer(CAM).render(_GREY, [_lone(profile, b)])
     corners = gt.corners_px[0] + np.random.default_rng(1).normal(0, 0.05, (4, 2))
@@ -265,7 +265,7 @@ def test_prior_on_the_mirror_side_against_clear_reprojection_is_refused(profile)
 
 def test_markers_seen_edge_on_are_left_out_when_flatter_ones_are_there(profile, backgrounds):
     """A plate seen nearly edge-on has its corners found off; leaving it out puts the tip closer to the truth."""
-    from guidance.vision.marker_pose import PoseLimits, _obliquity_deg, estimate_body_pose
+    from guidance.vision.handpiece.marker_pose import PoseLimits, _obliquity_deg, estimate_body_pose
     rng = np.random.default_rng(21)
     r = SceneRenderer(CAM)
     det = MarkerDetector(profile.body.dictionary, profile.body.ids)

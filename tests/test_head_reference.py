@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.camera import CameraModel
-from guidance.vision.head_reference import (BAND_MOVED, NO_HEAD, NOT_REGISTERED, HeadPoseSample,
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.head_band import (BAND_MOVED, NO_HEAD, NOT_REGISTERED, HeadPoseSample,
                                             HeadReferenceTracker)
-from guidance.vision.profiles import load_head_band
-from guidance.vision.render import SceneItem, SceneRenderer, video_frames
+from guidance.vision.handpiece.profiles import load_head_band
+from guidance.sim.render import SceneItem, SceneRenderer, video_frames
 from guidance.vision.rigid import RigidPose, rotation_angle_deg
 
 CAM = CameraModel(np.array([[610.0, 0, 321.0], [0, 610.0, 239.0], [0, 0, 1]]), np.zeros(5), (640, 480), True)
@@ -25,7 +25,7 @@ def head_pose(yaw_deg: float, t=(10.0, 30.0, 650.0)) -> RigidPose:
 
 @pytest.fixture(scope="module")
 def band():
-    return load_head_band("calibration/head_band_default.yaml")
+    return load_head_band("head_band_default")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.recording import open_session
+from guidance.resources import verified_path
+from guidance.session.recording import open_session
 from xscreen import read_xwd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_window_shows_the_overlay_and_keys_arm_and_quit(xvfb, sample, tmp_path):
     env = {**os.environ, "DISPLAY": xvfb}
     rec = tmp_path / "session"
     proc = subprocess.Popen([sys.executable, "-m", "guidance.cli", "run", "--source", str(sample("WolfgangLanger_Pexels.mp4")),
-                             "--plan", str(ROOT / "plans" / "full_face.yaml"), "--record", str(rec)],
+                             "--plan", str(verified_path("full_face", kind="plans")), "--record", str(rec)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         screens, lit = [], []  # lit: share of bright screen pixels per grab (None: the grab failed), to diagnose

@@ -1,6 +1,6 @@
 """The marker-stage benchmark runs on real video and reports what `guidance bench` prints (no timing asserted)."""
 
-from guidance.vision.marker_bench import run_marker_bench
+from guidance.bench.markers import run_marker_bench
 
 
 def test_marker_bench_reports_stage(sample):

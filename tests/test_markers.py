@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from guidance.cli import main
-from guidance.vision.marker_body import get_dictionary
-from guidance.vision.markers import CharucoDesign, ClipDesign, HeadBandDesign
+from guidance.vision.handpiece.marker_body import get_dictionary
+from guidance.vision.handpiece.designs import CharucoDesign, ClipDesign, HeadBandDesign
 
 DPI = 300
 

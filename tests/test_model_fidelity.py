@@ -31,7 +31,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from guidance import samples
 from guidance.errors import ModelIntegrityError
-from guidance.vision.models import load_model, models_dir, read_manifest
+from guidance.resources import data_dir, read_manifest
+from guidance.vision.models import load_model
 
 PX_TOL = 0.05  # pixels of the model's input image
 PROB_TOL = 1e-3  # after the sigmoid
@@ -134,7 +135,7 @@ def onnx(name: str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(models_dir() / f"{name}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(data_dir() / "models" / f"{name}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def run_both(name: str, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -252,12 +253,12 @@ def test_manifest_provenance_matches_the_pinned_sources():
     for name, entry in manifest["models"].items():
         if "derived_from" in entry:
             assert entry["derived_from_sha256"] == manifest["models"][entry["derived_from"]]["sha256"]
-            assert samples.sha256_file(models_dir() / entry["file"]) == entry["sha256"]
+            assert samples.sha256_file(data_dir() / entry["file"]) == entry["sha256"]
             continue
         pin = samples.MEMBERS[f"{name}.tflite"]
         assert entry["tflite"] == pin.member
         assert entry["tflite_sha256"] == pin.sha256
-        assert samples.sha256_file(models_dir() / entry["file"]) == entry["sha256"]
+        assert samples.sha256_file(data_dir() / entry["file"]) == entry["sha256"]
 
 
 # ---------------------------------------------------------------- integrity
@@ -265,8 +266,8 @@ def test_manifest_provenance_matches_the_pinned_sources():
 
 @pytest.mark.parametrize("name", sorted(read_manifest()["models"]))
 def test_a_flipped_byte_is_refused_naming_the_file(name, tmp_path):
-    d = tmp_path / "models"
-    shutil.copytree(models_dir(), d, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    d = tmp_path / "data"
+    shutil.copytree(data_dir(), d)
     load_model(name, d)  # the intact copy loads
     f = d / read_manifest(d)["models"][name]["file"]
     data = bytearray(f.read_bytes())

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from guidance import samples
-from guidance.sim import nonface_crops
-from guidance.sim.occlusion_pairs import HELD_OUT_VIDEO, TRAIN_IMAGES, TRAIN_VIDEOS, PairMaker, teacher_answer, video_frames
-from guidance.vision.face_landmarks import OCCLUSION_LANDMARK_MODEL as LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL, FaceLandmarker
-from guidance.vision.face_tracker import TrackerConfig
-from guidance.vision.models import load_model, read_manifest
+from models import nonface_crops
+from occlusion_pairs import HELD_OUT_VIDEO, TRAIN_IMAGES, TRAIN_VIDEOS, PairMaker, teacher_answer, video_frames
+from guidance.vision.face.landmarks import OCCLUSION_LANDMARK_MODEL as LANDMARK_MODEL, ORIGINAL_LANDMARK_MODEL, FaceLandmarker
+from guidance.vision.face.tracker import TrackerConfig
+from guidance.resources import read_manifest
+from guidance.vision.models import load_model
 
 
 def test_the_tracker_uses_the_tuned_model_and_the_manifest_says_where_it_came_from():

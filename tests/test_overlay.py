@@ -1,6 +1,6 @@
 import numpy as np
 
-from guidance.overlay import BLUE, VERMILION, OverlayState, ZoneOutline, ZoneProgress, draw_overlay
+from guidance.live.overlay import BLUE, VERMILION, OverlayState, ZoneOutline, ZoneProgress, draw_overlay
 
 
 def _frame():

@@ -4,13 +4,13 @@ import numpy as np
 
 from guidance.gate import Reason
 from guidance.pipeline import GuidancePipeline
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.sources import Frame, open_source
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.vision.capture.sources import Frame, open_source
 from guidance.zones.plan import load_plan
 
 
 def _pipeline():
-    plan = load_plan("plans/full_face.yaml")
+    plan = load_plan("full_face")
     return GuidancePipeline(plan, load_handpiece_profile(plan.handpiece_profile))
 
 

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from guidance.resources import data_dir
 from guidance.cli import main
 from guidance.zones.plan import load_plan
 
-PLANS = Path(__file__).resolve().parents[1] / "plans"
+PLANS = data_dir() / "plans"
 
 
 def _write(tmp_path: Path, data: dict, name: str = "plan.yaml") -> Path:

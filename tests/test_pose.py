@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.pose import (DETECTOR_INPUT, DETECTOR_STRIDES, PoseEstimator, ShoulderObservation,
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.body.shoulders import (DETECTOR_INPUT, DETECTOR_STRIDES, PoseEstimator, ShoulderObservation,
                                   ShoulderTracker, roi_from_alignment)
-from guidance.vision.face_detector import ssd_anchor_centres
-from guidance.vision.sources import Frame
+from guidance.vision.face.detector import ssd_anchor_centres
+from guidance.vision.capture.sources import Frame
 
 
 @pytest.fixture(scope="module")

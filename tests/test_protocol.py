@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guidance.device_bridge import protocol
-from guidance.device_bridge.controller import ControllerGate, Verdict
+from guidance.device_bridge.controller.gate import ControllerGate, Verdict
 from guidance.device_bridge.protocol import Permit, ProtocolError, Pulse
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"

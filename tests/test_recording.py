@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from guidance.errors import UserError
-from guidance.recording import SessionRecorder, open_session
-from guidance.vision.sources import open_source
+from guidance.session.recording import SessionRecorder, open_session
+from guidance.vision.capture.sources import open_source
 
 
 def test_a_recording_reads_back_exactly(tmp_path, sample):
@@ -49,8 +49,8 @@ def test_recording_refuses_a_non_empty_folder(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time, numpy as np
-    from guidance.recording import SessionRecorder
-    from guidance.vision.sources import open_source
+    from guidance.session.recording import SessionRecorder
+    from guidance.vision.capture.sources import open_source
     rec = SessionRecorder(sys.argv[2], {}, flush_interval_s=0.25)
     lm = np.zeros((468, 3), np.float32)
     i = 0

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.camera import CameraModel
-from guidance.vision.marker_detect import MarkerDetector
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.render import SceneRenderer, handpiece_item, pose_with_tip_at
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.sim.render import SceneRenderer, handpiece_item, pose_with_tip_at
 
 CAM = CameraModel(np.array([[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]), np.array([-0.08, 0.03, 0, 0, 0]),
                   (640, 480), True)
@@ -17,7 +17,7 @@ CAM = CameraModel(np.array([[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]), n
 
 @pytest.fixture(scope="module")
 def profile():
-    return load_handpiece_profile("calibration/handpiece_default.yaml")
+    return load_handpiece_profile("handpiece_default")
 
 
 def test_tip_truth_is_the_camera_projection(profile):
@@ -60,8 +60,8 @@ def test_wrong_background_size_is_an_error(profile):
 
 def test_blur_samples_follow_the_turn_as_well_as_the_slide():
     """A fast wrist turn must smear the markers (enough poses over the exposure), not print them twice."""
-    from guidance.vision.render import blur_samples
-    prof = load_handpiece_profile("calibration/handpiece_default.yaml")
+    from guidance.sim.render import blur_samples
+    prof = load_handpiece_profile("handpiece_default")
     still = blur_samples(prof, 400.0, 640.0, 0.012, np.zeros(3), np.zeros(3))
     slide = blur_samples(prof, 400.0, 640.0, 0.012, np.array([100.0, 0, 0]), np.zeros(3))
     turn = blur_samples(prof, 400.0, 640.0, 0.012, np.array([100.0, 0, 0]), np.array([0, 0, np.radians(300)]))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from guidance.cli import main
-from guidance.recording import open_session
+from guidance.session.recording import open_session
 from guidance.review.player import FrameComposer, PlayerState, parse_keys
 from guidance.review.timeline import CoverageReplay, load_timeline
 from guidance.zones.coverage import CoverageMap

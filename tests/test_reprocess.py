@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from guidance.recording import open_session
-from guidance.reprocess import reprocess
+from guidance.session.recording import open_session
+from guidance.review.reprocess import reprocess
 from review_sessions import ROOT, make_sessions
 
 

@@ -10,25 +10,26 @@ import numpy as np
 import pytest
 import yaml
 
+from guidance.resources import verified_path
 from guidance import samples
 from guidance.cli import main
 from guidance.sim.ground_truth import COLUMNS, load_ground_truth
 from guidance.sim.path import build_trajectory, load_path, sweep_strokes
 from guidance.sim.simulate import ping_pong
 from guidance.sim.skin import ChartToSkin
-from guidance.vision.camera import CameraModel
-from guidance.vision.face_tracker import FaceTracker
-from guidance.vision.handpiece import HandpieceTracker
-from guidance.vision.head_pose import load_canonical_face
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.sources import VideoFileSource
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.tracker import FaceTracker
+from guidance.vision.handpiece.tracker import HandpieceTracker
+from guidance.vision.face.head_pose import load_canonical_face
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.vision.capture.sources import VideoFileSource
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
 from guidance.zones.mapper import ZoneMapper
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "plans" / "full_face.yaml"
-PROFILE = ROOT / "calibration" / "handpiece_default.yaml"
+PLAN = verified_path("full_face", kind="plans")
+PROFILE = verified_path("handpiece_default", kind="profiles")
 
 SHORT_PATH = {
     "path_version": 1,
@@ -236,7 +237,7 @@ def test_trajectory_timing_contact_and_lift(atlas, skin, tmp_path):
 
 
 def test_demo_path_fits_and_crosses_into_exclusions(atlas, skin):
-    sim = load_path(ROOT / "paths" / "demo_full_face.yaml", atlas)
+    sim = load_path(verified_path("demo_full_face", kind="paths"), atlas)
     traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     assert 20.0 <= traj.duration_s <= 40.0
     ts = np.arange(0.0, traj.duration_s, 1 / 24)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from guidance.errors import SourceError
-from guidance.vision.sources import CameraSource, ImageSequenceSource, VideoFileSource, open_source
+from guidance.vision.capture.sources import CameraSource, ImageSequenceSource, VideoFileSource, open_source
 
 
 def test_video_frames_carry_index_and_container_timestamps(sample):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from guidance.pipeline import gate_confidence
-from guidance.vision.handpiece import TipObservation
-from guidance.vision.marker_pose import lateral_sigma_mm
+from guidance.vision.handpiece.tracker import TipObservation
+from guidance.vision.handpiece.marker_pose import lateral_sigma_mm
 
 
 def test_depth_uncertainty_does_not_count_as_lateral():

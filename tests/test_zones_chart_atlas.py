@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from guidance.cli import main
-from guidance.vision.camera import CameraModel
-from guidance.vision.head_pose import load_canonical_face
-from guidance.zones import build_chart
-from guidance.zones.atlas import DATA_DIR, load_atlas, rasterise
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.head_pose import load_canonical_face
+import build_chart
+from guidance.resources import data_dir
+from guidance.zones.atlas import load_atlas, rasterise
 from guidance.zones.chart import load_chart
 from guidance.zones.mapper import FaceFrame, ZoneMapper
 
@@ -137,7 +138,7 @@ def test_boundary_distance_is_signed_and_in_mm(atlas):
 def test_build_script_reproduces_the_shipped_data(tmp_path):
     build_chart.build(tmp_path)
     for name in ("face_chart.json", "atlas.json"):
-        assert json.loads((tmp_path / name).read_text()) == json.loads((DATA_DIR / name).read_text()), name
+        assert json.loads((tmp_path / name).read_text()) == json.loads((data_dir() / "zones" / name).read_text()), name
 
 
 def test_atlas_command_draws_every_zone(tmp_path, capsys):

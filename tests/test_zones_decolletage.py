@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.pose import PoseEstimator
-from guidance.vision.sources import Frame
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.body.shoulders import PoseEstimator
+from guidance.vision.capture.sources import Frame
 from guidance.zones.mapper import ZoneMapper
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from guidance.cli import main
-from guidance.vision.camera import CameraModel
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.head_pose import HeadPoseEstimator, load_canonical_face
-from guidance.vision.landmark_run import track_video
-from guidance.vision.sources import Frame
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.face.head_pose import HeadPoseEstimator, load_canonical_face
+from guidance.vision.face.track_video import track_video
+from guidance.vision.capture.sources import Frame
 from guidance.zones.mapper import FaceFrame, ZoneMapper
 
 R_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from guidance import bench
+from guidance.bench import stages as bench
 from guidance.errors import UserError
 
 STAGES = ("face", "markers", "zones", "bridge", "run", "occlusion")
@@ -40,11 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated: face,markers,zones,bridge,run (default: face,markers,zones,bridge); "
                         "run = the whole live app in real time with overlay video, recording and CURVE permits; "
                         "occlusion = tip chart error per landmark model on a `guidance simulate` video (accuracy, not speed)")
-    p.add_argument("--plan", default="plans/full_face.yaml", help="plan for the run stage")
+    p.add_argument("--plan", default="full_face", help="plan for the run stage (default: the bundled full_face)")
     p.add_argument("--frames", type=int, default=600, help="frames to time (the video is looped; default 600)")
     p.add_argument("--size", type=_size, default=(640, 480), help="resize frames to WxH (default 640x480) or 'native'")
     p.add_argument("--raw", action="store_true", help="no temporal smoothing")
-    p.add_argument("--handpiece", metavar="PROFILE.yaml", help="handpiece profile for the marker stage (default: calibration/handpiece_default.yaml)")
+    p.add_argument("--handpiece", metavar="PROFILE.yaml", help="handpiece profile for the marker stage (default: the bundled handpiece_default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -59,15 +59,15 @@ def run(args: argparse.Namespace) -> int:
         result.update(face)
         text.append(bench.format_face(face))
     if "markers" in args.stage:
-        from guidance.vision.marker_bench import run_marker_bench
+        from guidance.bench.markers import run_marker_bench
         m = run_marker_bench(args.video, args.handpiece, frames=min(args.frames, 600))
         result["markers"] = m
         text.append("marker detection + tip pose (640x480): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
     if "zones" in args.stage:
         import cv2
 
-        from guidance.zones.bench import run_zone_bench
-        from guidance.vision.sources import open_source
+        from guidance.bench.zones import run_zone_bench
+        from guidance.vision.capture.sources import open_source
         with open_source(args.video) as src:  # a frame of the video, at the benchmark's size
             first = next(iter(src)).image
         if args.size:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         text.append("zone lookup (one point, prepared frame) and frame preparation: "
                     + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in z.items()))
     if "bridge" in args.stage:
-        from guidance.device_bridge.bench import run_bridge_bench
+        from guidance.bench.bridge import run_bridge_bench
         b = run_bridge_bench(n=min(max(args.frames, 200), 2000), curve=True)
         result["bridge"] = b
         text.append("permit bridge (loopback, CURVE on): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in b.items()))
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         for k, st in r["stages_ms"].items():
             text.append(f"  {k:<20} median {st['median']:.3f} ms  p99 {st['p99']:.3f} ms")
     if "occlusion" in args.stage:
-        from guidance.vision.occlusion_bench import format_occlusion, run_occlusion_bench
+        from guidance.bench.occlusion import format_occlusion, run_occlusion_bench
         o = run_occlusion_bench(args.video)
         result["occlusion"] = o
         text.append(format_occlusion(o))

@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 from guidance.errors import UserError
-from guidance.vision.calibrate_camera import calibrate_from_frames
-from guidance.vision.camera_select import camera_for
-from guidance.vision.marker_detect import MarkerDetector
-from guidance.vision.marker_pose import PoseLimits, estimate_body_pose
-from guidance.vision.markers import CharucoDesign
-from guidance.vision.pivot import pivot_calibrate
-from guidance.vision.profiles import load_handpiece_profile, write_yaml_atomic
-from guidance.vision.sources import open_source
+from guidance.vision.capture.calibration import calibrate_from_frames
+from guidance.vision.capture.camera_select import camera_for
+from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.marker_pose import PoseLimits, estimate_body_pose
+from guidance.vision.handpiece.designs import CharucoDesign
+from guidance.vision.handpiece.pivot import pivot_calibrate
+from guidance.vision.handpiece.profiles import load_handpiece_profile, write_yaml_atomic
+from guidance.vision.capture.sources import open_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:

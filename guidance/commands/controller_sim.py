@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from guidance.device_bridge import keys as keyfiles
-from guidance.device_bridge.controller import ControllerGate, ControllerLink, LinkKeys
+from guidance.device_bridge.controller.gate import ControllerGate, ControllerLink, LinkKeys
 from guidance.errors import UserError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from guidance.demo import DEFAULT_PATH, DEFAULT_PLAN, run_demo
+from guidance.sim.demo import DEFAULT_PATH, DEFAULT_PLAN, run_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from guidance.vision.camera import load_camera
-from guidance.vision.landmark_run import track_video
-from guidance.vision.video_out import save_npy_atomic
+from guidance.vision.capture.camera import load_camera
+from guidance.vision.face.track_video import track_video
+from guidance.vision.capture.video_out import save_npy_atomic
 
 
 def register(sub: argparse._SubParsersAction) -> None:

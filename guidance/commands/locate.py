@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 
 from guidance.errors import UserError
-from guidance.vision.camera import load_camera
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.sources import Frame
+from guidance.vision.capture.camera import load_camera
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.capture.sources import Frame
 from guidance.zones.mapper import ZoneMapper
 
 

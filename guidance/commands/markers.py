@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from guidance.errors import UserError
-from guidance.vision.printouts import write_sheets
+from guidance.vision.handpiece.printouts import write_sheets
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from guidance.reprocess import reprocess
+from guidance.review.reprocess import reprocess
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from guidance.live import KEYS_HELP, RunOptions, run_session, summary_lines
+from guidance.live.run import KEYS_HELP, RunOptions, run_session, summary_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from guidance import samples
 from guidance.errors import UserError
 from guidance.sim.simulate import simulate
-from guidance.vision.camera import load_camera
+from guidance.vision.capture.camera import load_camera
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from guidance.errors import UserError
-from guidance.vision.camera_select import camera_for
-from guidance.vision.handpiece import HandpieceTracker
-from guidance.vision.profiles import load_handpiece_profile
-from guidance.vision.sources import open_source
-from guidance.vision.tip_csv import write_tip_csv
+from guidance.vision.capture.camera_select import camera_for
+from guidance.vision.handpiece.tracker import HandpieceTracker
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.vision.capture.sources import open_source
+from guidance.vision.handpiece.tip_csv import write_tip_csv
 
 
 def register(sub: argparse._SubParsersAction) -> None:

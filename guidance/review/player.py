@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
-from guidance.overlay_scene import OverlayScene
+from guidance.live.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
+from guidance.live.overlay_scene import OverlayScene
 from guidance.review.timeline import CoverageReplay, Timeline
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
@@ -362,7 +362,7 @@ class PlayOptions:
 
 def play(tl: Timeline, opts: PlayOptions) -> PlayerState:
     """Run the player until quit (window) or the end of the recording (headless)."""
-    from guidance.vision.video_out import AtomicVideoWriter
+    from guidance.vision.capture.video_out import AtomicVideoWriter
 
     composer = FrameComposer(tl)
     state = PlayerState.for_timeline(tl)

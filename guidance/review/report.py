@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.overlay import draw_overlay
-from guidance.recording import open_session
+from guidance.live.overlay import draw_overlay
+from guidance.session.recording import open_session
 from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.atlas_render import render_atlas

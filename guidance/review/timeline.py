@@ -23,7 +23,7 @@ import yaml
 
 from guidance.errors import UserError
 from guidance.device_bridge.attribution import OutcomeLedger
-from guidance.recording import Session, open_session
+from guidance.session.recording import Session, open_session
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import TreatmentPlan, parse_plan

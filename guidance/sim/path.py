@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import jsonschema
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.yamlfile import read_yaml
+from guidance.resources import user_or_bundled
+from guidance.yamlfile import read_yaml, validate
 from guidance.zones.atlas import Atlas
 from guidance.zones.plan import TreatmentPlan, load_plan
 
@@ -187,43 +187,18 @@ class Trajectory:
 # -- loading -------------------------------------------------------------------------------
 
 
-def _field(error: jsonschema.ValidationError, prefix: str = "") -> str:
-    parts = [prefix] if prefix else []
-    parts += [str(p) for p in error.absolute_path]
-    if error.validator in ("required", "additionalProperties") and "'" in error.message:
-        parts.append(error.message.split("'")[1])
-    return ".".join(parts) or "(top level)"
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    if error.validator == "required":
-        return "missing field"
-    if error.validator == "additionalProperties":
-        return "unknown field"
-    if error.validator == "type":
-        return f"wrong type: expected {error.validator_value}, got {error.instance!r}"
-    return error.message
-
-
-def _validate(data: object, schema: dict, path: Path, prefix: str = "") -> None:
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(data))
-    if errors:
-        err = max(errors, key=lambda e: len(e.absolute_path))
-        raise UserError(_message(err), path=path, field=_field(err, prefix))
-
-
 def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
     """Validate a loaded path document (structure, then meaning against the atlas and plan)."""
     path = Path(path)
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", path=path)
-    _validate(data, PATH_SCHEMA, path)
+    validate(data, PATH_SCHEMA, path)
     for i, seg in enumerate(data["segments"]):
         kind = seg["type"]
         spec = SEGMENT_SCHEMAS[kind]
         schema = {"type": "object", "required": ["type", *spec["required"]],
                   "properties": {"type": {"const": kind}, **spec["properties"]}, "additionalProperties": False}
-        _validate(seg, schema, path, f"segments.{i}")
+        validate(seg, schema, path, f"segments.{i}")
         f = f"segments.{i}"
         if kind in ("line", "move") and ("to" in seg) == ("toward" in seg):
             raise UserError("give exactly one of 'to' (a chart point) or 'toward' (a zone name)", path=path, field=f)
@@ -249,7 +224,9 @@ def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
 
 
 def load_path(path: str | Path, atlas: Atlas) -> SimPath:
-    return parse_path(read_yaml(path, "path file"), Path(path), atlas)
+    """A path file, or a bundled path by name (`demo_full_face`)."""
+    path = user_or_bundled(path, "paths", what="path file")
+    return parse_path(read_yaml(path, "path file"), path, atlas)
 
 
 # -- trajectory ----------------------------------------------------------------------------

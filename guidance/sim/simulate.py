@@ -30,20 +30,20 @@ from typing import Callable
 import cv2
 import numpy as np
 
-import guidance
+from guidance import __version__
 from guidance.errors import UserError
-from guidance.samples import sha256_file
+from guidance.resources import sha256_file
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
 from guidance.sim.path import SimPath, Trajectory, build_trajectory, load_path
 from guidance.sim.skin import ChartToSkin, PlacedPoint
-from guidance.vision.camera import CameraModel
-from guidance.vision.face_landmarks import ORIGINAL_LANDMARK_MODEL
-from guidance.vision.face_tracker import FaceTracker, TrackerConfig
-from guidance.vision.head_pose import load_canonical_face
-from guidance.vision.profiles import HandpieceProfile, load_handpiece_profile
-from guidance.vision.render import SceneRenderer, blur_samples, fit_frame, handpiece_item, pose_with_tip_at
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.face.head_pose import load_canonical_face
+from guidance.vision.handpiece.profiles import HandpieceProfile, load_handpiece_profile
+from guidance.sim.render import SceneRenderer, blur_samples, fit_frame, handpiece_item, pose_with_tip_at
 from guidance.vision.rigid import RigidPose, rotation_aligning
-from guidance.vision.sources import Frame
+from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.chart import load_chart
 
@@ -51,7 +51,7 @@ VIDEO_FILE = "simulated.avi"
 PATH_COPY = "path.yaml"
 INFO_FILE = "info.json"
 SIM_VERSION = 1
-DEFAULT_PROFILE = Path(guidance.__file__).resolve().parent.parent / "calibration" / "handpiece_default.yaml"
+DEFAULT_PROFILE = "handpiece_default"  # bundled (guidance/data/calibration)
 
 # Where the hand holds the handpiece: the clip leans sideways away from the face (the free image
 # area is beside a face, rarely above or below it) and vertically towards the image centre, so it
@@ -169,6 +169,7 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
     chart = load_chart()
     skin = ChartToSkin(chart, load_canonical_face())
     sim = load_path(path_file, atlas)
+    path_file = Path(sim.source)  # a bundled path named by its name resolves to its file
     traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     if profile_path is None:
         profile_path = sim.plan.handpiece_profile if sim.plan is not None else DEFAULT_PROFILE
@@ -195,7 +196,7 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
         shutil.copyfile(path_file, tmp / PATH_COPY)
         info = {
             "sim_version": SIM_VERSION,
-            "guidance_version": guidance.__version__,
+            "guidance_version": __version__,
             "video": VIDEO_FILE,
             "video_codec": "MJPG quality 95",
             "ground_truth": GROUND_TRUTH_FILE,

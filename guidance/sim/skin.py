@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from guidance.vision.camera import CameraModel
+from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import ChartGrid
 from guidance.zones.chart import FaceChart
 from guidance.zones.skin import ChartLocator

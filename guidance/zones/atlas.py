@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from guidance.errors import ModelIntegrityError
+from guidance.resources import verified_path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 OFF_SURFACE = "off-surface"
 KINDS = ("treat", "exclusion")
 SURFACES = ("face", "neck", "decolletage", "scalp")
@@ -146,15 +146,18 @@ def rasterise(zones: dict[str, Zone], grid: ChartGrid, *, source: str = "") -> n
 
 
 def load_atlas(path: Path | None = None) -> Atlas:
-    """The atlas, rasterised and with its distance field; cached per path (read-only by convention)."""
-    return _load_atlas(str(path or DATA_DIR / "atlas.json"))
+    """The atlas, rasterised and with its distance field; cached per path (read-only by convention).
+
+    The bundled atlas is checked against the manifest first, like the models: zones decide permits.
+    """
+    return _load_atlas(str(path or verified_path("atlas", kind="zones")))
 
 
 @lru_cache(maxsize=4)
 def _load_atlas(path: str) -> Atlas:
     p = Path(path)
     if not p.exists():
-        raise ModelIntegrityError("zone atlas missing (run python -m guidance.zones.build_chart)", path=p)
+        raise ModelIntegrityError("zone atlas missing (run python models/build_chart.py)", path=p)
     try:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as exc:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from guidance.errors import ModelIntegrityError
+from guidance.resources import verified_path
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,15 @@ class FaceChart:
 
 
 def load_chart(path: Path | None = None) -> FaceChart:
-    return _load_chart(str(path or DATA_DIR / "face_chart.json"))
+    """The face chart; the bundled one is checked against the manifest first, like the models."""
+    return _load_chart(str(path or verified_path("face_chart", kind="zones")))
 
 
 @lru_cache(maxsize=4)
 def _load_chart(path: str) -> FaceChart:
     p = Path(path)
     if not p.exists():
-        raise ModelIntegrityError("face chart missing (run python -m guidance.zones.build_chart)", path=p)
+        raise ModelIntegrityError("face chart missing (run python models/build_chart.py)", path=p)
     d = json.loads(p.read_text())
     tri = np.asarray(d["triangles"], dtype=np.int64)
     uv = np.asarray(d["vertex_uv_mm"], dtype=np.float64)

@@ -23,7 +23,7 @@ instead:
    as ``ZoneLookup.limit_mm`` so the gate can take it into the planned-region
    distance (which is read from the atlas and knows nothing of shoulders).
 
-The pose model runs off the hot path (``guidance.vision.pose.ShoulderTracker``);
+The pose model runs off the hot path (``guidance.vision.body.shoulders.ShoulderTracker``);
 the mapper only gets its latest result. The limit is built once per frame in
 ``ZoneMapper.prepare(..., shoulders=...)`` (two rays; a few tens of µs) and
 costs nothing on face-mesh lookups.
@@ -133,7 +133,7 @@ def shoulder_limit(shoulders, pose, camera, surfaces: dict, atlas, *, t_referenc
                    ) -> tuple[DecolletageLimit | None, str]:
     """The décolletage limit from a shoulder observation, or (None, why not) → proportional extension.
 
-    ``shoulders`` is a ``guidance.vision.pose.ShoulderObservation`` (anything
+    ``shoulders`` is a ``guidance.vision.body.shoulders.ShoulderObservation`` (anything
     with ``valid``, ``left_px``, ``right_px``, ``visibility``, ``t_capture_ns``).
     ``t_reference_ns`` is the face frame's capture time: a shoulder result more
     than ``max_age_ms`` away from it is not used. ``face_landmarks`` (the face

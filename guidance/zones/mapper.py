@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from guidance.vision.camera import CameraModel
+from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
@@ -185,7 +185,7 @@ class ZoneMapper:
                 camera: CameraModel | None = None, shoulders=None) -> FaceFrame | None:
         """The frame's mesh ready for lookups, or None when the observation has no face.
 
-        ``shoulders``: optional ``guidance.vision.pose.ShoulderObservation`` (e.g.
+        ``shoulders``: optional ``guidance.vision.body.shoulders.ShoulderObservation`` (e.g.
         ``ShoulderTracker.latest()``). When valid, visible and within
         ``decolletage.MAX_AGE_MS`` of this frame, the décolletage ends at the
         shoulder line; otherwise at the proportional extension

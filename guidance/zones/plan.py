@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 
 from guidance.errors import UserError
-from guidance.yamlfile import read_yaml
+from guidance.resources import user_or_bundled
+from guidance.yamlfile import read_yaml, validate
 from guidance.zones.atlas import Atlas, load_atlas
 
 PLAN_VERSION = 1
@@ -107,37 +107,11 @@ class TreatmentPlan:
         return "\n".join(lines)
 
 
-def _field(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    if error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else ""
-        parts.append(missing)
-    if error.validator == "additionalProperties" and "'" in error.message:
-        parts.append(error.message.split("'")[1])
-    return ".".join(p for p in parts if p) or "(top level)"
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    if error.validator == "required":
-        return "missing field"
-    if error.validator == "type":
-        return f"wrong type: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
-    if error.validator == "additionalProperties":
-        return "unknown field"
-    return error.message
-
-
 def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> TreatmentPlan:
     """Validate a loaded YAML document and build the plan; UserError names the field."""
     path = Path(path)
-    if not isinstance(data, dict):
-        raise UserError("expected a mapping at the top level", path=path)
-    validator = jsonschema.Draft202012Validator(PLAN_SCHEMA)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    if errors:
-        # the deepest, most specific error first (a wrong type inside a zone beats "zones is invalid")
-        err = max(errors, key=lambda e: len(e.absolute_path))
-        raise UserError(_message(err), path=path, field=_field(err))
+    validate(data, PLAN_SCHEMA, path)
+
     atlas = atlas or load_atlas()
     allowed_surfaces = AREAS[data["area"]]
     zones: dict[str, ZoneTarget] = {}
@@ -179,4 +153,6 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
 
 
 def load_plan(path: str | Path, atlas: Atlas | None = None) -> TreatmentPlan:
-    return parse_plan(read_yaml(path, "plan file"), Path(path), atlas)
+    """A plan file, or a bundled example plan by name (`full_face`)."""
+    path = user_or_bundled(path, "plans", what="plan file")
+    return parse_plan(read_yaml(path, "plan file"), path, atlas)

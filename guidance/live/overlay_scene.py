@@ -1,0 +1,139 @@
+"""Turning pipeline results into an `OverlayState`: zones and coverage placed on this frame's face.
+
+Zone outlines and coverage live on the chart; the chart is fixed data, so each
+outline point and each deposited pulse is tied to a mesh triangle once
+(`ChartLocator`) and re-placed every frame from the landmarks — a few vector
+operations, done on the overlay thread, never on the hot path.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from guidance.live.overlay import OverlayState, ZoneOutline, ZoneProgress
+from guidance.zones.atlas_render import zone_colours
+from guidance.zones.chart import FaceChart
+from guidance.zones.coverage import CoverageMap
+from guidance.zones.plan import TreatmentPlan
+from guidance.zones.skin import ChartLocator, SkinPoints
+
+OUTLINE_STEP_MM = 2.0
+
+
+def _resample(ring: np.ndarray, step: float) -> np.ndarray:
+    pts = np.vstack([ring, ring[:1]])
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    s = np.concatenate([[0], np.cumsum(seg)])
+    n = max(int(s[-1] / step), 8)
+    t = np.linspace(0, s[-1], n, endpoint=False)
+    return np.c_[np.interp(t, s, pts[:, 0]), np.interp(t, s, pts[:, 1])]
+
+
+class OverlayScene:
+    def __init__(self, plan: TreatmentPlan, chart: FaceChart, coverage: CoverageMap, electrode_diameter_mm: float,
+                 inset_px_per_mm: float = 1.2):
+        self.plan = plan
+        self.chart = chart
+        self.coverage = coverage
+        self.atlas = coverage.atlas
+        self.diameter_mm = electrode_diameter_mm
+        self.locator = ChartLocator(chart)
+        self.outlines: list[tuple[str, str, list[SkinPoints]]] = []
+        for z in self.atlas.zones.values():
+            if z.surface != "face":
+                continue
+            kind = "exclusion" if (z.kind == "exclusion" or z.name in plan.exclusions) else (
+                "planned" if z.name in plan.zones else "other")
+            rings = [self.locator.locate(_resample(np.asarray(r), OUTLINE_STEP_MM)) for r in z.boundary_mm]
+            self.outlines.append((z.name, kind, rings))
+        self._pulse_uv: list[tuple[float, float]] = []
+        self._pulse_skin: SkinPoints | None = None
+        self._inset_base, self._inset_origin, self._inset_scale = self._make_inset_base(inset_px_per_mm)
+        self._inset_cache: np.ndarray | None = None
+        self._inset_pulses = -1
+        self._progress: list[ZoneProgress] = []
+        self._progress_pulses = -1
+
+    # ---- chart inset ------------------------------------------------------------
+    def _make_inset_base(self, px_per_mm: float):
+        g = self.atlas.grid
+        rows, cols = np.nonzero(self.atlas.labels)
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        lab = self.atlas.labels[r0:r1, c0:c1]
+        lut = np.full((256, 3), 40, np.uint8)
+        for name, colour in zone_colours(self.atlas).items():
+            lut[self.atlas.zones[name].label] = (np.asarray(colour) * 0.6 + 40).astype(np.uint8)
+        scale = px_per_mm * g.cell_mm
+        img = cv2.resize(lut[lab], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        edges = np.zeros(lab.shape, bool)
+        edges[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+        edges[1:, :] |= lab[1:, :] != lab[:-1, :]
+        edges = cv2.resize(edges.astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        img[edges] = (230, 230, 230)
+        origin = (g.u0_mm + c0 * g.cell_mm, g.v0_mm + r0 * g.cell_mm)
+        return img, origin, px_per_mm
+
+    def _chart_px(self, u: float, v: float) -> tuple[int, int]:
+        return (int(round((u - self._inset_origin[0]) * self._inset_scale)),
+                int(round((v - self._inset_origin[1]) * self._inset_scale)))
+
+    def inset(self, tip_uv: tuple[float, float] | None) -> np.ndarray:
+        n = len(self._pulse_uv)
+        if self._inset_cache is None or n != self._inset_pulses:
+            img = self._inset_base.copy()
+            r = max(1, int(round(self.diameter_mm / 2 * self._inset_scale)))
+            heat = img.copy()
+            for u, v in self._pulse_uv:
+                cv2.circle(heat, self._chart_px(u, v), r, (178, 114, 0), -1)
+            cv2.addWeighted(heat, 0.5, img, 0.5, 0, dst=img)
+            self._inset_cache, self._inset_pulses = img, n
+        img = self._inset_cache.copy()
+        if tip_uv is not None:
+            cv2.drawMarker(img, self._chart_px(*tip_uv), (66, 228, 240), cv2.MARKER_CROSS, 12, 2)
+        return img
+
+    # ---- per-frame ------------------------------------------------------------
+    def add_pulse(self, u: float, v: float) -> None:
+        self._pulse_uv.append((u, v))
+
+    def progress(self) -> list[ZoneProgress]:
+        n = len(self._pulse_uv)
+        if n != self._progress_pulses:
+            self._progress = []
+            for name in self.plan.zones:
+                zc = self.coverage.zone(name)
+                self._progress.append(ZoneProgress(name, zc.fraction_at_target, zc.cells_over_max))
+            self._progress_pulses = n
+        return self._progress
+
+    def fill(self, st: OverlayState, landmarks_px: np.ndarray | None, px_per_mm: float | None) -> OverlayState:
+        if landmarks_px is not None:
+            for name, kind, rings in self.outlines:
+                polys = []
+                for sp in rings:
+                    p = sp.image_px(self.chart, landmarks_px)[:, :2]
+                    p = p[np.isfinite(p[:, 0])]
+                    if len(p) > 2:
+                        polys.append(p)
+                if polys:
+                    st.outlines.append(ZoneOutline(name, kind, polys))
+            uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)])  # snapshot: pulses arrive on another thread
+            if len(uv):
+                known = 0 if self._pulse_skin is None else len(self._pulse_skin.triangle)
+                if known < len(uv):  # tie only the new pulses to the mesh
+                    new = self.locator.locate(uv[known:])
+                    if self._pulse_skin is None:
+                        self._pulse_skin = new
+                    else:
+                        self._pulse_skin = SkinPoints(np.concatenate([self._pulse_skin.triangle, new.triangle]),
+                                                      np.concatenate([self._pulse_skin.barycentric, new.barycentric]))
+                skin = SkinPoints(self._pulse_skin.triangle[:len(uv)], self._pulse_skin.barycentric[:len(uv)])
+                px = skin.image_px(self.chart, landmarks_px)
+                ok = np.isfinite(px[:, 0])
+                passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv[ok]])
+                st.coverage_px = np.c_[px[ok, :2], passes] if ok.any() else None
+        if px_per_mm:
+            st.footprint_radius_px = self.diameter_mm / 2 * px_per_mm
+        st.progress = self.progress()
+        return st

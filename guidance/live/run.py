@@ -1,0 +1,380 @@
+"""`guidance run`: the live session — start-up checks, the hot loop, display, recording.
+
+Start-up refuses to run with a clear one-line error on anything a user can get
+wrong (plan, handpiece profile, calibration, camera, busy port, models). Once
+running, the service starts DISARMED; the practitioner arms it (key `a`, or
+`--arm` for scripted sessions). It disarms on quit, on a fault, and when the
+face has been lost for longer than `face_lost_disarm_s`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from guidance import __version__
+from guidance.errors import UserError
+from guidance.device_bridge.attribution import OutcomeLedger
+from guidance.live.overlay import OverlayState, draw_overlay
+from guidance.live.overlay_scene import OverlayScene
+from guidance.pipeline import FrameResult, GuidancePipeline
+from guidance.session.recording import SessionRecorder
+from guidance.vision.capture.camera import load_camera
+from guidance.vision.face.landmarks import LANDMARK_MODEL
+from guidance.resources import read_manifest, verified_path
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.vision.capture.sources import open_source
+from guidance.vision.capture.video_out import AtomicVideoWriter
+from guidance.zones.plan import load_plan
+
+WINDOW = "guidance"
+KEYS_HELP = "a arm/disarm  p pause  z zones  c coverage  i inset  m mesh  q quit"
+
+
+@dataclass
+class RunOptions:
+    source: str
+    plan: str
+    handpiece: str | None = None
+    camera_calibration: str | None = None
+    publish: str | None = None  # permit endpoint, e.g. tcp://127.0.0.1:5571
+    report: str | None = None  # report endpoint (default: permit port + 1)
+    keys: str | None = None
+    insecure: bool = False
+    record: str | None = None
+    headless: bool = False
+    out: str | None = None
+    arm: bool = False
+    realtime: bool = True
+    max_frames: int | None = None
+    face_lost_disarm_s: float = 1.0
+    linger_s: float = 0.5  # keep taking pulse reports after the last frame
+    quiet: bool = False
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    permits: int = 0
+    denies: dict[str, int] = field(default_factory=dict)
+    pulses: int = 0
+    violations: int = 0
+    violation_reasons: dict[str, int] = field(default_factory=dict)
+    coverage: dict[str, float] = field(default_factory=dict)
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+    dropped_frames: int = 0
+    overlay_dropped: int = 0
+    recording: str | None = None
+    out_video: str | None = None
+
+
+class Display:
+    """Overlay rendering + window/video writing on its own thread; the newest frame wins."""
+
+    def __init__(self, *, window: bool, out: str | None, fps: float):
+        self.window = window
+        self.out = out
+        self.fps = fps
+        self.q: queue.Queue = queue.Queue(maxsize=4)
+        self.keys: queue.Queue[int] = queue.Queue()
+        self.dropped = 0
+        self.written = 0
+        self._writer: AtomicVideoWriter | None = None
+        self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
+        self._error: BaseException | None = None
+        self._thread.start()
+
+    def submit(self, image: np.ndarray, state: OverlayState, finish) -> None:
+        try:
+            self.q.put_nowait((image, state, finish))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        try:
+            sized = False
+            if self.window:
+                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            while True:
+                item = self.q.get()
+                if item is None:
+                    break
+                image, state, finish = item
+                finish(state)
+                img = draw_overlay(image, state)
+                if self.out:
+                    if self._writer is None:
+                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+                    self._writer.write(img)
+                    self.written += 1
+                if self.window:
+                    if not sized:  # open at the frame's own size; the practitioner may resize it
+                        cv2.resizeWindow(WINDOW, img.shape[1], img.shape[0])
+                        sized = True
+                    cv2.imshow(WINDOW, img)
+                    k = cv2.waitKey(1) & 0xFF
+                    if k != 0xFF:
+                        self.keys.put(k)
+        except BaseException as exc:  # surfaced by close()
+            self._error = exc
+        finally:
+            if self.window:
+                cv2.destroyAllWindows()
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join()
+        if self._writer is not None:
+            self._writer.close()
+        if self._error:
+            raise self._error
+
+
+def _snapshot_yaml(path: Path) -> dict:
+    import yaml
+    return {"path": str(path), "content": yaml.safe_load(path.read_text())}
+
+
+def _startup(opts: RunOptions):
+    """Everything a user can get wrong, checked before anything starts."""
+    plan = load_plan(opts.plan)
+    profile_path = Path(opts.handpiece) if opts.handpiece else Path(plan.handpiece_profile)
+    profile = load_handpiece_profile(profile_path)
+    camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
+    manifest = read_manifest()
+    for name in ("face_detection_short_range", LANDMARK_MODEL):
+        verified_path(name)
+    return plan, profile, profile_path, camera, manifest
+
+
+def run_session(opts: RunOptions) -> RunSummary:
+    plan, profile, profile_path, camera, manifest = _startup(opts)
+    if opts.headless and not opts.out and not opts.record:
+        pass  # headless, no video: a permit service only
+    bridge = None
+    if opts.publish:
+        from guidance.device_bridge.keys import load_service_keys
+        from guidance.device_bridge.service import BridgeService
+        report = opts.report or _next_port(opts.publish)
+        keys = load_service_keys(opts.keys) if opts.keys else None
+        if keys is None and not opts.insecure:
+            raise UserError("publishing permits needs CURVE keys (--keys DIR from `guidance keys generate`) "
+                            "or an explicit --insecure for development", field="--keys")
+        bridge = BridgeService(opts.publish, report, keys=keys, insecure=opts.insecure,
+                               service_id="guidance")
+    source = None
+    recorder = None
+    display = None
+    try:
+        kwargs = {"realtime": True} if opts.realtime and not str(opts.source).isdigit() and "://" not in str(opts.source) \
+            and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir() else {}
+        source = open_source(opts.source, **kwargs)
+        pipeline = GuidancePipeline(plan, profile, camera=camera,
+                                    publish=bridge.publish if bridge else None,
+                                    face_lost_disarm_s=opts.face_lost_disarm_s)
+        scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)
+        if opts.record:
+            info = {
+                "source": str(opts.source),
+                "plan": {"path": str(Path(plan.source).resolve()), "content": _snapshot_yaml(Path(plan.source))["content"]},
+                "handpiece": _snapshot_yaml(profile_path),
+                "camera": camera.to_dict() if camera else {"calibrated": False, "default": "f = image width, centred principal point"},
+                "models": {k: v["sha256"] for k, v in manifest["models"].items()},
+                "landmark_model": pipeline.face.config.landmark_model,
+                "atlas_version": pipeline.atlas.atlas_version,
+                "chart_version": pipeline.atlas.chart_version,
+                "gate": {"ttl_ms": pipeline.policy.ttl_ms, "margin_mm": pipeline.policy.margin_mm,
+                         "max_frame_age_ms": pipeline.policy.max_frame_age_ms,
+                         "max_face_age_ms": pipeline.policy.max_face_age_ms,
+                         "min_presence": pipeline.policy.min_presence,
+                         "min_tip_confidence": pipeline.policy.min_tip_confidence},
+                "fps": source.fps,
+                "permit_endpoint": bridge.permit_endpoint if bridge else None,
+            }
+            recorder = SessionRecorder(opts.record, info)
+            recorder.add_event("session_start", version=__version__)
+        window = not opts.headless
+        if window or opts.out:
+            display = Display(window=window, out=opts.out, fps=source.fps or 30.0)
+        if opts.arm:
+            pipeline.set_armed(True, "--arm")
+        return _loop(opts, source, pipeline, scene, bridge, recorder, display)
+    finally:
+        if bridge is not None:
+            bridge.close(final_deny=True)
+        if source is not None:
+            source.close()
+
+
+def _next_port(endpoint: str) -> str:
+    head, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        raise UserError("expected tcp://HOST:PORT", field="--publish")
+    return f"{head}:{int(port) + 1}"
+
+
+def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge, recorder, display) -> RunSummary:
+    lat: deque[float] = deque(maxlen=300)
+    all_lat: list[float] = []
+    fps_t: deque[int] = deque(maxlen=30)
+    summary = RunSummary(recording=opts.record, out_video=opts.out)
+    outcomes = OutcomeLedger()
+    link = "no controller" if bridge is None else "waiting"
+    quit_requested = False
+    layers = OverlayState().layers
+    layer_keys = {ord("z"): "zones", ord("c"): "coverage", ord("i"): "inset", ord("m"): "mesh"}
+
+    def drain_events() -> None:
+        while pipeline.events:
+            ev = pipeline.events.popleft()
+            if recorder:
+                recorder.add_event(ev.pop("kind"), ev.pop("t_ns"), **ev)
+
+    def take_reports() -> None:
+        nonlocal link
+        if bridge is None:
+            return
+        pulses, link_events = bridge.poll()
+        for p in pulses:
+            # Pulses reach coverage here, on the capture thread between two frames (never while
+            # the gate is deciding), so a re-processing can apply them at the same point.
+            # A late report replaces the `missing` it was counted as: one pulse, counted once.
+            outcomes.add(p.outcome, p.reason, (p.controller, p.controller_boot, p.pulse_seq), p.late)
+            summary.pulses, summary.violations = outcomes.pulses, outcomes.violations
+            summary.violation_reasons = dict(outcomes.violation_reasons)
+            if p.outcome == "coverage":
+                if p.tip_u is not None and p.tip_v is not None:
+                    pipeline.coverage.deposit_pulse(p.tip_u, p.tip_v, pipeline.profile.electrode_diameter_mm)
+                    scene.add_pulse(p.tip_u, p.tip_v)
+                else:
+                    pipeline.coverage.unplaced_pulses += 1
+            if recorder:
+                # after_frame: the pulse reached coverage after this frame's decision (exact replay order)
+                recorder.add_event("pulse" if p.outcome == "coverage" else "violation", p.t_service_ns,
+                                   after_frame=pipeline.state.frames - 1,
+                                   **{k: v for k, v in p.__dict__.items() if k != "t_service_ns"})
+        if pulses:
+            pipeline.refresh_completion()
+        for e in link_events:
+            link = f"{e.kind} ({e.controller})"
+            if recorder:
+                recorder.add_event("link", e.t_ns, state=e.kind, controller=e.controller, detail=e.detail)
+        if bridge.heartbeat is not None and link == "waiting" and bridge.receiver.peers:
+            link = "connected"
+
+    try:
+        for frame in source:
+            # keys from the window (previous frame), before the gate decides this one
+            if display is not None:
+                while not display.keys.empty():
+                    k = display.keys.get()
+                    if k in (ord("q"), 27):
+                        quit_requested = True
+                    elif k == ord("a"):
+                        pipeline.set_armed(not pipeline.state.armed, "key")
+                    elif k == ord("p"):
+                        pipeline.set_paused(not pipeline.state.paused)
+                    elif k in layer_keys:
+                        layers[layer_keys[k]] = not layers[layer_keys[k]]
+            if quit_requested:
+                break
+            result = pipeline.process(frame)  # ---- hot path ends at publish ----
+            lat.append(result.latency_ms)
+            all_lat.append(result.latency_ms)
+            fps_t.append(frame.t_capture_ns)
+            take_reports()
+            drain_events()
+            if recorder:
+                face = result.face
+                recorder.add_frame(result.record(), frame.image, face.landmarks if face.found else None)
+            if display is not None:
+                st = _overlay_state(result, pipeline, lat, fps_t, link, summary)
+                st.layers = dict(layers)
+                lm = result.face.landmarks if result.face.found else None
+                ppm = _px_per_mm(result, pipeline)
+                display.submit(frame.image, st, lambda s, lm=lm, ppm=ppm, uv=st_uv(result): _finish(scene, s, lm, ppm, uv))
+            if opts.max_frames and result.frame.index + 1 >= opts.max_frames:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipeline.set_armed(False, "quit")
+        if pipeline.shoulders is not None:
+            pipeline.shoulders.close()
+        if bridge is not None:
+            # a final deny goes out on close; keep taking reports a moment so none is lost
+            t_end = time.monotonic() + opts.linger_s
+            while time.monotonic() < t_end:
+                take_reports()
+                time.sleep(0.01)
+            bridge.end_session()  # pulses a status announced but never reported: `missing`, while the record is open
+            take_reports()
+        drain_events()
+        summary.frames = pipeline.state.frames
+        summary.permits = pipeline.state.permits
+        summary.denies = dict(pipeline.state.denies)
+        summary.dropped_frames = getattr(source, "dropped", 0)
+        if all_lat:
+            summary.latency_ms_p50 = float(np.median(all_lat))
+            summary.latency_ms_p99 = float(np.percentile(all_lat, 99))
+        summary.coverage = {z: pipeline.coverage.zone(z).fraction_at_target for z in pipeline.plan.zones}
+        if display is not None:
+            display.close()
+            summary.overlay_dropped = display.dropped
+        if recorder:
+            recorder.add_event("coverage", coverage=pipeline.coverage.to_dict())
+            recorder.add_event("session_end", summary={k: v for k, v in summary.__dict__.items()})
+            recorder.close()
+    return summary
+
+
+def st_uv(result: FrameResult):
+    z = result.lookup
+    return z.chart_mm if z is not None and z.chart_mm is not None else None
+
+
+def _px_per_mm(result: FrameResult, pipeline: GuidancePipeline) -> float | None:
+    tip = result.tip
+    if tip is None or not tip.valid or tip.tip_mm is None or pipeline.hand is None:
+        return None
+    return pipeline.hand.camera.fx / max(tip.tip_mm[2], 1.0)
+
+
+def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, link, summary) -> OverlayState:
+    d = result.decision
+    fps = 0.0
+    if len(fps_t) > 1:
+        fps = (len(fps_t) - 1) / ((fps_t[-1] - fps_t[0]) / 1e9)
+    arr = np.asarray(lat)
+    return OverlayState(
+        armed=pipeline.state.armed, paused=pipeline.state.paused, permit=d.permit, reason=d.reason.value,
+        zone=d.zone, boundary_mm=d.boundary_mm,
+        tip_px=result.tip.tip_px if result.tip is not None and result.tip.valid else None,
+        fps=fps, latency_ms_p50=float(np.median(arr)) if arr.size else None,
+        latency_ms_p99=float(np.percentile(arr, 99)) if arr.size else None,
+        link=link, pulses=summary.pulses, violations=summary.violations,
+    )
+
+
+def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv) -> None:
+    scene.fill(st, landmarks, px_per_mm)
+    if st.layers.get("inset"):
+        st.chart_inset = scene.inset(tip_uv)
+
+
+def summary_lines(s: RunSummary) -> list[str]:
+    denied = ", ".join(f"{k} {v}" for k, v in sorted(s.denies.items(), key=lambda kv: -kv[1])) or "none"
+    cov = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s.coverage.items() if v > 0) or "none yet"
+    return [
+        f"pulses delivered {s.pulses}, violations {s.violations}; frames permitted {s.permits} of {s.frames}",
+        f"frames denied by reason: {denied}",
+        f"coverage at target: {cov}",
+    ]

@@ -1,0 +1,1 @@
+"""The session recording format: typed records, writer, reader (docs/recording.md)."""

@@ -1,0 +1,243 @@
+"""The demo (the README's first command): a simulated treatment session, end to end, with its proof.
+
+1. `guidance simulate`: a scripted handpiece path rendered into a real face
+   video, with ground truth per frame;
+2. `guidance keys generate`: CURVE keys, so the demo runs the way a clinic does;
+3. `guidance controller-sim` as a separate process with the trigger held: it
+   fires whenever (and only when) it holds a valid permit;
+4. `guidance run` on the simulated video, headless, armed, publishing permits,
+   recording, writing the overlay video;
+5. `guidance report` on the recording;
+6. the acceptance check (`verify`): every pulse the controller fired is placed
+   on the ground truth — none may land in an exclusion or outside the plan by
+   more than the margin — and coverage computed from the true tip positions of
+   those pulses is compared zone by zone with what the service recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+from guidance.errors import UserError
+from guidance.session.recording import open_session
+from guidance.sim.ground_truth import GTFrame, load_ground_truth
+from guidance.zones.coverage import CoverageMap
+from guidance.zones.plan import load_plan
+
+DEFAULT_PLAN = "full_face"  # bundled example plan (guidance/data/plans)
+DEFAULT_PATH = "demo_full_face"  # bundled simulation path (guidance/data/paths)
+
+
+@dataclass
+class Acceptance:
+    pulses_fired: int = 0
+    pulses_placed: int = 0  # pulses whose time fell inside the simulated video
+    pulses_in_exclusion: list[dict] = field(default_factory=list)
+    pulses_outside_plan: list[dict] = field(default_factory=list)  # beyond the margin
+    pulses_lifted: int = 0  # fired while the true tip was off the skin (see docs/demo.md)
+    coverage_service: dict[str, float] = field(default_factory=dict)
+    coverage_truth: dict[str, float] = field(default_factory=dict)
+    coverage_max_diff_pp: float = 0.0
+    violations_recorded: int = 0
+    # Where the service put each pulse fired in contact on the chart vs where the true tip was (mm): what the
+    # coverage difference is made of. Matched by (boot, pulse_seq) between the controller's log and the
+    # recording. Lifted pulses are left out: a hovering tip maps through the skin at an angle, several mm off.
+    pulse_error_mm: dict[str, float] = field(default_factory=dict)  # n, median, p90, max
+
+    @property
+    def safe(self) -> bool:
+        """The safety property: no pulse landed in an exclusion or outside the plan beyond the margin."""
+        return not self.pulses_in_exclusion and not self.pulses_outside_plan
+
+    @property
+    def coverage_ok(self) -> bool:
+        return self.coverage_max_diff_pp <= 5.0
+
+    @property
+    def passed(self) -> bool:
+        return self.safe and self.coverage_ok
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Ask a child process to stop; kill it if it has not within the timeout."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise UserError("no free pair of local ports for the permit and report sockets")
+
+
+def _controller_pulses(log: Path) -> list[tuple[int, tuple[str, int] | None]]:
+    """(time fired, (boot, pulse_seq)) of every pulse the controller simulator fired."""
+    out = []
+    boot = None
+    for line in log.read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if e.get("event") == "start":
+            boot = e.get("boot")
+        if e.get("event") == "pulse" and not e.get("rogue"):
+            seq = e.get("pulse_seq")
+            out.append((int(e["t_mono_ns"]), (boot, int(seq)) if boot and seq is not None else None))
+    return out
+
+
+def _truth_at(gt: list[GTFrame], t_first_ns: int, first_index: int, fps: float, t_ns: int) -> tuple[GTFrame, GTFrame, float] | None:
+    """The two ground-truth frames around time t (service clock) and the weight of the second."""
+    x = (t_ns - t_first_ns) * fps / 1e9 + first_index
+    i = int(math.floor(x))
+    if i < 0 or i + 1 >= len(gt):
+        return None
+    return gt[i], gt[i + 1], x - i
+
+
+def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | Path,
+           plan_path: str | Path = DEFAULT_PLAN) -> Acceptance:
+    gt = load_ground_truth(sim_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        session = open_session(session_dir)
+    plan = load_plan(plan_path)
+    info = json.loads((Path(sim_dir) / "info.json").read_text())
+    fps = float(info.get("fps") or session.info.get("fps") or 30.0)
+    first = session.frames[0]
+    t_first, first_index = int(first["t_capture_ns"]), int(first["index"])
+    diameter = float(session.info["handpiece"]["content"]["electrode_diameter_mm"])
+    truth_cov = CoverageMap.for_plan(plan)
+    acc = Acceptance()
+    fired = _controller_pulses(Path(controller_log))
+    acc.pulses_fired = len(fired)
+    placed_by_service = {(e.get("controller_boot"), e.get("pulse_seq")): (e.get("tip_u"), e.get("tip_v"))
+                         for e in session.events if e.get("kind") == "pulse"}
+    errors = []
+    for t, key in fired:
+        around = _truth_at(gt, t_first, first_index, fps, t)
+        if around is None:
+            continue
+        a, b, w = around
+        acc.pulses_placed += 1
+        u = a.chart_u_mm + w * (b.chart_u_mm - a.chart_u_mm)
+        v = a.chart_v_mm + w * (b.chart_v_mm - a.chart_v_mm)
+        where = {"t_ns": t, "frames": [a.frame_index, b.frame_index], "zones": [a.true_zone, b.true_zone],
+                 "plan_distance_mm": [a.plan_distance_mm, b.plan_distance_mm], "chart_mm": [u, v]}
+        if a.true_kind == "exclusion" or b.true_kind == "exclusion":
+            acc.pulses_in_exclusion.append(where)
+        if min(a.plan_distance_mm, b.plan_distance_mm) < -plan.margin_mm:
+            acc.pulses_outside_plan.append(where)
+        if not (a.contact and b.contact):
+            acc.pulses_lifted += 1
+        truth_cov.deposit_pulse(u, v, diameter)
+        su, sv = placed_by_service.get(key, (None, None))
+        if su is not None and sv is not None and a.contact and b.contact:
+            errors.append(math.hypot(su - u, sv - v))
+    if errors:
+        acc.pulse_error_mm = {"n": len(errors), "median": float(np.median(errors)),
+                              "p90": float(np.percentile(errors, 90)), "max": float(np.max(errors))}
+    cov_event = next((e for e in reversed(session.events) if e.get("kind") == "coverage"), None)
+    service_cov = CoverageMap.from_dict(cov_event["coverage"]) if cov_event else CoverageMap.for_plan(plan)
+    service_cov.targets = truth_cov.targets
+    for z in plan.zones:
+        acc.coverage_service[z] = service_cov.zone(z).fraction_at_target
+        acc.coverage_truth[z] = truth_cov.zone(z).fraction_at_target
+    acc.coverage_max_diff_pp = max((100 * abs(acc.coverage_service[z] - acc.coverage_truth[z]) for z in plan.zones), default=0.0)
+    acc.violations_recorded = sum(1 for e in session.events if e.get("kind") == "violation")
+    return acc
+
+
+def _guidance(*args: str) -> list[str]:
+    return [sys.executable, "-m", "guidance.cli", *args]
+
+
+def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str | Path = DEFAULT_PATH,
+             plan: str | Path = DEFAULT_PLAN, max_frames: int | None = None, rate_hz: float = 8.0,
+             report: bool = True, log=print) -> Acceptance:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError("demo output folder exists and is not empty (choose another or remove it)", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    sim, keys, session = out / "simulation", out / "keys", out / "session"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.monotonic()
+    log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
+    # 640x480: the resolution the performance budget is stated for
+    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
+    if max_frames:
+        cmd += ["--max-frames", str(max_frames)]
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(_guidance("keys", "generate", str(keys)), check=True, env=env, stdout=subprocess.DEVNULL)
+    port = _free_port_pair()
+    permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
+    log(f"[2/5] controller simulator (separate process, trigger held, {rate_hz:g} Hz, CURVE) on {permit_ep} ...")
+    ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit_ep, "--report", report_ep, "--keys", str(keys),
+                                      "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl")),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log("[3/5] guidance run (headless, armed, recording) ...")
+        run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
+                                       "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
+                                       "--record", str(session), "--headless", "--out", str(out / "overlay.mp4"),
+                                       "--arm"), env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise UserError(f"guidance run failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+        (out / "run.txt").write_text(run.stdout)
+    finally:
+        stop_process(ctrl)
+    report_path = None
+    if report:
+        log("[4/5] report ...")
+        from guidance.cli import COMMAND_MODULES
+        if "report" in COMMAND_MODULES:
+            report_path = out / "report.html"
+            subprocess.run(_guidance("report", str(session), "-o", str(report_path)), check=True, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log("[5/5] checking the session against the ground truth ...")
+    acc = verify(sim, session, out / "controller.jsonl", plan)
+    (out / "acceptance.json").write_text(json.dumps({**asdict(acc), "safe": acc.safe, "coverage_ok": acc.coverage_ok,
+                                                     "passed": acc.passed}, indent=2))
+    log("")
+    log(f"done in {time.monotonic() - t0:.0f} s; outputs in {out.resolve()}:")
+    log(f"  overlay video  {out / 'overlay.mp4'}")
+    log(f"  recording      {session}")
+    if report_path:
+        log(f"  report         {report_path}")
+    log(f"  acceptance     {out / 'acceptance.json'}")
+    log("")
+    for line in run.stdout.strip().splitlines()[:3]:
+        log(line)
+    log(f"ground truth: {acc.pulses_fired} pulses fired, {len(acc.pulses_in_exclusion)} in an exclusion, "
+        f"{len(acc.pulses_outside_plan)} outside the plan beyond the margin -> safety {'PASS' if acc.safe else 'FAIL'}; "
+        f"coverage per zone within {acc.coverage_max_diff_pp:.1f} percentage points of the truth "
+        f"(target 5) -> {'PASS' if acc.coverage_ok else 'FAIL'}")
+    if acc.pulse_error_mm:
+        e = acc.pulse_error_mm
+        log(f"pulses in contact, placed by the service vs the true tip: median {e['median']:.1f} mm, "
+            f"p90 {e['p90']:.1f}, max {e['max']:.1f} ({e['n']} pulses)")
+    return acc

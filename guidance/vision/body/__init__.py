@@ -1,0 +1,1 @@
+"""Below the face: the shoulder line from the pose model (neck and décolletage)."""

@@ -1,0 +1,157 @@
+"""Head pose from the head band, tied to the face's head frame, so scalp work keeps a head pose with the face turned away.
+
+While the face is visible, each frame gives a pair (band pose, face head pose);
+the fixed transform band -> head is their robust average (registration). After
+that the band alone gives the head pose. While both are visible we keep
+comparing them: if they disagree by more than a few millimetres the band has
+moved on the head, and we stop trusting it (reason `head_band_moved`) until it
+is registered again. The face tracker's head pose enters through the small
+`HeadPoseSample` type so this module does not depend on the face tracker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.handpiece.marker_body import MarkerBody
+from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.marker_pose import BodyPose, PoseLimits, estimate_body_pose
+from guidance.vision.rigid import RigidPose, mean_rotation, rotation_angle_deg
+
+NOT_REGISTERED = "head_band_not_registered"
+BAND_MOVED = "head_band_moved"
+NO_HEAD = "no_face_and_no_head_band"
+
+
+@dataclass(frozen=True)
+class HeadPoseSample:
+    """A head pose from the face tracker: x_camera = R @ x_head + t_mm, at capture time t_ns."""
+
+    R: np.ndarray
+    t_mm: np.ndarray
+    t_ns: int
+
+
+@dataclass(frozen=True)
+class HeadPoseObservation:
+    t_capture_ns: int
+    valid: bool
+    reason: str
+    R: np.ndarray | None  # head -> camera
+    t_mm: np.ndarray | None
+    source: str  # "band" or "face" when valid
+    band_valid: bool
+    band_reason: str
+    face_band_disagreement_mm: float | None  # when both were available this frame
+
+
+@dataclass(frozen=True)
+class Registration:
+    registered: bool
+    reason: str
+    band_to_head: RigidPose | None  # x_band = band_to_head.apply(x_head)
+    samples: int
+    spread_mm: float
+    spread_deg: float
+
+
+class HeadBandRegistration:
+    """Collects simultaneous band and face poses; the band->head transform once they agree."""
+
+    def __init__(self, min_samples: int = 15, max_spread_mm: float = 4.0, max_spread_deg: float = 3.0,
+                 max_dt_ns: int = 20_000_000, window: int = 90):
+        self.min_samples = min_samples
+        self.max_spread_mm = max_spread_mm
+        self.max_spread_deg = max_spread_deg
+        self.max_dt_ns = max_dt_ns
+        self.window = window
+        self._pairs: list[RigidPose] = []
+        self.result = Registration(False, NOT_REGISTERED, None, 0, float("nan"), float("nan"))
+
+    def reset(self) -> None:
+        self._pairs.clear()
+        self.result = Registration(False, NOT_REGISTERED, None, 0, float("nan"), float("nan"))
+
+    def add(self, band: BodyPose, face: HeadPoseSample) -> Registration:
+        if not band.valid or abs(band.t_capture_ns - face.t_ns) > self.max_dt_ns:
+            return self.result
+        head = RigidPose(np.asarray(face.R, float), np.asarray(face.t_mm, float))
+        self._pairs.append(band.pose.inverse().compose(head))  # head frame -> band frame
+        del self._pairs[:-self.window]
+        if self.result.registered:
+            return self.result
+        if len(self._pairs) >= self.min_samples:
+            self.result = self._estimate()
+        return self.result
+
+    def _estimate(self) -> Registration:
+        ts = np.array([p.t_mm for p in self._pairs])
+        med = np.median(ts, axis=0)
+        d = np.linalg.norm(ts - med, axis=1)
+        keep = d <= max(3.0 * np.median(d), 1.0)
+        pairs = [p for p, k in zip(self._pairs, keep) if k]
+        R = mean_rotation([p.R for p in pairs])
+        t = np.mean([p.t_mm for p in pairs], axis=0)
+        spread_mm = float(np.sqrt(np.mean([np.sum((p.t_mm - t) ** 2) for p in pairs])))
+        spread_deg = float(np.sqrt(np.mean([rotation_angle_deg(R, p.R) ** 2 for p in pairs])))
+        if spread_mm > self.max_spread_mm or spread_deg > self.max_spread_deg:
+            reason = (f"{NOT_REGISTERED}: band and face poses disagree by {spread_mm:.1f} mm / {spread_deg:.1f} deg "
+                      f"RMS; keep the head still and the face visible")
+            return Registration(False, reason, None, len(pairs), spread_mm, spread_deg)
+        return Registration(True, "", RigidPose(R, t), len(pairs), spread_mm, spread_deg)
+
+
+class HeadReferenceTracker:
+    def __init__(self, band: MarkerBody, camera: CameraModel, registration: HeadBandRegistration | None = None,
+                 max_disagreement_mm: float = 8.0, limits: PoseLimits = PoseLimits()):
+        self.band = band
+        self.camera = camera
+        self.registration = registration or HeadBandRegistration()
+        self.max_disagreement_mm = max_disagreement_mm
+        self.limits = limits
+        self.detector = MarkerDetector(band.dictionary, band.ids)
+        self._prior: BodyPose | None = None
+        self._moved = False
+
+    def process(self, image: np.ndarray, t_capture_ns: int, face: HeadPoseSample | None) -> HeadPoseObservation:
+        h, w = image.shape[:2]
+        if (w, h) != self.camera.size:
+            self.camera = self.camera.scaled_to(w, h)
+        band = estimate_body_pose(self.band, self.detector.detect(image), self.camera, t_capture_ns,
+                                  self._prior, self.limits)
+        self._prior = band if band.valid else None
+        return self.combine(band, face)
+
+    def combine(self, band: BodyPose, face: HeadPoseSample | None) -> HeadPoseObservation:
+        t = band.t_capture_ns
+        fresh_face = face is not None and abs(face.t_ns - t) <= self.registration.max_dt_ns
+        reg = self.registration.result
+        from_band = None
+        if band.valid and reg.registered:
+            from_band = band.pose.compose(reg.band_to_head)
+        disagreement = None
+        if from_band is not None and fresh_face:
+            disagreement = float(np.linalg.norm(from_band.t_mm - np.asarray(face.t_mm, float)))
+            if disagreement > self.max_disagreement_mm:
+                self._moved = True  # the band slipped on the head: re-register from scratch
+                self.registration.reset()
+                from_band = None
+        if band.valid and fresh_face and not self.registration.result.registered:
+            reg = self.registration.add(band, face)
+            if reg.registered:
+                self._moved = False
+        if fresh_face:
+            return HeadPoseObservation(t, True, "", np.asarray(face.R, float), np.asarray(face.t_mm, float), "face",
+                                       band.valid, band.reason, disagreement)
+        if from_band is not None and not self._moved:
+            return HeadPoseObservation(t, True, "", from_band.R, from_band.t_mm, "band", True, "", None)
+        if self._moved:
+            reason = BAND_MOVED
+        elif band.valid:
+            reason = self.registration.result.reason or NOT_REGISTERED
+        else:
+            reason = NO_HEAD
+        return HeadPoseObservation(t, False, reason, None, None, "", band.valid, band.reason, disagreement)
