@@ -15,7 +15,7 @@ and it is what the overlay shows and the recording keeps.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +25,9 @@ import numpy as np
 
 from guidance.gate import GateDecision, GateInput, GatePolicy, LatencyTracker, Reason, ZoneKind, decide, deny
 from guidance.vision.capture.camera import CameraModel
+from guidance.session import records
+from guidance.session.records import FrameRecord, frame_record
+from guidance.vision.face.smoothing import OneEuroConfig
 from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
 from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
@@ -37,6 +40,42 @@ from guidance.zones.plan import TreatmentPlan
 
 # A planned zone counts as complete (for stop_at_target) at this share of cells at target.
 ZONE_COMPLETE_FRACTION = 0.98
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that shapes the pipeline's decisions besides the plan, the profile and the camera.
+
+    Written whole into each recording's info (`to_json`), read back by re-processing (`from_json`).
+    """
+
+    policy: GatePolicy = GatePolicy()
+    tracker: TrackerConfig = TrackerConfig()
+    face_lost_disarm_s: float = 1.0
+    shoulder_tracking: bool = True
+
+    @classmethod
+    def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
+        """The default configuration with the plan's permit TTL and safety margin."""
+        return cls(policy=GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm), **kw)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "PipelineConfig":
+        """From `to_json` output; unknown keys (from a newer writer) are left out, missing ones default."""
+        def pick(kind: type, src: Any) -> dict[str, Any]:
+            names = {f.name for f in dataclasses.fields(kind)}
+            return {k: v for k, v in (src or {}).items() if k in names}
+
+        tr = pick(TrackerConfig, d.get("tracker"))
+        if isinstance(tr.get("one_euro"), dict):
+            tr["one_euro"] = OneEuroConfig(**pick(OneEuroConfig, tr["one_euro"]))
+        if d.get("landmark_model") and "landmark_model" not in tr:
+            tr["landmark_model"] = d["landmark_model"]
+        top = {k: v for k, v in pick(cls, d).items() if k not in ("policy", "tracker")}
+        return cls(policy=GatePolicy(**pick(GatePolicy, d.get("policy"))), tracker=TrackerConfig(**tr), **top)
 
 
 @dataclass
@@ -57,29 +96,6 @@ def gate_confidence(tip: TipObservation | None) -> float:
     if tip is None or not tip.valid or tip.tip_sigma_lateral_mm is None or not np.isfinite(tip.tip_sigma_lateral_mm):
         return 0.0
     return 1.0 / (1.0 + (tip.tip_sigma_lateral_mm / CONFIDENCE_HALF_SIGMA_MM) ** 2)
-
-
-def shoulders_record(sh: ShoulderObservation) -> dict:
-    """What the décolletage limit depends on, kept so re-processing can rebuild it exactly."""
-    lm = sh.landmarks
-    return {"valid": sh.valid, "reason": sh.reason, "t_capture_ns": sh.t_capture_ns,
-            "left_px": None if sh.left_px is None else [float(v) for v in sh.left_px],
-            "right_px": None if sh.right_px is None else [float(v) for v in sh.right_px],
-            "visibility": [float(v) for v in sh.visibility],
-            "nose_px": None if lm is None else [float(lm[0][0]), float(lm[0][1])]}
-
-
-def shoulders_from_record(d: dict | None) -> ShoulderObservation | None:
-    if d is None:
-        return None
-    lm = None
-    if d.get("nose_px") is not None:
-        lm = np.zeros((33, 3))
-        lm[0, :2] = d["nose_px"]
-    return ShoulderObservation(-1, int(d["t_capture_ns"]), int(d["t_capture_ns"]), bool(d["valid"]), d["reason"],
-                               tuple(d["left_px"]) if d.get("left_px") else None,
-                               tuple(d["right_px"]) if d.get("right_px") else None,
-                               tuple(d.get("visibility") or (0.0, 0.0)), landmarks=lm)
 
 
 @dataclass
@@ -105,96 +121,59 @@ class FrameResult:
     def latency_ms(self) -> float:
         return (self.t_published_ns - self.frame.t_capture_ns) / 1e6
 
-    def record(self) -> dict[str, Any]:
-        """The frames.jsonl record (see docs/recording.md)."""
-        f, t, z, d = self.face, self.tip, self.lookup, self.decision
-        pose = f.head_pose
-        rec: dict[str, Any] = {
-            "index": self.frame.index,
-            "size": list(self.frame.size),
-            "t_capture_ns": self.frame.t_capture_ns,
-            "t_face_ns": self.t_face_ns, "t_tip_ns": self.t_tip_ns, "t_zone_ns": self.t_zone_ns,
-            "t_decided_ns": self.t_decided_ns, "t_published_ns": self.t_published_ns,
-            "armed": self.armed,
-            "shoulders": None if self.shoulders is None else shoulders_record(self.shoulders),
-            "face": {"found": f.found, "presence": float(f.presence), "redetected": f.redetected,
-                     "pose": None if pose is None else {"rvec": [float(x) for x in pose.rvec],
-                                                        "tvec_mm": [float(x) for x in pose.tvec_mm],
-                                                        "reprojection_px": float(pose.reprojection_px),
-                                                        "valid": pose.valid}},
-            # Gate inputs are kept at full precision (JSON floats round-trip exactly), so a
-            # re-processing of the recording reproduces every decision bit for bit.
-            "tip": None if t is None else {
-                "valid": t.valid, "reason": t.reason,
-                "px": None if t.tip_px is None else [float(v) for v in t.tip_px],
-                "mm": None if t.tip_mm is None else [float(v) for v in t.tip_mm],
-                "speed_mm_s": None if t.speed_mm_s is None else float(t.speed_mm_s),
-                "confidence": float(t.confidence),
-                "sigma_mm": None if t.tip_sigma_mm is None else float(t.tip_sigma_mm),
-                "sigma_lateral_mm": None if t.tip_sigma_lateral_mm is None else float(t.tip_sigma_lateral_mm),
-                "gate_confidence": gate_confidence(t)},
-            "zone": None if z is None else {
-                "zone": z.zone, "kind": z.kind, "surface": z.surface,
-                "chart_mm": None if z.chart_mm is None else [round(float(v), 3) for v in z.chart_mm],
-                "boundary_mm": None if z.boundary_mm is None or not math.isfinite(z.boundary_mm) else round(float(z.boundary_mm), 3)},
-            "gate": {"permit": d.permit, "reason": d.reason.value, "reasons": [r.value for r in d.reasons],
-                     "seq": self.seq, "ttl_ms": d.ttl_ms,
-                     "boundary_mm": None if d.boundary_mm is None or not math.isfinite(d.boundary_mm) else round(float(d.boundary_mm), 3),
-                     "required_mm": None if d.required_mm is None else round(float(d.required_mm), 3),
-                     "latency_ms": None if d.latency_ms is None else round(float(d.latency_ms), 3),
-                     "lookahead_latency_ms": self.lookahead_latency_ms},
-        }
-        return rec
+    def record(self) -> FrameRecord:
+        """The frames.jsonl record (guidance/session/records.py)."""
+        return frame_record(self, gate_confidence(self.tip))
 
 
 class GuidancePipeline:
     """Owns the trackers, the mapper and the gate; `process(frame)` is the hot path."""
 
-    def __init__(self, plan: TreatmentPlan, profile: HandpieceProfile, *, camera: CameraModel | None = None,
-                 atlas: Atlas | None = None, publish: Callable[[GateDecision], Any] | None = None,
-                 face_lost_disarm_s: float = 1.0, clock: Callable[[], int] = time.monotonic_ns,
-                 tracker_config: TrackerConfig = TrackerConfig(), shoulder_tracking: bool = True):
+    def __init__(self, plan: TreatmentPlan, profile: HandpieceProfile, *, config: PipelineConfig | None = None,
+                 camera: CameraModel | None = None, atlas: Atlas | None = None,
+                 publish: Callable[[GateDecision], Any] | None = None, clock: Callable[[], int] = time.monotonic_ns,
+                 vision: bool = True):
+        """`vision=False`: no face tracker or pose model is loaded (re-processing judges recorded observations)."""
         self.plan = plan
         self.profile = profile
+        self.config = config or PipelineConfig.for_plan(plan)
         self.camera = camera
         self.clock = clock
-        self.face = FaceTracker(tracker_config, camera)
+        self.face = FaceTracker(self.config.tracker, camera) if vision else None
         self.mapper = ZoneMapper(atlas=atlas)
         self.atlas = self.mapper.atlas
         self.hand: HandpieceTracker | None = None
         # The gate judges the tip by its uncertainty *across the line of sight* (what moves its pixel,
         # and so the skin point a lookup finds): confidence 1 / (1 + (sigma_lateral / 1.5 mm)^2) must
         # reach 0.5, and sigma_lateral is added to the distance required to the plan's edge.
-        self.policy = GatePolicy(ttl_ms=plan.ttl_ms, margin_mm=plan.margin_mm)
+        self.policy = self.config.policy
         self.latency = LatencyTracker()
         self.publish_fn = publish
-        self.face_lost_disarm_ns = int(face_lost_disarm_s * 1e9)
+        self.face_lost_disarm_ns = int(self.config.face_lost_disarm_s * 1e9)
         self.state = PipelineState()
         self.coverage = CoverageMap.for_plan(plan, self.atlas)
         self.planned = tuple(sorted(plan.zones))
         self.excluded = set(plan.exclusions)
         self._complete: dict[str, bool] = {z: False for z in plan.zones}
-        self.events: deque[dict] = deque()  # for the recorder / UI; drained by the owner
+        self.events: deque[records.Event] = deque()  # for the recorder / UI; drained by the owner
         self.last_seq: int | None = None
         # The pose model (for the décolletage's lower edge) runs only for plans that treat the neck or
         # décolletage, on its own thread at a reduced rate; the hot path reads its latest result.
         self.shoulders: ShoulderTracker | None = None
-        if shoulder_tracking and any(self.atlas.zones[z].surface in ("neck", "decolletage") for z in plan.zones):
+        if vision and self.config.shoulder_tracking and any(self.atlas.zones[z].surface in ("neck", "decolletage")
+                                                             for z in plan.zones):
             self.shoulders = ShoulderTracker()
-        self._shoulders_used: ShoulderObservation | None = None
-        self._armed_input = False
-        self._lookahead_ms = self.latency.value_ms()
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
         if armed != self.state.armed:
             self.state.armed = armed
-            self.events.append({"kind": "arm" if armed else "disarm", "t_ns": self.clock(), "cause": cause})
+            self.events.append((records.Arm if armed else records.Disarm)(self.clock(), cause=cause))
 
     def set_paused(self, paused: bool) -> None:
         if paused != self.state.paused:
             self.state.paused = paused
-            self.events.append({"kind": "pause" if paused else "resume", "t_ns": self.clock()})
+            self.events.append((records.Pause if paused else records.Resume)(self.clock()))
 
     def refresh_completion(self) -> None:
         """Recompute per-zone completion after pulses landed (off the hot path)."""
@@ -210,7 +189,7 @@ class GuidancePipeline:
         return self.hand
 
     def _gate_input(self, frame: Frame, face: FaceObservation, tip: TipObservation | None,
-                    z: ZoneLookup | None) -> GateInput:
+                    z: ZoneLookup | None, armed: bool, lookahead_ms: float) -> GateInput:
         zone = z.zone if z is not None else None
         kind = None
         boundary = None
@@ -239,7 +218,7 @@ class GuidancePipeline:
                 if zone in self.plan.zones:
                     max_passes = self.plan.zones[zone].max_passes
         return GateInput(
-            armed=self._armed_input,
+            armed=armed,
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
             presence=float(face.presence),
@@ -247,7 +226,7 @@ class GuidancePipeline:
             tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
             boundary_mm=boundary, speed_mm_s=tip.speed_mm_s if tip is not None else None,
-            pipeline_latency_ms=self._lookahead_ms,
+            pipeline_latency_ms=lookahead_ms,
             local_passes=local, max_passes=max_passes,
             zone_complete=self._complete.get(zone, False) if zone else False,
             stop_at_target=self.plan.stop_at_target,
@@ -255,26 +234,27 @@ class GuidancePipeline:
             tip_sigma_mm=tip.tip_sigma_lateral_mm if tip is not None and tip.valid else None,
         )
 
-    def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int,
-              camera: CameraModel | None = None, shoulders: ShoulderObservation | None = None,
-              ) -> tuple[ZoneLookup | None, GateDecision, int]:
+    def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
+              armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
+              shoulders: ShoulderObservation | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
-        Returns the lookup, the decision and the time the lookup finished.
+        `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
+        look-ahead uses. Returns the lookup, the decision and the time the lookup finished.
         """
         lookup = None
-        self._shoulders_used = shoulders
         if tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
             lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
         t_zone = self.clock()
-        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup), now_ns)
+        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms), now_ns)
         return lookup, decision, t_zone
 
     def process(self, frame: Frame) -> FrameResult:
-        face = tip = lookup = None
-        self._armed_input = self.state.armed and not self.state.paused
-        self._lookahead_ms = self.latency.value_ms()
+        assert self.face is not None, "a pipeline made with vision=False only judges recorded observations"
+        face = tip = lookup = shoulders = None
+        armed = self.state.armed and not self.state.paused
+        lookahead = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
         try:
             face = self.face.process(frame)
@@ -282,16 +262,15 @@ class GuidancePipeline:
             tip = self._tracker_for(frame).process(frame.image, frame.t_capture_ns, frame.index)
             t_tip = self.clock()
             self._watch_face(face, frame)
-            shoulders = None
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
-            lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), shoulders=shoulders)
+            lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
+                                                  shoulders=shoulders)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
-            self.events.append({"kind": "fault", "t_ns": self.clock(), "where": "hot_path",
-                                "error": f"{type(exc).__name__}: {exc}"})
+            self.events.append(records.Fault(self.clock(), where="hot_path", error=f"{type(exc).__name__}: {exc}"))
             if face is None:
                 face = FaceObservation(frame.index, frame.t_capture_ns, self.clock(), False, 0.0, None, None, None,
                                        None, False, {})
@@ -302,11 +281,10 @@ class GuidancePipeline:
             seq = getattr(permit, "seq", None)
         t_pub = self.clock()
         self.last_seq = seq
-        lookahead = self._lookahead_ms
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           self._armed_input, lookahead, self._shoulders_used)
+                           armed, lookahead, shoulders)
 
     def count(self, decision: GateDecision) -> None:
         st = self.state

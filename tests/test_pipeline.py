@@ -25,9 +25,9 @@ def test_a_fault_on_the_hot_path_denies_disarms_and_is_recorded():
     r = pipe.process(Frame(0, 0, np.zeros((480, 640, 3), np.uint8)))
     assert not r.decision.permit and r.decision.reason == Reason.INTERNAL_ERROR
     assert not pipe.state.armed
-    kinds = [e["kind"] for e in pipe.events]
-    assert "fault" in kinds and any(e["kind"] == "disarm" and "fault" in e["cause"] for e in pipe.events)
-    assert r.record()["gate"]["reason"] == "internal_error"
+    kinds = [e.kind for e in pipe.events]
+    assert "fault" in kinds and any(e.kind == "disarm" and "fault" in e.cause for e in pipe.events)
+    assert r.record().gate.reason == "internal_error"
 
 
 def test_losing_the_face_for_longer_than_the_limit_disarms(sample):
@@ -36,8 +36,8 @@ def test_losing_the_face_for_longer_than_the_limit_disarms(sample):
     with open_source(sample("no_face.mp4")) as src:
         results = [pipe.process(f) for f in src]
     assert all(not r.decision.permit for r in results)
-    disarm = [e for e in pipe.events if e["kind"] == "disarm"]
-    assert disarm and disarm[0]["cause"] == "face lost"
+    disarm = [e for e in pipe.events if e.kind == "disarm"]
+    assert disarm and disarm[0].cause == "face lost"
     # armed until the face had been gone for more than a second of capture time, then not
     t0 = results[0].frame.t_capture_ns
     first_disarmed = next(r for r in results if not r.armed)

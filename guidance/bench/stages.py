@@ -111,7 +111,7 @@ def bench_run(video: str | Path, plan: str | Path, *, frames: int | None = None)
 
     from guidance.device_bridge.keys import generate
     from guidance.live.run import RunOptions, run_session
-    from guidance.session.recording import open_session
+    from guidance.session.reader import open_session
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(f"{tmp}/keys")
@@ -120,15 +120,15 @@ def bench_run(video: str | Path, plan: str | Path, *, frames: int | None = None)
                           arm=True, max_frames=frames, linger_s=0.1)
         s = run_session(opts)
         session = open_session(f"{tmp}/session")
-        lat = [(r["t_published_ns"] - r["t_capture_ns"]) / 1e6 for r in session.frames]
+        lat = [(r.t_published_ns - r.t_capture_ns) / 1e6 for r in session.frames]
         stages = {
-            "face": [(r["t_face_ns"] - r["t_capture_ns"]) / 1e6 for r in session.frames],
-            "tip": [(r["t_tip_ns"] - r["t_face_ns"]) / 1e6 for r in session.frames],
-            "zone+gate+publish": [(r["t_published_ns"] - r["t_tip_ns"]) / 1e6 for r in session.frames],
+            "face": [(r.t_face_ns - r.t_capture_ns) / 1e6 for r in session.frames],
+            "tip": [(r.t_tip_ns - r.t_face_ns) / 1e6 for r in session.frames],
+            "zone+gate+publish": [(r.t_published_ns - r.t_tip_ns) / 1e6 for r in session.frames],
         }
         return {
             "video": str(video), "frames": s.frames, "recorded_frames": len(session.frames),
-            "recorded_images": sum(1 for r in session.frames if r.get("video")),
+            "recorded_images": sum(1 for r in session.frames if r.video),
             "source_dropped": s.dropped_frames, "overlay_dropped": s.overlay_dropped,
             "latency_ms_median": float(np.median(lat)), "latency_ms_p99": float(np.percentile(lat, 99)),
             "stages_ms": {k: stats(v) for k, v in stages.items()},

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from guidance.session.recording import open_session
+    from guidance.session.reader import open_session
     from guidance.review.player import PlayOptions, parse_keys, play, snapshot
     from guidance.review.timeline import build_timeline
 

@@ -9,32 +9,30 @@ face has been lost for longer than `face_lost_disarm_s`.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 
 from guidance import __version__
-from guidance.errors import UserError
 from guidance.device_bridge.attribution import OutcomeLedger
-from guidance.live.overlay import OverlayState, draw_overlay
+from guidance.errors import UserError
+from guidance.live.display import Display
+from guidance.live.overlay import OverlayState
 from guidance.live.overlay_scene import OverlayScene
-from guidance.pipeline import FrameResult, GuidancePipeline
-from guidance.session.recording import SessionRecorder
-from guidance.vision.capture.camera import load_camera
-from guidance.vision.face.landmarks import LANDMARK_MODEL
+from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
-from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.session import records as rec
+from guidance.session.writer import SessionRecorder
+from guidance.vision.capture.camera import load_camera
 from guidance.vision.capture.sources import open_source
-from guidance.vision.capture.video_out import AtomicVideoWriter
+from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.yamlfile import read_yaml
 from guidance.zones.plan import load_plan
 
-WINDOW = "guidance"
 KEYS_HELP = "a arm/disarm  p pause  z zones  c coverage  i inset  m mesh  q quit"
 
 
@@ -76,89 +74,42 @@ class RunSummary:
     out_video: str | None = None
 
 
-class Display:
-    """Overlay rendering + window/video writing on its own thread; the newest frame wins."""
-
-    def __init__(self, *, window: bool, out: str | None, fps: float):
-        self.window = window
-        self.out = out
-        self.fps = fps
-        self.q: queue.Queue = queue.Queue(maxsize=4)
-        self.keys: queue.Queue[int] = queue.Queue()
-        self.dropped = 0
-        self.written = 0
-        self._writer: AtomicVideoWriter | None = None
-        self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
-        self._error: BaseException | None = None
-        self._thread.start()
-
-    def submit(self, image: np.ndarray, state: OverlayState, finish) -> None:
-        try:
-            self.q.put_nowait((image, state, finish))
-        except queue.Full:
-            self.dropped += 1
-
-    def _run(self) -> None:
-        try:
-            sized = False
-            if self.window:
-                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
-            while True:
-                item = self.q.get()
-                if item is None:
-                    break
-                image, state, finish = item
-                finish(state)
-                img = draw_overlay(image, state)
-                if self.out:
-                    if self._writer is None:
-                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
-                    self._writer.write(img)
-                    self.written += 1
-                if self.window:
-                    if not sized:  # open at the frame's own size; the practitioner may resize it
-                        cv2.resizeWindow(WINDOW, img.shape[1], img.shape[0])
-                        sized = True
-                    cv2.imshow(WINDOW, img)
-                    k = cv2.waitKey(1) & 0xFF
-                    if k != 0xFF:
-                        self.keys.put(k)
-        except BaseException as exc:  # surfaced by close()
-            self._error = exc
-        finally:
-            if self.window:
-                cv2.destroyAllWindows()
-
-    def close(self) -> None:
-        self.q.put(None)
-        self._thread.join()
-        if self._writer is not None:
-            self._writer.close()
-        if self._error:
-            raise self._error
-
-
 def _snapshot_yaml(path: Path) -> dict:
-    import yaml
-    return {"path": str(path), "content": yaml.safe_load(path.read_text())}
+    return {"path": str(Path(path).resolve()), "content": read_yaml(path)}
 
 
 def _startup(opts: RunOptions):
     """Everything a user can get wrong, checked before anything starts."""
     plan = load_plan(opts.plan)
-    profile_path = Path(opts.handpiece) if opts.handpiece else Path(plan.handpiece_profile)
-    profile = load_handpiece_profile(profile_path)
+    profile = load_handpiece_profile(opts.handpiece or plan.handpiece_profile)
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
+    config = PipelineConfig.for_plan(plan, face_lost_disarm_s=opts.face_lost_disarm_s)
     manifest = read_manifest()
-    for name in ("face_detection_short_range", LANDMARK_MODEL):
+    for name in ("face_detection_short_range", config.tracker.landmark_model):
         verified_path(name)
-    return plan, profile, profile_path, camera, manifest
+    return plan, profile, camera, config, manifest
+
+
+def session_info(opts: RunOptions, plan: Any, profile: Any, camera: Any, config: PipelineConfig, manifest: dict,
+                 pipeline: GuidancePipeline, fps: float | None, permit_endpoint: str | None) -> dict:
+    """info.json: the whole configuration and snapshots of every file the session depended on."""
+    return {
+        "source": str(opts.source),
+        "plan": _snapshot_yaml(Path(plan.source)),
+        "handpiece": _snapshot_yaml(Path(profile.source)),
+        "camera": camera.to_dict() if camera else {"calibrated": False, "default": "f = image width, centred principal point"},
+        "models": {k: v["sha256"] for k, v in manifest["models"].items()},
+        "landmark_model": config.tracker.landmark_model,
+        "atlas_version": pipeline.atlas.atlas_version,
+        "chart_version": pipeline.atlas.chart_version,
+        "config": config.to_json(),
+        "fps": fps,
+        "permit_endpoint": permit_endpoint,
+    }
 
 
 def run_session(opts: RunOptions) -> RunSummary:
-    plan, profile, profile_path, camera, manifest = _startup(opts)
-    if opts.headless and not opts.out and not opts.record:
-        pass  # headless, no video: a permit service only
+    plan, profile, camera, config, manifest = _startup(opts)
     bridge = None
     if opts.publish:
         from guidance.device_bridge.keys import load_service_keys
@@ -177,30 +128,14 @@ def run_session(opts: RunOptions) -> RunSummary:
         kwargs = {"realtime": True} if opts.realtime and not str(opts.source).isdigit() and "://" not in str(opts.source) \
             and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir() else {}
         source = open_source(opts.source, **kwargs)
-        pipeline = GuidancePipeline(plan, profile, camera=camera,
-                                    publish=bridge.publish if bridge else None,
-                                    face_lost_disarm_s=opts.face_lost_disarm_s)
+        pipeline = GuidancePipeline(plan, profile, config=config, camera=camera,
+                                    publish=bridge.publish if bridge else None)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)
         if opts.record:
-            info = {
-                "source": str(opts.source),
-                "plan": {"path": str(Path(plan.source).resolve()), "content": _snapshot_yaml(Path(plan.source))["content"]},
-                "handpiece": _snapshot_yaml(profile_path),
-                "camera": camera.to_dict() if camera else {"calibrated": False, "default": "f = image width, centred principal point"},
-                "models": {k: v["sha256"] for k, v in manifest["models"].items()},
-                "landmark_model": pipeline.face.config.landmark_model,
-                "atlas_version": pipeline.atlas.atlas_version,
-                "chart_version": pipeline.atlas.chart_version,
-                "gate": {"ttl_ms": pipeline.policy.ttl_ms, "margin_mm": pipeline.policy.margin_mm,
-                         "max_frame_age_ms": pipeline.policy.max_frame_age_ms,
-                         "max_face_age_ms": pipeline.policy.max_face_age_ms,
-                         "min_presence": pipeline.policy.min_presence,
-                         "min_tip_confidence": pipeline.policy.min_tip_confidence},
-                "fps": source.fps,
-                "permit_endpoint": bridge.permit_endpoint if bridge else None,
-            }
+            info = session_info(opts, plan, profile, camera, config, manifest, pipeline, source.fps,
+                                bridge.permit_endpoint if bridge else None)
             recorder = SessionRecorder(opts.record, info)
-            recorder.add_event("session_start", version=__version__)
+            recorder.add_event(rec.SessionStart(time.monotonic_ns(), version=__version__))
         window = not opts.headless
         if window or opts.out:
             display = Display(window=window, out=opts.out, fps=source.fps or 30.0)
@@ -236,7 +171,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         while pipeline.events:
             ev = pipeline.events.popleft()
             if recorder:
-                recorder.add_event(ev.pop("kind"), ev.pop("t_ns"), **ev)
+                recorder.add_event(ev)
 
     def take_reports() -> None:
         nonlocal link
@@ -245,28 +180,23 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         pulses, link_events = bridge.poll()
         for p in pulses:
             # Pulses reach coverage here, on the capture thread between two frames (never while
-            # the gate is deciding), so a re-processing can apply them at the same point.
+            # the gate is deciding), so a re-processing can apply them at the same point
+            # (after_frame: the pulse reached coverage after this frame's decision).
+            ev = rec.PulseEvent.from_attributed(p, after_frame=pipeline.state.frames - 1, now_ns=time.monotonic_ns())
             # A late report replaces the `missing` it was counted as: one pulse, counted once.
-            outcomes.add(p.outcome, p.reason, (p.controller, p.controller_boot, p.pulse_seq), p.late)
+            outcomes.add(p.outcome, p.reason, ev.key, p.late)
             summary.pulses, summary.violations = outcomes.pulses, outcomes.violations
             summary.violation_reasons = dict(outcomes.violation_reasons)
-            if p.outcome == "coverage":
-                if p.tip_u is not None and p.tip_v is not None:
-                    pipeline.coverage.deposit_pulse(p.tip_u, p.tip_v, pipeline.profile.electrode_diameter_mm)
-                    scene.add_pulse(p.tip_u, p.tip_v)
-                else:
-                    pipeline.coverage.unplaced_pulses += 1
+            if ev.kind == "pulse" and ev.deposit(pipeline.coverage, pipeline.profile.electrode_diameter_mm) == "deposited":
+                scene.add_pulse(ev.tip_u, ev.tip_v)
             if recorder:
-                # after_frame: the pulse reached coverage after this frame's decision (exact replay order)
-                recorder.add_event("pulse" if p.outcome == "coverage" else "violation", p.t_service_ns,
-                                   after_frame=pipeline.state.frames - 1,
-                                   **{k: v for k, v in p.__dict__.items() if k != "t_service_ns"})
+                recorder.add_event(ev)
         if pulses:
             pipeline.refresh_completion()
         for e in link_events:
             link = f"{e.kind} ({e.controller})"
             if recorder:
-                recorder.add_event("link", e.t_ns, state=e.kind, controller=e.controller, detail=e.detail)
+                recorder.add_event(rec.Link(e.t_ns, state=e.kind, controller=e.controller, detail=e.detail))
         if bridge.heartbeat is not None and link == "waiting" and bridge.receiver.peers:
             link = "connected"
 
@@ -330,8 +260,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             display.close()
             summary.overlay_dropped = display.dropped
         if recorder:
-            recorder.add_event("coverage", coverage=pipeline.coverage.to_dict())
-            recorder.add_event("session_end", summary={k: v for k, v in summary.__dict__.items()})
+            recorder.add_event(rec.CoverageSnapshot(time.monotonic_ns(), coverage=pipeline.coverage.to_dict()))
+            recorder.add_event(rec.SessionEnd(time.monotonic_ns(), summary=dict(summary.__dict__)))
             recorder.close()
     return summary
 

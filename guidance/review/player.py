@@ -23,6 +23,7 @@ import numpy as np
 from guidance.errors import UserError
 from guidance.live.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
 from guidance.live.overlay_scene import OverlayScene
+from guidance.session.records import FrameRecord
 from guidance.review.timeline import CoverageReplay, Timeline
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
@@ -241,32 +242,32 @@ class FrameComposer:
         self._blank: np.ndarray | None = None
         self._strip_base: np.ndarray | None = None
 
-    def _px_per_mm(self, rec: dict, width: int) -> float | None:
-        tip = rec.get("tip") or {}
-        mm = tip.get("mm")
-        if not tip.get("valid") or not mm or not mm[2]:
+    def _px_per_mm(self, rec: FrameRecord, width: int) -> float | None:
+        tip = rec.tip
+        mm = tip.mm if tip is not None else None
+        if tip is None or not tip.valid or not mm or not mm[2]:
             return None
         fx = width if self._fx is None else self._fx[0] * width / self._fx[1]
         return fx / max(float(mm[2]), 1.0)
 
     def overlay_state(self, i: int, width: int) -> OverlayState:
         tl, rec = self.tl, self.tl.session.frames[i]
-        gate = rec.get("gate") or {}
+        gate = rec.gate
         st_ev = tl.state_at(i)
         paused = bool(st_ev["paused"])
         lat = tl.latency_ms[max(0, i - 299):i + 1]
         lat = lat[np.isfinite(lat)]
-        tip = rec.get("tip") or {}
+        tip = rec.tip
         fps = tl.fps
         if i > 0:
             k = max(0, i - 29)
             dt = tl.t_s[i] - tl.t_s[k]
             fps = (i - k) / dt if dt > 0 else fps
         st = OverlayState(
-            armed=bool(rec.get("armed")) or (paused and bool(st_ev["armed"])), paused=paused,
-            permit=gate.get("permit") is True, reason=str(gate.get("reason", "unknown")),
-            zone=tl.zone[i], boundary_mm=gate.get("boundary_mm"),
-            tip_px=tuple(tip["px"]) if tip.get("valid") and tip.get("px") else None,
+            armed=rec.armed or (paused and bool(st_ev["armed"])), paused=paused,
+            permit=gate.permit, reason=gate.reason,
+            zone=tl.zone[i], boundary_mm=gate.boundary_mm,
+            tip_px=tip.px if tip is not None and tip.valid and tip.px else None,
             fps=fps, latency_ms_p50=float(np.median(lat)) if lat.size else None,
             latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else None,
             link=str(st_ev["link"]), pulses=tl.pulses_until(i), violations=tl.violations_until(i),
@@ -281,7 +282,7 @@ class FrameComposer:
         img = self.tl.session.image(i)
         if img is None:  # a frame recorded without its JPEG (writer backlog): keep the layout, say so
             if self._blank is None:
-                j = next((k for k in range(self.tl.n) if self.tl.session.frames[k].get("video")), None)
+                j = next((k for k in range(self.tl.n) if self.tl.session.frames[k].video), None)
                 ref = self.tl.session.image(j) if j is not None else None
                 shape = ref.shape if ref is not None else (480, 640, 3)
                 self._blank = np.full(shape, 30, np.uint8)
@@ -292,8 +293,8 @@ class FrameComposer:
 
     def chart_view(self, i: int, height: int) -> np.ndarray:
         """The face chart with coverage up to frame i and the tip's chart position."""
-        z = self.tl.session.frames[i].get("zone") or {}
-        uv = tuple(z["chart_mm"]) if z.get("chart_mm") else None
+        z = self.tl.session.frames[i].zone
+        uv = z.chart_mm if z is not None and z.chart_mm else None
         inset = self.scene.inset(uv)
         w = int(inset.shape[1] * height / inset.shape[0])
         view = cv2.resize(inset, (w, height), interpolation=cv2.INTER_AREA)

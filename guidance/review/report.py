@@ -29,7 +29,8 @@ import numpy as np
 
 from guidance.errors import UserError
 from guidance.live.overlay import draw_overlay
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
+from guidance.session.records import SessionEnd
 from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.atlas_render import render_atlas
@@ -308,14 +309,14 @@ def timeline_svg(tl: Timeline, width: int = 1100) -> str:
     for p in tl.pulses:
         x = _f(X(tl.t_s[p.frame]))
         parts.append(f'<line x1="{x}" y1="{y}" x2="{x}" y2="{y + 16}" stroke="{C_GREEN}" stroke-width="1.2">'
-                     f'<title>pulse {html.escape(str(p.data.get("pulse_seq")))} in '
-                     f'{html.escape(str(p.data.get("zone")))}</title></line>')
+                     f'<title>pulse {html.escape(str(getattr(p.event, "pulse_seq", "")))} in '
+                     f'{html.escape(str(getattr(p.event, "zone", "")))}</title></line>')
     y += 20
     parts.append(f'<text x="4" y="{y + 12}" class="lab">violations</text>')
     for v in tl.violations:
         x = X(tl.t_s[v.frame])
         parts.append(f'<path d="M{_f(x)},{y} l6,14 l-12,0 z" fill="{C_DENY}" stroke="#000" stroke-width="0.5">'
-                     f'<title>violation {html.escape(str(v.data.get("reason")))} after frame {v.frame}</title></path>')
+                     f'<title>violation {html.escape(str(getattr(v.event, "reason", "")))} after frame {v.frame}</title></path>')
     y += 24
     idx = _decimate(tl.n)
     xs = X(tl.t_s[idx])
@@ -540,18 +541,18 @@ def violations_html(f: SessionFacts, tl: Timeline, max_thumbnails: int, progress
                 '<p class="ok">No pulse fired without a valid permit.</p></section>')
     rows = []
     for k, v in enumerate(tl.violations):
-        d = v.data
+        d = v.event
         thumb = ""
         if k < max_thumbnails:
             pic = violation_thumbnail(tl, v.frame)
             thumb = (f'<img alt="frame {v.frame}" src="{_jpg_b64(pic)}">' if pic is not None
                      else '<span class="none">no image</span>')
             progress.step(f"session {f.index}: violation thumbnails")
-        r = str(d.get("reason"))
+        r = str(getattr(d, "reason", ""))
         rows.append(f'<tr><td class="n">{k + 1}</td><td class="n">{tl.t_s[v.frame]:.2f}</td>'
                     f'<td class="n">{v.frame}</td><td>{_e(r)}<br><small>{_e(VIOLATION_TEXT.get(r, ""))}</small></td>'
-                    f'<td>{_e(d.get("zone"))}</td><td class="n">{_e(d.get("pulse_seq"))}</td>'
-                    f'<td class="n">{_e(d.get("permit_seq"))}</td><td>{thumb}</td></tr>')
+                    f'<td>{_e(getattr(d, "zone", None))}</td><td class="n">{_e(getattr(d, "pulse_seq", None))}</td>'
+                    f'<td class="n">{_e(getattr(d, "permit_seq", None))}</td><td>{thumb}</td></tr>')
     more = (f"<p>Thumbnails for the first {max_thumbnails} of {len(tl.violations)}.</p>"
             if len(tl.violations) > max_thumbnails else "")
     return (f'<section id="violations-{f.index}"><h2>Violations</h2>'
@@ -569,10 +570,10 @@ def latency_html(f: SessionFacts, tl: Timeline) -> str:
                    f'<td class="n">{_num(_pct(v, 90), ".2f")}</td><td class="n">{_num(_pct(v, 99), ".2f")}</td>'
                    f'<td class="n">{_num(float(np.nanmax(v)) if np.isfinite(v).any() else math.nan, ".2f")}</td></tr>'
                    for name, v in rows)
-    end = next((e for e in tl.session.events if e.get("kind") == "session_end"), None)
+    end = next((e for e in tl.session.events if isinstance(e, SessionEnd)), None)
     dropped = ""
     if end is not None:
-        s = end.get("summary") or {}
+        s = end.summary or {}
         dropped = (f"<p>Frames dropped by the source: {_e(s.get('dropped_frames', '?'))}; overlay frames dropped: "
                    f"{_e(s.get('overlay_dropped', '?'))}.</p>")
     return (f'<section id="latency-{f.index}"><h2>Latency</h2>'
@@ -630,7 +631,7 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
         for w in s.warnings:
             print(f"guidance report: warning: {d}: {w}", file=sys.stderr)
         sessions.append(s)
-    n_thumbs = sum(min(sum(1 for e in s.events if e.get("kind") == "violation"), max_thumbnails) for s in sessions)
+    n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
     prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
     facts: list[SessionFacts] = []
     bodies: list[str] = []

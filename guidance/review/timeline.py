@@ -14,19 +14,18 @@ growing and the report's totals match the live ones.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from guidance.errors import UserError
 from guidance.device_bridge.attribution import OutcomeLedger
-from guidance.session.recording import Session, open_session
+from guidance.errors import UserError
+from guidance.session.reader import Session, open_session
+from guidance.session.records import CoverageSnapshot, Event, Link, PulseEvent
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.coverage import CoverageMap
-from guidance.zones.plan import TreatmentPlan, parse_plan
+from guidance.zones.plan import TreatmentPlan
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class PlacedEvent:
     frame: int  # the frame after whose decision it happened (clamped into the recording)
     t_s: float  # seconds since the first frame's capture
     kind: str
-    data: dict
+    event: Event
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Timeline:
     @property
     def late_reports(self) -> int:
         """Pulses recorded `missing` whose report came after all (each replaced its placeholder)."""
-        return sum(1 for e in self.pulses + self.violations if e.data.get("late"))
+        return sum(1 for e in self.pulses + self.violations if isinstance(e.event, PulseEvent) and e.event.late)
 
     @property
     def duration_s(self) -> float:
@@ -104,7 +103,7 @@ class Timeline:
     def violations_by_reason(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for v in self.violations:
-            r = str(v.data.get("reason", "unknown"))
+            r = v.event.reason if isinstance(v.event, PulseEvent) else "unknown"
             out[r] = out.get(r, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -125,54 +124,13 @@ class Timeline:
                 st["armed"] = e.kind == "arm"
             elif e.kind in ("pause", "resume"):
                 st["paused"] = e.kind == "pause"
-            elif e.kind == "link":
-                # the live app's LinkEvent.kind cannot be stored under "kind" (that is the event's); accept the
-                # names it may use instead
-                st["link"] = str(next((e.data[k] for k in ("state", "link", "link_kind", "event") if e.data.get(k)),
-                                      "link event"))
+            elif isinstance(e.event, Link):
+                st["link"] = e.event.state or "link event"
         return st
 
 
 def _num(x) -> float:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else math.nan
-
-
-def snapshot_plan(info: dict, session_dir: Path, atlas: Atlas | None = None) -> TreatmentPlan:
-    """The plan exactly as recorded (info.json's snapshot), not as the plan file reads today.
-
-    `parse_plan` insists the plan's handpiece profile exists; when the original
-    file has moved since, the recorded handpiece snapshot stands in for it.
-    """
-    snap = info.get("plan")
-    if not isinstance(snap, dict) or not isinstance(snap.get("content"), dict):
-        raise UserError("no plan snapshot in the recording", path=session_dir / "info.json", field="plan.content")
-    plan_path = Path(str(snap.get("path") or session_dir / "plan.yaml"))
-    try:
-        return parse_plan(snap["content"], plan_path, atlas)
-    except UserError as exc:
-        if exc.field != "handpiece_profile":
-            raise UserError(f"recorded plan is invalid: {exc}", path=session_dir / "info.json",
-                            field="plan.content") from None
-    hp = (info.get("handpiece") or {}).get("content")
-    if not isinstance(hp, dict):
-        raise UserError("no handpiece snapshot in the recording", path=session_dir / "info.json",
-                        field="handpiece.content")
-    with tempfile.TemporaryDirectory(prefix="guidance-review-") as tmp:
-        (Path(tmp) / "handpiece.yaml").write_text(yaml.safe_dump(hp))
-        data = {**snap["content"], "handpiece_profile": "handpiece.yaml"}
-        return parse_plan(data, Path(tmp) / "plan.yaml", atlas)
-
-
-def electrode_diameter(info: dict, session_dir: Path) -> float:
-    try:
-        d = float(info["handpiece"]["content"]["electrode_diameter_mm"])
-    except (KeyError, TypeError, ValueError):
-        raise UserError("no electrode diameter in the recorded handpiece", path=session_dir / "info.json",
-                        field="handpiece.content.electrode_diameter_mm") from None
-    if not d > 0:
-        raise UserError("electrode diameter must be positive", path=session_dir / "info.json",
-                        field="handpiece.content.electrode_diameter_mm")
-    return d
 
 
 def _episodes(permit: np.ndarray, reason: list[str], armed: np.ndarray) -> list[DenialEpisode]:
@@ -195,55 +153,52 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
     d = session.dir
     if not session.frames:
         raise UserError("the recording has no frames", path=d / "frames.jsonl")
-    plan = snapshot_plan(session.info, d, atlas)
-    diameter = electrode_diameter(session.info, d)
+    plan = session.plan(atlas)
+    diameter = session.electrode_diameter_mm()
     frames = session.frames
-    t0 = frames[0]["t_capture_ns"]
-    t_cap = np.array([f["t_capture_ns"] for f in frames], np.int64)
-    gate = [f.get("gate") or {} for f in frames]
-    tip = [f.get("tip") or {} for f in frames]
+    t0 = frames[0].t_capture_ns
+    t_cap = np.array([f.t_capture_ns for f in frames], np.int64)
 
     def stage(a: str, b: str) -> np.ndarray:
-        return np.array([(_num(f.get(b)) - _num(f.get(a))) / 1e6 for f in frames])
+        return np.array([(_num(getattr(f, b)) - _num(getattr(f, a))) / 1e6 for f in frames])
 
     tl = Timeline(
         session=session, plan=plan, electrode_diameter_mm=diameter,
         fps=float(session.info.get("fps") or 30.0),
         t_s=(t_cap - t0) / 1e9,
-        permit=np.array([g.get("permit") is True for g in gate]),
-        armed=np.array([f.get("armed") is True for f in frames]),
-        reason=[str(g.get("reason", "unknown")) for g in gate],
-        zone=[(f.get("zone") or {}).get("zone") for f in frames],
-        speed_mm_s=np.array([_num(t.get("speed_mm_s")) if t.get("valid") else math.nan for t in tip]),
-        boundary_mm=np.array([_num(g.get("boundary_mm")) for g in gate]),
-        required_mm=np.array([_num(g.get("required_mm")) for g in gate]),
+        permit=np.array([f.gate.permit for f in frames], bool),
+        armed=np.array([f.armed for f in frames], bool),
+        reason=[f.gate.reason for f in frames],
+        zone=[f.zone.zone if f.zone else None for f in frames],
+        speed_mm_s=np.array([_num(f.tip.speed_mm_s) if f.tip and f.tip.valid else math.nan for f in frames]),
+        boundary_mm=np.array([_num(f.gate.boundary_mm) for f in frames]),
+        required_mm=np.array([_num(f.gate.required_mm) for f in frames]),
         latency_ms=stage("t_capture_ns", "t_published_ns"),
         stage_ms={"face": stage("t_capture_ns", "t_face_ns"), "tip": stage("t_face_ns", "t_tip_ns"),
                   "zone": stage("t_tip_ns", "t_zone_ns"), "publish": stage("t_decided_ns", "t_published_ns")},
         pulses=[], violations=[], others=[], episodes=[], warnings=list(session.warnings),
     )
     tl.episodes = _episodes(tl.permit, tl.reason, tl.armed)
-    t_dec = np.array([f.get("t_decided_ns", f["t_capture_ns"]) for f in frames], np.int64)
+    t_dec = np.array([f.t_decided_ns for f in frames], np.int64)
     n = len(frames)
     outcomes = OutcomeLedger()
     for e in session.events:
-        kind = e.get("kind")
-        if "after_frame" in e and isinstance(e["after_frame"], int):
-            k = e["after_frame"]
+        kind = e.kind
+        after = e.after_frame if isinstance(e, PulseEvent) else None
+        if after is not None:
+            k = after
         else:  # place by time: the last frame decided at or before the event
-            k = int(np.searchsorted(t_dec, int(e.get("t_ns") or t0), side="right")) - 1
+            k = int(np.searchsorted(t_dec, int(e.t_ns or t0), side="right")) - 1
         k = min(max(k, 0), n - 1)  # a pulse after the last surviving frame of a cut recording still counts
-        t = ((e.get("t_ns") or t0) - t0) / 1e9
-        pe = PlacedEvent(k, float(t), str(kind), e)
-        if kind in ("pulse", "violation"):
+        t = ((e.t_ns or t0) - t0) / 1e9
+        pe = PlacedEvent(k, float(t), kind, e)
+        if isinstance(e, PulseEvent) and kind in ("pulse", "violation"):
             # a late report replaces the `missing` placeholder recorded before it: the pulse counts once
-            replaced = outcomes.add("coverage" if kind == "pulse" else "violation", e.get("reason"),
-                                    (e.get("controller"), e.get("controller_boot"), e.get("pulse_seq")),
-                                    bool(e.get("late")), token=pe)
+            replaced = outcomes.add("coverage" if kind == "pulse" else "violation", e.reason, e.key, e.late, token=pe)
             if replaced is not None:
                 tl.violations.remove(replaced)
             (tl.pulses if kind == "pulse" else tl.violations).append(pe)
-        elif kind in ("arm", "disarm", "pause", "resume", "link", "fault"):
+        elif kind in ("arm", "disarm", "pause", "resume", "link", "fault", "rejected"):
             tl.others.append(pe)
     tl.others.sort(key=lambda e: (e.frame, e.t_s))
     return tl
@@ -277,12 +232,10 @@ class CoverageReplay:
         if want < self.applied:
             self._reset()
         for p in self.tl.pulses[self.applied:want]:
-            u, v = p.data.get("tip_u"), p.data.get("tip_v")
-            if isinstance(u, (int, float)) and isinstance(v, (int, float)):
-                self.coverage.deposit_pulse(float(u), float(v), self.tl.electrode_diameter_mm)
-                self.placed.append((float(u), float(v)))
-            else:
-                self.coverage.unplaced_pulses += 1
+            ev = p.event
+            assert isinstance(ev, PulseEvent)
+            if ev.deposit(self.coverage, self.tl.electrode_diameter_mm) == "deposited":
+                self.placed.append((float(ev.tip_u), float(ev.tip_v)))  # type: ignore[arg-type]
         self.applied = want
         return self.coverage
 
@@ -293,9 +246,9 @@ class CoverageReplay:
 def recorded_coverage(timeline: Timeline, atlas: Atlas | None = None) -> CoverageMap | None:
     """The coverage the live app saved at the end (None when the recording was cut before it)."""
     for e in reversed(timeline.session.events):
-        if e.get("kind") == "coverage" and isinstance(e.get("coverage"), dict):
+        if isinstance(e, CoverageSnapshot) and e.coverage:
             try:
-                return CoverageMap.from_dict(e["coverage"], atlas, source=str(timeline.session.dir))
+                return CoverageMap.from_dict(e.coverage, atlas, source=str(timeline.session.dir))
             except (UserError, KeyError, ValueError):
                 return None
     return None

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,8 @@ import numpy as np
 
 
 from guidance.errors import UserError
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
+from guidance.session.records import CoverageSnapshot, PulseEvent
 from guidance.sim.ground_truth import GTFrame, load_ground_truth
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import load_plan
@@ -122,21 +122,19 @@ def _truth_at(gt: list[GTFrame], t_first_ns: int, first_index: int, fps: float, 
 def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | Path,
            plan_path: str | Path = DEFAULT_PLAN) -> Acceptance:
     gt = load_ground_truth(sim_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        session = open_session(session_dir)
+    session = open_session(session_dir, quiet=True)
     plan = load_plan(plan_path)
     info = json.loads((Path(sim_dir) / "info.json").read_text())
     fps = float(info.get("fps") or session.info.get("fps") or 30.0)
     first = session.frames[0]
-    t_first, first_index = int(first["t_capture_ns"]), int(first["index"])
-    diameter = float(session.info["handpiece"]["content"]["electrode_diameter_mm"])
+    t_first, first_index = first.t_capture_ns, first.index
+    diameter = session.electrode_diameter_mm()
     truth_cov = CoverageMap.for_plan(plan)
     acc = Acceptance()
     fired = _controller_pulses(Path(controller_log))
     acc.pulses_fired = len(fired)
-    placed_by_service = {(e.get("controller_boot"), e.get("pulse_seq")): (e.get("tip_u"), e.get("tip_v"))
-                         for e in session.events if e.get("kind") == "pulse"}
+    placed_by_service = {(e.controller_boot, e.pulse_seq): (e.tip_u, e.tip_v)
+                         for e in session.events if isinstance(e, PulseEvent) and e.kind == "pulse"}
     errors = []
     for t, key in fired:
         around = _truth_at(gt, t_first, first_index, fps, t)
@@ -161,14 +159,14 @@ def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | P
     if errors:
         acc.pulse_error_mm = {"n": len(errors), "median": float(np.median(errors)),
                               "p90": float(np.percentile(errors, 90)), "max": float(np.max(errors))}
-    cov_event = next((e for e in reversed(session.events) if e.get("kind") == "coverage"), None)
-    service_cov = CoverageMap.from_dict(cov_event["coverage"]) if cov_event else CoverageMap.for_plan(plan)
+    cov_event = next((e for e in reversed(session.events) if isinstance(e, CoverageSnapshot)), None)
+    service_cov = CoverageMap.from_dict(cov_event.coverage) if cov_event else CoverageMap.for_plan(plan)
     service_cov.targets = truth_cov.targets
     for z in plan.zones:
         acc.coverage_service[z] = service_cov.zone(z).fraction_at_target
         acc.coverage_truth[z] = truth_cov.zone(z).fraction_at_target
     acc.coverage_max_diff_pp = max((100 * abs(acc.coverage_service[z] - acc.coverage_truth[z]) for z in plan.zones), default=0.0)
-    acc.violations_recorded = sum(1 for e in session.events if e.get("kind") == "violation")
+    acc.violations_recorded = sum(1 for e in session.events if e.kind == "violation")
     return acc
 
 

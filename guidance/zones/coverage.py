@@ -68,6 +68,7 @@ class CoverageMap:
         self.pulses = {name: 0 for name in self.atlas.zones}
         self.dwell_s = {name: 0.0 for name in self.atlas.zones}
         self.unplaced_pulses = 0  # pulses off every zone: still accounted for
+        self.lifted_pulses = 0  # pulses fired without skin contact: counted, never deposited
         self._name_of = {z.label: z.name for z in self.atlas.zones.values()}
         self._cells: dict[str, np.ndarray] = {}
 
@@ -166,6 +167,7 @@ class CoverageMap:
             "pulses": {k: v for k, v in self.pulses.items() if v},
             "dwell_s": {k: v for k, v in self.dwell_s.items() if v},
             "unplaced_pulses": self.unplaced_pulses,
+            "lifted_pulses": self.lifted_pulses,
             "cells": {"index": idx.tolist(), "passes": self.passes.ravel()[idx].tolist()},
         }
 
@@ -187,6 +189,7 @@ class CoverageMap:
         for k, v in d["dwell_s"].items():
             cov.dwell_s[k] = float(v)
         cov.unplaced_pulses = int(d.get("unplaced_pulses", 0))
+        cov.lifted_pulses = int(d.get("lifted_pulses", 0))
         return cov
 
     def save(self, path: str | Path) -> None:

@@ -283,7 +283,7 @@ def test_a_flipped_byte_is_refused_naming_the_file(name, tmp_path):
 
 def _densify_module():
     """models/densify_tflite.py (a build script, not part of the package)."""
-    path = Path(__file__).resolve().parents[1] / "models" / "densify_tflite.py"
+    path = Path(__file__).resolve().parents[2] / "models" / "densify_tflite.py"
     spec = importlib.util.spec_from_file_location("densify_tflite", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

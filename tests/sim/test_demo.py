@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from guidance.sim.demo import run_demo
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
 from guidance.review.reprocess import reprocess
 
 
@@ -31,8 +31,8 @@ def test_the_demo_session_is_safe_and_complete(demo):
         s = open_session(out / "session")
     assert not s.truncated
     assert s.info["landmark_model"] in s.info["models"]  # which landmark model tracked, and its sha256
-    assert all(r.get("video") for r in s.frames)  # every processed frame is in the recording with its image
-    delivered = [e for e in s.events if e["kind"] == "pulse"]
+    assert all(r.video for r in s.frames)  # every processed frame is in the recording with its image
+    delivered = [e for e in s.events if e.kind == "pulse"]
     assert len(delivered) == acc.pulses_fired  # every fired pulse reached coverage (none lost)
     assert (out / "overlay.mp4").stat().st_size > 100_000
     assert (out / "report.html").exists()
@@ -59,8 +59,8 @@ def test_a_wider_margin_denies_a_superset(demo, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wide = open_session(tmp_path / "wide")
-    before = {r["index"] for r in original.frames if not r["gate"]["permit"]}
-    after = {r["index"] for r in wide.frames if not r["gate"]["permit"]}
+    before = {r.index for r in original.frames if not r.gate.permit}
+    after = {r.index for r in wide.frames if not r.gate.permit}
     assert before <= after
     assert len(after) > len(before)  # and the margin did bite somewhere
     cmp = json.loads((tmp_path / "wide" / "comparison.json").read_text())

@@ -27,7 +27,7 @@ from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
 from guidance.zones.mapper import ZoneMapper
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = verified_path("full_face", kind="plans")
 PROFILE = verified_path("handpiece_default", kind="profiles")
 

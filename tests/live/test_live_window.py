@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from guidance.resources import verified_path
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
 from xscreen import read_xwd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _grab(display: str, path: Path) -> np.ndarray | None:
@@ -84,8 +84,8 @@ def test_window_shows_the_overlay_and_keys_arm_and_quit(xvfb, sample, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = open_session(rec)
-    kinds = [(e["kind"], e.get("cause")) for e in s.events]
+    kinds = [(e.kind, getattr(e, "cause", None)) for e in s.events]
     assert ("arm", "key") in kinds and ("disarm", "quit") in kinds
     assert 10 < len(s.frames) < 400  # quit early (the video has 472 frames)
-    armed_frames = [r for r in s.frames if r["armed"]]
-    assert armed_frames and all(not r["gate"]["permit"] for r in s.frames)
+    armed_frames = [r for r in s.frames if r.armed]
+    assert armed_frames and all(not r.gate.permit for r in s.frames)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from guidance.cli import main
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
 from guidance.review.player import FrameComposer, PlayerState, parse_keys
 from guidance.review.timeline import CoverageReplay, load_timeline
 from guidance.zones.coverage import CoverageMap
@@ -41,10 +41,10 @@ def test_timeline_matches_the_recording(live, sessions):
     recs = [json.loads(x) for x in (sessions["live"] / "frames.jsonl").read_text().splitlines()]
     assert live.n == len(recs)
     assert list(live.permit) == [r["gate"]["permit"] for r in recs]
-    end = next(e for e in live.session.events if e["kind"] == "session_end")
-    assert live.denied_frames_by_reason() == dict(sorted(end["summary"]["denies"].items(),
+    end = next(e for e in live.session.events if e.kind == "session_end")
+    assert live.denied_frames_by_reason() == dict(sorted(end.summary["denies"].items(),
                                                          key=lambda kv: (-kv[1], kv[0])))
-    assert len(live.violations) == end["summary"]["violations"] >= 1  # the controller's rogue pulse
+    assert len(live.violations) == end.summary["violations"] >= 1  # the controller's rogue pulse
     # episodes tile the denied frames exactly, each a maximal run of one reason
     covered = sorted(i for e in live.episodes for i in range(e.start, e.end + 1))
     assert covered == [i for i in range(live.n) if not live.permit[i]]
@@ -113,7 +113,7 @@ def test_coverage_over_time_is_rebuilt_in_recorded_order(pulsed):
         ref = CoverageMap.for_plan(pulsed.plan)
         for p in pulsed.pulses:
             if p.frame <= frame:
-                ref.deposit_pulse(p.data["tip_u"], p.data["tip_v"], 10.0)
+                ref.deposit_pulse(p.event.tip_u, p.event.tip_v, 10.0)
         assert np.array_equal(got, ref.passes)
     assert rep.at(pulsed.n - 1).passes.sum() > 0
 
@@ -225,5 +225,5 @@ def test_a_late_report_replaces_its_missing_placeholder_in_the_timeline(sessions
     tl = load_timeline(copy)
     assert len(tl.pulses) == len(live.pulses) + 1  # the pulse arrived after all: counted once, as a pulse
     assert len(tl.violations) == len(live.violations)
-    assert not any(v.data.get("reason") == "missing" for v in tl.violations)
+    assert not any(v.event.reason == "missing" for v in tl.violations)
     assert tl.late_reports == 1 and live.late_reports == 0

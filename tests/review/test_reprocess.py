@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from guidance.session.recording import open_session
+from guidance.session.reader import open_session
 from guidance.review.reprocess import reprocess
 from review_sessions import ROOT, make_sessions
 
@@ -26,24 +26,24 @@ def _open(d):
 def test_a_cut_off_recording_reprocesses_exactly(sessions, tmp_path):
     killed = _open(sessions["killed"])
     assert killed.truncated
-    with pytest.warns(UserWarning):
-        cmp = reprocess(sessions["killed"], tmp_path / "again")
+    cmp = reprocess(sessions["killed"], tmp_path / "again")
+    assert cmp.cut_off and "cut off" in cmp.lines()[0]
     assert cmp.frames == len(killed.frames) > 10
     assert cmp.decisions_changed == 0
     again = _open(tmp_path / "again")
-    assert [r["gate"]["permit"] for r in again.frames] == [r["gate"]["permit"] for r in killed.frames]
+    assert [r.gate.permit for r in again.frames] == [r.gate.permit for r in killed.frames]
     assert again.image(0) is not None  # the video passes through untouched
 
 
 def test_violations_stay_violations(sessions, tmp_path):
     live = _open(sessions["live"])
-    recorded = [e for e in live.events if e["kind"] == "violation"]
+    recorded = [e for e in live.events if e.kind == "violation"]
     assert recorded  # the simulated controller fired one pulse without a permit
     cmp = reprocess(sessions["live"], tmp_path / "same")
     assert cmp.decisions_changed == 0
     assert cmp.violations == len(recorded)
     out = _open(tmp_path / "same")
-    assert len([e for e in out.events if e["kind"] == "violation"]) == len(recorded)
+    assert len([e for e in out.events if e.kind == "violation"]) == len(recorded)
 
 
 def _cli(*args):
@@ -53,6 +53,9 @@ def _cli(*args):
 
 def test_user_errors_are_one_line_exit_2(sessions, tmp_path):
     r = _cli(tmp_path / "nope", "-o", tmp_path / "x")
+    assert r.returncode == 2 and "nope: recording folder not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    r = _cli(tmp_path / "empty", "-o", tmp_path / "x")
     assert r.returncode == 2 and "info.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text("plan_version: 1\nplan_id: x\n")

@@ -31,7 +31,7 @@ from guidance.resources import verified_path
 from guidance import samples
 from guidance.sim.demo import _free_port_pair, stop_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLAN = verified_path("full_face", kind="plans")
 GUIDANCE = [sys.executable, "-m", "guidance.cli"]
 

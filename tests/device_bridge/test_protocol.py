@@ -12,7 +12,7 @@ from guidance.device_bridge import protocol
 from guidance.device_bridge.controller.gate import ControllerGate, Verdict
 from guidance.device_bridge.protocol import Permit, ProtocolError, Pulse
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 BLOCK = re.compile(r"```vector (valid|invalid) (\w+)\n(.*?)\n```", re.S)
 
 

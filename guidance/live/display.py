@@ -1,0 +1,82 @@
+"""The display thread: overlay rendering, the window and the overlay video, never in the way of the gate.
+
+The newest frame wins: the hot path hands each frame over without waiting, and
+when drawing falls behind, frames are dropped here (counted) rather than delaying
+a permit. Keys pressed in the window are queued for the run loop, which applies
+them before the next frame's decision.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import cv2
+import numpy as np
+
+from guidance.live.overlay import OverlayState, draw_overlay
+from guidance.vision.capture.video_out import AtomicVideoWriter
+
+WINDOW = "guidance"
+
+
+class Display:
+    """Overlay rendering + window/video writing on its own thread; the newest frame wins."""
+
+    def __init__(self, *, window: bool, out: str | None, fps: float):
+        self.window = window
+        self.out = out
+        self.fps = fps
+        self.q: queue.Queue = queue.Queue(maxsize=4)
+        self.keys: queue.Queue[int] = queue.Queue()
+        self.dropped = 0
+        self.written = 0
+        self._writer: AtomicVideoWriter | None = None
+        self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
+        self._error: BaseException | None = None
+        self._thread.start()
+
+    def submit(self, image: np.ndarray, state: OverlayState, finish) -> None:
+        try:
+            self.q.put_nowait((image, state, finish))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        try:
+            sized = False
+            if self.window:
+                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            while True:
+                item = self.q.get()
+                if item is None:
+                    break
+                image, state, finish = item
+                finish(state)
+                img = draw_overlay(image, state)
+                if self.out:
+                    if self._writer is None:
+                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+                    self._writer.write(img)
+                    self.written += 1
+                if self.window:
+                    if not sized:  # open at the frame's own size; the practitioner may resize it
+                        cv2.resizeWindow(WINDOW, img.shape[1], img.shape[0])
+                        sized = True
+                    cv2.imshow(WINDOW, img)
+                    k = cv2.waitKey(1) & 0xFF
+                    if k != 0xFF:
+                        self.keys.put(k)
+        except BaseException as exc:  # surfaced by close()
+            self._error = exc
+        finally:
+            if self.window:
+                cv2.destroyAllWindows()
+
+    def close(self) -> None:
+        self.q.put(None)
+        self._thread.join()
+        if self._writer is not None:
+            self._writer.close()
+        if self._error:
+            raise self._error
