@@ -86,7 +86,8 @@ def run(cmd: list[str]) -> None:
 
 
 def converter_versions(py: Path) -> dict[str, str]:
-    code = "import tensorflow, tf2onnx, onnx, json; print(json.dumps({'tensorflow-cpu': tensorflow.__version__, 'tf2onnx': tf2onnx.__version__, 'onnx': onnx.__version__}))"
+    code = ("import tensorflow, tf2onnx, onnx, json; print(json.dumps({'tensorflow-cpu': tensorflow.__version__, "
+            "'tf2onnx': tf2onnx.__version__, 'onnx': onnx.__version__}))")
     out = subprocess.run([str(py), "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -250,7 +250,7 @@ def verify(original: Path, dense: Path, replaced: dict[str, str]) -> float:
     ref_model = read_model(original)
     new_model = read_model(dense)
     ref_index = {t.name.decode(): i for i, t in enumerate(ref_model.subgraphs[0].tensors)}
-    for i, t in enumerate(new_model.subgraphs[0].tensors):
+    for t in new_model.subgraphs[0].tensors:
         name = t.name.decode()
         if name in replaced:
             want = ref.get_tensor(ref_index[name])

@@ -115,7 +115,8 @@ def main() -> int:
         ref = new_ref
     canonical = head_frame(ref)
     out = {
-        "description": "Canonical 3D face, 468 face-mesh points in millimetres; head frame: origin between the eye centres, x to the image right of a frontal face, y down, z away from the camera.",
+        "description": "Canonical 3D face, 468 face-mesh points in millimetres; head frame: origin between the eye centres, "
+                       "x to the image right of a frontal face, y down, z away from the camera.",
         "made_by": "models/make_canonical_face.py",
         "sources": {k: len(v) for k, v in shapes.items()},
         "interpupillary_mm": INTERPUPILLARY_MM,

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         from guidance.bench.markers import run_marker_bench
         m = run_marker_bench(args.video, args.handpiece, frames=min(args.frames, 600))
         result["markers"] = m
-        text.append("marker detection + tip pose (640x480): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        text.append("marker detection + tip pose (640x480): "
+                    + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
     if "zones" in args.stage:
         import cv2
 

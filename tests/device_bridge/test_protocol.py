@@ -81,7 +81,7 @@ def test_fuzzed_frames_never_crash_and_never_grant():
     rng = random.Random(1234)
     base = dict((n, d) for k, n, d in vectors() if k == "valid")["permit_ok"]
     accepted = 0
-    for i in range(3000):
+    for _ in range(3000):
         b = bytearray(base)
         for _ in range(rng.randint(1, 4)):
             op = rng.random()

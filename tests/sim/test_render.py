@@ -48,7 +48,8 @@ def test_motion_blur_smears_edges(profile):
     sharp, _ = r.render(bg, [handpiece_item(profile, pose)])
     blurred, _ = r.render(bg, [handpiece_item(profile, pose, linear_velocity_mm_s=np.array([400.0, 0, 0]))],
                           exposure_s=0.02, blur_samples=7)
-    grad = lambda im: float(np.abs(cv2.Sobel(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F, 1, 0)).max())
+    def grad(im):
+        return float(np.abs(cv2.Sobel(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F, 1, 0)).max())
     assert grad(blurred) < 0.7 * grad(sharp)
 
 

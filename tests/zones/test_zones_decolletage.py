@@ -29,8 +29,8 @@ def astronaut(sample):
 
 
 def shifted(shoulders, dy):
-    l, r = shoulders.left_px, shoulders.right_px
-    return dataclasses.replace(shoulders, left_px=(l[0], l[1] + dy), right_px=(r[0], r[1] + dy))
+    left, right = shoulders.left_px, shoulders.right_px
+    return dataclasses.replace(shoulders, left_px=(left[0], left[1] + dy), right_px=(right[0], right[1] + dy))
 
 
 def column(obs, shoulders, t):

@@ -144,7 +144,7 @@ def test_speed_is_measured(profile, backgrounds):
     """A steady 63 mm/s stroke with motion blur: filtered speed within 15 % after settling."""
     tracker = HandpieceTracker(profile, CAM)
     speeds = []
-    for k, (img, gt, t) in enumerate(_sequence(profile, backgrounds, 30, seed=2)):
+    for k, (img, _gt, t) in enumerate(_sequence(profile, backgrounds, 30, seed=2)):
         obs = tracker.process(img, t, k)
         assert obs.valid, obs.reason
         if k >= 10:
