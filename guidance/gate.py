@@ -14,8 +14,11 @@ tracking issues can fill it however they compute things.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+
+import numpy as np
 
 
 class Reason(str, Enum):
@@ -34,6 +37,7 @@ class Reason(str, Enum):
     ZONE_EXCLUDED = "zone_excluded"
     ZONE_NOT_PLANNED = "zone_not_planned"
     NEAR_BOUNDARY = "near_boundary"
+    NEAR_EXCLUSION = "near_exclusion"
     PASSES_EXCEEDED = "passes_exceeded"
     ZONE_COMPLETE = "zone_complete"
     INTERNAL_ERROR = "internal_error"
@@ -56,7 +60,8 @@ class GatePolicy:
     max_face_age_ms: float = 40.0  # face track older than the frame by more than this
     min_presence: float = 0.5
     min_tip_confidence: float = 0.5
-    # The tip's own 1-sigma uncertainty (mm) is added to the required distance this many times.
+    # The skin point's 1-sigma uncertainty (tip and face mapping together, mm) is added to the required
+    # distance this many times.
     tip_sigma_factor: float = 1.0
 
 
@@ -86,6 +91,13 @@ class GateInput:
     tip_u: float | None = None
     tip_v: float | None = None
     tip_sigma_mm: float | None = None  # 1-sigma tip uncertainty from the tracker; widens the look-ahead
+    # 1-sigma uncertainty of mapping the tip's pixel onto the skin (the face under the handpiece); combined
+    # with the tip's as sqrt(tip² + mapping²). None: not estimated (recordings before it existed), taken as 0.
+    mapping_sigma_mm: float | None = None
+    # Skin distance to the nearest atlas exclusion minus that exclusion's clinical buffer (+ clear of it);
+    # None when no exclusion applies (another surface). Must reach the required distance too.
+    exclusion_clearance_mm: float | None = None
+    exclusion: str | None = None  # which exclusion that is
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,8 @@ class GateDecision:
     tip_u: float | None = None
     tip_v: float | None = None
     latency_ms: float | None = None
+    sigma_mm: float | None = None  # the combined skin-point uncertainty the look-ahead used
+    exclusion_clearance_mm: float | None = None
 
 
 def _true(x: object) -> bool:
@@ -119,6 +133,19 @@ def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: floa
     plus the tip's own uncertainty (so a shaky estimate needs more room, not less)."""
     return (policy.margin_mm + abs(speed_mm_s) * (latency_ms + policy.ttl_ms) / 1000.0
             + policy.tip_sigma_factor * tip_sigma_mm)
+
+
+def combined_sigma_mm(g: GateInput) -> float:
+    """The skin point's 1-sigma uncertainty: the tip's and the face mapping's, independent, in quadrature.
+
+    A missing term counts as 0 (a recording made before the term existed re-judges as it was); a NaN or a
+    negative term stays NaN and denies.
+    """
+    tip = g.tip_sigma_mm if g.tip_sigma_mm is not None else 0.0
+    mapping = g.mapping_sigma_mm if g.mapping_sigma_mm is not None else 0.0
+    if not (_finite(tip) and _finite(mapping) and tip >= 0 and mapping >= 0):
+        return math.nan
+    return math.hypot(tip, mapping)
 
 
 def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], float | None, float]:
@@ -149,11 +176,14 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
     elif not (g.zone_kind == ZoneKind.TREAT and _true(g.zone_planned)):
         fails.append(Reason.ZONE_NOT_PLANNED)
     required: float | None = None
-    sigma = g.tip_sigma_mm if g.tip_sigma_mm is not None else 0.0
+    sigma = combined_sigma_mm(g)
     if _finite(g.speed_mm_s) and math.isfinite(latency_ms) and _finite(sigma) and sigma >= 0:
-        required = required_distance_mm(p, g.speed_mm_s, latency_ms, sigma)
-    if not (required is not None and _finite(g.boundary_mm) and g.boundary_mm >= required):
+        required = required_distance_mm(p, g.speed_mm_s, latency_ms, sigma)  # type: ignore[arg-type]
+    if not (required is not None and _finite(g.boundary_mm) and g.boundary_mm >= required):  # type: ignore[operator]
         fails.append(Reason.NEAR_BOUNDARY)
+    if g.exclusion_clearance_mm is not None and not (required is not None and _finite(g.exclusion_clearance_mm)
+                                                     and g.exclusion_clearance_mm >= required):
+        fails.append(Reason.NEAR_EXCLUSION)
     if g.max_passes is not None and not (g.local_passes < g.max_passes):
         fails.append(Reason.PASSES_EXCEEDED)
     if g.stop_at_target and g.zone_complete:
@@ -166,11 +196,13 @@ def decide(policy: GatePolicy, g: GateInput, now_ns: int) -> GateDecision:
     try:
         fails, required, latency_ms = _failures(policy, g, now_ns)
         permit = not fails
+        sigma = combined_sigma_mm(g)
         return GateDecision(
             permit=permit, reason=Reason.OK if permit else fails[0], reasons=tuple(fails),
             t_capture_ns=g.t_capture_ns, t_decided_ns=now_ns, ttl_ms=policy.ttl_ms, zone=g.zone,
             boundary_mm=g.boundary_mm, required_mm=required, speed_mm_s=g.speed_mm_s,
             tip_u=g.tip_u, tip_v=g.tip_v, latency_ms=latency_ms if math.isfinite(latency_ms) else None,
+            sigma_mm=sigma if math.isfinite(sigma) else None, exclusion_clearance_mm=g.exclusion_clearance_mm,
         )
     except Exception:  # a bug in the policy must never become a permit
         return deny(policy, Reason.INTERNAL_ERROR, t_capture_ns=getattr(g, "t_capture_ns", now_ns), now_ns=now_ns)
@@ -187,19 +219,27 @@ def deny(policy: GatePolicy, reason: Reason, *, t_capture_ns: int, now_ns: int) 
 
 @dataclass
 class LatencyTracker:
-    """Running capture→decision latency for the look-ahead: the max of the recent window.
+    """The pipeline latency the look-ahead uses: a high percentile of the last second's capture→publish latencies.
 
-    The max rather than the mean because the look-ahead must cover the slow frames.
+    A high percentile rather than the mean because the look-ahead must cover the slow frames; of the last
+    `window_s` only, so one hiccup (a 538 ms stall was seen) widens the look-ahead for about a second, not for
+    the next 120 frames. A stalled frame itself is denied `camera_stalled` by its age, and the gate also takes
+    the frame's own age when that is larger (`_failures`).
     """
 
-    window: int = 120
-    _samples: list[float] = field(default_factory=list)
+    window_s: float = 1.0
+    percentile: float = 90.0
+    max_samples: int = 512
+    _samples: deque = field(default_factory=deque)  # (t_ns, latency_ms)
 
-    def add(self, latency_ms: float) -> None:
+    def add(self, latency_ms: float, t_ns: int) -> None:
         if math.isfinite(latency_ms) and latency_ms >= 0:
-            self._samples.append(latency_ms)
-            if len(self._samples) > self.window:
-                del self._samples[0]
+            self._samples.append((t_ns, latency_ms))
+        cutoff = t_ns - int(self.window_s * 1e9)
+        while self._samples and (self._samples[0][0] < cutoff or len(self._samples) > self.max_samples):
+            self._samples.popleft()
 
     def value_ms(self, default_ms: float = 33.0) -> float:
-        return max(self._samples) if self._samples else default_ms
+        if not self._samples:
+            return default_ms
+        return float(np.percentile([s[1] for s in self._samples], self.percentile))

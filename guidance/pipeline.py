@@ -1,7 +1,7 @@
 """The live guidance pipeline: one frame in, one permit out, everything else off the hot path.
 
-Hot path, in this order, on the capture thread:
-    frame → face tracker → handpiece tracker → zone lookup → gate → permit published
+Hot path, on the capture thread (the handpiece tracker on a stage thread of its own, in parallel):
+    frame → face tracker ∥ handpiece tracker → zone lookup → gate → permit published
 Off it:
     pulse reports → attribution → coverage (polled once per frame after publishing);
     recording (background writer thread, bounded image backlog);
@@ -15,6 +15,7 @@ and it is what the overlay shows and the recording keeps.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from collections import deque
@@ -28,14 +29,17 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.session import records
 from guidance.session.records import FrameRecord, frame_record
 from guidance.vision.face.smoothing import OneEuroConfig
+from guidance.vision.face.skin_memory import FillReport, SkinMemory
 from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
 from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
 from guidance.vision.handpiece.profiles import HandpieceProfile
+from guidance.vision.handpiece.silhouette import PosePredictor, Silhouette, pose_of
 from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
+from guidance.zones.skin_speed import SkinSpeed
 from guidance.zones.plan import TreatmentPlan
 
 # A planned zone counts as complete (for stop_at_target) at this share of cells at target.
@@ -53,6 +57,9 @@ class PipelineConfig:
     tracker: TrackerConfig = TrackerConfig()
     face_lost_disarm_s: float = 1.0
     shoulder_tracking: bool = True
+    # Show the landmark model the skin last seen where the handpiece is (vision/face/skin_memory.py).
+    skin_memory: bool = True
+    silhouette_pad_px: float = 4.0
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -148,6 +155,14 @@ class GuidancePipeline:
         # reach 0.5, and sigma_lateral is added to the distance required to the plan's edge.
         self.policy = self.config.policy
         self.latency = LatencyTracker()
+        # the skin under the handpiece, as last seen (see _unoccluded)
+        self.skin = SkinMemory() if vision and self.config.skin_memory else None
+        self.silhouette: Silhouette | None = None
+        self.pose_predictor = PosePredictor()
+        self.fill: FillReport | None = None
+        # the handpiece stage's own thread (face tracking runs on the caller's)
+        self._stage = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="handpiece-stage")
+        self.skin_speed = SkinSpeed()
         self.publish_fn = publish
         self.face_lost_disarm_ns = int(self.config.face_lost_disarm_s * 1e9)
         self.state = PipelineState()
@@ -186,13 +201,17 @@ class GuidancePipeline:
             w, h = frame.size
             cam = self.camera.scaled_to(w, h) if self.camera else CameraModel.default(w, h)
             self.hand = HandpieceTracker(self.profile, cam)
+            if self.config.skin_memory:
+                self.silhouette = Silhouette(self.profile, cam)
         return self.hand
 
     def _gate_input(self, frame: Frame, face: FaceObservation, tip: TipObservation | None,
-                    z: ZoneLookup | None, armed: bool, lookahead_ms: float) -> GateInput:
+                    z: ZoneLookup | None, armed: bool, lookahead_ms: float, skin_speed: float | None,
+                    mapping_sigma: float | None) -> GateInput:
         zone = z.zone if z is not None else None
         kind = None
         boundary = None
+        clearance: tuple[float, str] | None = None
         u = v = None
         local = 0
         max_passes = None
@@ -213,6 +232,10 @@ class GuidancePipeline:
                         boundary = min(boundary, z.limit_mm)
                 else:
                     boundary = z.boundary_mm
+                # every atlas exclusion keeps its clinical buffer, whatever the plan's margin
+                c = self.atlas.exclusion_clearance_mm(u, v, z.surface or "face")
+                if c is not None:
+                    clearance = (c[0] * scale, c[1])
                 # the most-treated cell under the footprint, so no cell is pushed over the maximum
                 local = int(np.ceil(self.coverage.max_passes_in_disc(u, v, self.profile.electrode_diameter_mm)))
                 if zone in self.plan.zones:
@@ -225,13 +248,16 @@ class GuidancePipeline:
             tip_valid=tip is not None and tip.valid,
             tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
-            boundary_mm=boundary, speed_mm_s=tip.speed_mm_s if tip is not None else None,
+            boundary_mm=boundary, speed_mm_s=skin_speed,
             pipeline_latency_ms=lookahead_ms,
             local_passes=local, max_passes=max_passes,
             zone_complete=self._complete.get(zone, False) if zone else False,
             stop_at_target=self.plan.stop_at_target,
             tip_u=u, tip_v=v,
             tip_sigma_mm=tip.tip_sigma_lateral_mm if tip is not None and tip.valid else None,
+            mapping_sigma_mm=mapping_sigma,
+            exclusion_clearance_mm=None if clearance is None else clearance[0],
+            exclusion=None if clearance is None else clearance[1],
         )
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
@@ -247,7 +273,11 @@ class GuidancePipeline:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
             lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
         t_zone = self.clock()
-        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms), now_ns)
+        # the tip's speed over the skin: from its chart track (the head's own motion taken out)
+        on_chart = lookup is not None and lookup.chart_mm is not None
+        speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
+        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, 0.0),
+                          now_ns)
         return lookup, decision, t_zone
 
     def process(self, frame: Frame) -> FrameResult:
@@ -257,10 +287,17 @@ class GuidancePipeline:
         lookahead = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
         try:
-            face = self.face.process(frame)
-            t_face = self.clock()
-            tip = self._tracker_for(frame).process(frame.image, frame.t_capture_ns, frame.index)
-            t_tip = self.clock()
+            # Face and handpiece share only the frame: the handpiece runs on the stage thread while the face
+            # runs here, on the two cores (onnxruntime and OpenCV release the GIL). Each is the same
+            # computation as one after the other, so every decision is unchanged.
+            hand = self._tracker_for(frame)
+            pending = self._stage.submit(self._timed, hand.process, frame.image, frame.t_capture_ns, frame.index)
+            try:
+                face = self.face.process(self._unoccluded(frame))
+                t_face = self.clock()
+            finally:
+                tip, t_tip = pending.result()  # never leave the stage thread working on a frame we moved past
+            self._remember_skin(frame, face, tip)
             self._watch_face(face, frame)
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
@@ -281,10 +318,45 @@ class GuidancePipeline:
             seq = getattr(permit, "seq", None)
         t_pub = self.clock()
         self.last_seq = seq
-        self.latency.add((t_pub - frame.t_capture_ns) / 1e6)
+        self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
                            armed, lookahead, shoulders)
+
+    def _unoccluded(self, frame: Frame) -> Frame:
+        """The frame with the handpiece's predicted silhouette filled with the skin last seen there.
+
+        The landmark model then sees the face, not the handpiece (guidance/vision/face/skin_memory.py). The
+        prediction is from the last two handpiece poses, since this frame's pose is being found in parallel.
+        """
+        self.fill = None
+        if self.skin is None or self.silhouette is None:
+            return frame
+        pose = self.pose_predictor.predict(frame.t_capture_ns)
+        if pose is None:
+            return frame
+        mask = self.silhouette.mask(pose, frame.size, self.config.silhouette_pad_px)
+        image, self.fill = self.skin.fill(frame.image, mask, frame.t_capture_ns)
+        return frame if image is frame.image else Frame(frame.index, frame.t_capture_ns, image)
+
+    def _remember_skin(self, frame: Frame, face: FaceObservation, tip: TipObservation | None) -> None:
+        """Learn the skin seen clear of this frame's handpiece (its own pose, now known)."""
+        if self.skin is None or self.silhouette is None:
+            return
+        pose = pose_of(tip)
+        self.pose_predictor.observe(pose)
+        mask = None if pose is None else self.silhouette.mask(pose, frame.size, self.config.silhouette_pad_px)
+        self.skin.refresh(frame.image, face.landmarks if face.found else None, mask, frame.t_capture_ns)
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+        out = fn(*args)
+        return out, self.clock()
+
+    def close(self) -> None:
+        """Stop the stage thread and the pose model (the run loop calls this at the end)."""
+        self._stage.shutdown(wait=True)
+        if self.shoulders is not None:
+            self.shoulders.close()
 
     def count(self, decision: GateDecision) -> None:
         st = self.state

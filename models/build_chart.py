@@ -36,7 +36,12 @@ from guidance.vision.models import load_topology
 import bundle  # models/bundle.py, beside this script
 
 DATA_DIR = bundle.ZONES
-ATLAS_VERSION = "1.0.0"
+ATLAS_VERSION = "1.1.0"  # 1.1: exclusion buffers (zone geometry as in 1.0)
+# Clinical buffer (skin mm) each exclusion keeps beyond its own edge, independent of a plan's margin: the gate
+# requires the tip's look-ahead distance *plus* this from the exclusion. The periorbital zones already reach the
+# orbital rim; 3 mm more keeps the electrode's field off the lids and the rim's thin skin. The lips' zone is the
+# vermilion; 2 mm keeps the footprint off the vermilion border. Defaults for a clinician to sign off.
+EXCLUSION_BUFFER_MM = {"periorbital_right": 3.0, "periorbital_left": 3.0, "lips": 2.0}
 CHART_VERSION = "1.0.0"
 
 # Raster the atlas is designed on (chart mm). 0.5 mm cells: boundaries are
@@ -508,7 +513,8 @@ def build_atlas(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, surfaces: dict, 
         m = (labels == k).astype(np.uint8)
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         rings = [(c.reshape(-1, 2) * g.cell + [g.u0, g.v0]).round(3).tolist() for c in contours]
-        zones.append({"name": name, **meta[name], "boundary_mm": rings})
+        extra = {"buffer_mm": EXCLUSION_BUFFER_MM.get(name, 0.0)} if meta[name]["kind"] == "exclusion" else {}
+        zones.append({"name": name, **meta[name], **extra, "boundary_mm": rings})
     grid = {"cell_mm": g.cell, "u0_mm": g.u0, "v0_mm": g.v0, "width": g.w, "height": g.h}
     atlas = {
         "atlas_version": ATLAS_VERSION,

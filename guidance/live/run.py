@@ -237,8 +237,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         pass
     finally:
         pipeline.set_armed(False, "quit")
-        if pipeline.shoulders is not None:
-            pipeline.shoulders.close()
+        pipeline.close()
         if bridge is not None:
             # a final deny goes out on close; keep taking reports a moment so none is lost
             t_end = time.monotonic() + opts.linger_s

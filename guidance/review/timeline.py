@@ -170,12 +170,17 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
         armed=np.array([f.armed for f in frames], bool),
         reason=[f.gate.reason for f in frames],
         zone=[f.zone.zone if f.zone else None for f in frames],
-        speed_mm_s=np.array([_num(f.tip.speed_mm_s) if f.tip and f.tip.valid else math.nan for f in frames]),
+        # the speed the look-ahead used: over the skin (format 2); format 1 recorded the camera-frame speed only
+        speed_mm_s=np.array([_num(f.gate.speed_mm_s) if f.gate.speed_mm_s is not None
+                             else (_num(f.tip.speed_mm_s) if f.tip and f.tip.valid else math.nan) for f in frames]),
         boundary_mm=np.array([_num(f.gate.boundary_mm) for f in frames]),
         required_mm=np.array([_num(f.gate.required_mm) for f in frames]),
         latency_ms=stage("t_capture_ns", "t_published_ns"),
-        stage_ms={"face": stage("t_capture_ns", "t_face_ns"), "tip": stage("t_face_ns", "t_tip_ns"),
-                  "zone": stage("t_tip_ns", "t_zone_ns"), "publish": stage("t_decided_ns", "t_published_ns")},
+        # face and tip run in parallel from the capture; the zone lookup starts when both are done
+        stage_ms={"face": stage("t_capture_ns", "t_face_ns"), "tip": stage("t_capture_ns", "t_tip_ns"),
+                  "zone": np.array([(_num(f.t_zone_ns) - max(_num(f.t_face_ns), _num(f.t_tip_ns))) / 1e6
+                                    for f in frames]),
+                  "publish": stage("t_decided_ns", "t_published_ns")},
         pulses=[], violations=[], others=[], episodes=[], warnings=list(session.warnings),
     )
     tl.episodes = _episodes(tl.permit, tl.reason, tl.armed)

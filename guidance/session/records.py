@@ -204,6 +204,9 @@ class GateRecord(Record):
     required_mm: float | None = None  # margin + speed × (latency + ttl) + uncertainty
     latency_ms: float | None = None  # the latency the look-ahead used for this frame
     lookahead_latency_ms: float = 33.0  # the pipeline's running latency estimate at this frame
+    speed_mm_s: float | None = None  # the tip's speed over the skin (chart mm/s) the look-ahead used
+    sigma_mm: float | None = None  # the skin point's 1-sigma uncertainty (tip and mapping) the look-ahead used
+    exclusion_clearance_mm: float | None = None  # distance to the nearest exclusion beyond its buffer
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,9 @@ def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRec
     return GateRecord(permit=bool(d.permit), reason=d.reason.value, reasons=tuple(r.value for r in d.reasons), seq=seq,
                       ttl_ms=int(d.ttl_ms), boundary_mm=_finite_or_none(d.boundary_mm),
                       required_mm=_finite_or_none(d.required_mm), latency_ms=_finite_or_none(d.latency_ms),
-                      lookahead_latency_ms=float(lookahead_latency_ms))
+                      lookahead_latency_ms=float(lookahead_latency_ms), speed_mm_s=_finite_or_none(d.speed_mm_s),
+                      sigma_mm=_finite_or_none(d.sigma_mm),
+                      exclusion_clearance_mm=_finite_or_none(d.exclusion_clearance_mm))
 
 
 def frame_record(result: Any, gate_confidence: float) -> FrameRecord:

@@ -39,6 +39,7 @@ class Zone:
     boundary_mm: tuple[np.ndarray, ...]  # closed rings, (N, 2) chart mm each
     label: int  # 1-based index in the label raster
     carried_on: tuple[str, ...] = ()  # surfaces the zone extends over (the forehead continues onto the scalp cap)
+    buffer_mm: float = 0.0  # exclusions: the clinical buffer kept beyond the zone's edge (atlas 1.1)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,21 @@ class Atlas:
         cell = self.grid.to_cell(u_mm, v_mm)
         return float("-inf") if cell is None else float(sdf[cell])
 
+    def exclusion_clearance_mm(self, u_mm: float, v_mm: float, surface: str = "face") -> tuple[float, str] | None:
+        """Chart distance from (u, v) to the nearest atlas exclusion on `surface`, minus its clinical buffer.
+
+        Positive: clear of every exclusion by that much beyond its buffer; None when the surface has none.
+        Each exclusion's signed field is cached like `region_distance_mm`'s.
+        """
+        best: tuple[float, str] | None = None
+        for z in self.zones.values():
+            if z.kind != "exclusion" or z.surface != surface:
+                continue
+            d = -self.region_distance_mm((z.name,), u_mm, v_mm) - z.buffer_mm
+            if best is None or d < best[0]:
+                best = (d, z.name)
+        return best
+
     def cell_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels.ravel(), minlength=len(self._by_label))
         return {z.name: int(counts[z.label]) for z in self.zones.values()}
@@ -173,8 +189,11 @@ def _load_atlas(path: str) -> Atlas:
         if z["name"] in zones or z["name"] == OFF_SURFACE:
             raise ModelIntegrityError("duplicate or reserved zone name", path=p, field=f"zones.{k - 1}.name")
         rings = tuple(np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in z["boundary_mm"])
+        buffer = z.get("buffer_mm", 0.0)
+        if not (isinstance(buffer, (int, float)) and 0.0 <= buffer <= 50.0):
+            raise ModelIntegrityError("buffer_mm must be 0..50 mm", path=p, field=f"zones.{k - 1}.buffer_mm")
         zones[z["name"]] = Zone(z["name"], z["clinical_name"], z["kind"], z["surface"], rings, k,
-                                tuple(z.get("carried_on", [z["surface"]])))
+                                tuple(z.get("carried_on", [z["surface"]])), float(buffer))
     labels = rasterise(zones, grid, source=str(p))
     dist = np.zeros(labels.shape, np.float32)
     for z in zones.values():

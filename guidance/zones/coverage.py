@@ -176,7 +176,8 @@ class CoverageMap:
         if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
             raise UserError("not a coverage file of a known version", path=source, field="format")
         atlas = atlas or load_atlas()
-        if d["atlas_version"] != atlas.atlas_version:
+        # Minor atlas versions keep the zone geometry (1.1 added exclusion buffers): same major, same raster.
+        if str(d["atlas_version"]).split(".")[0] != atlas.atlas_version.split(".")[0]:
             raise UserError(f"made with atlas {d['atlas_version']}, this is atlas {atlas.atlas_version}",
                             path=source, field="atlas_version")
         cov = cls(atlas, cell_mm=d["cell_mm"], targets={k: tuple(v) for k, v in d["targets"].items()})
