@@ -8,6 +8,7 @@ against the manifest before it is believed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def _non_finite(doc: Any, at: tuple = ()) -> tuple | None:
     """Where the first NaN or infinity sits in a parsed document (YAML writes them `.nan`, `.inf`)."""
     if isinstance(doc, float) and not math.isfinite(doc):
         return at
+    items: Iterable[tuple[Any, Any]]
     if isinstance(doc, dict):
         items = doc.items()
     elif isinstance(doc, list):

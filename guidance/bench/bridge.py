@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import zmq
@@ -22,7 +23,7 @@ from guidance.device_bridge.service import BridgeService
 from guidance.gate import GateDecision, GateInput, GatePolicy, Reason, ZoneKind, decide
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
+def _stats(values: Sequence[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=float)
     return float(np.median(a)), float(np.percentile(a, 99))
 

@@ -35,6 +35,7 @@ def run_marker_bench(video_path: str, profile_path: str | None, frames: int = 30
         if k % 30 == 0:
             pose = sample_tip_pose(profile, camera, rng, margin=0.3)
             velocity = rng.normal(0, 40, 3)
+        assert pose is not None, "drawn at k == 0"
         p = pose.advanced(velocity, np.zeros(3), (k % 30) / 30.0)
         img, _ = renderer.render(backgrounds[k % len(backgrounds)], [handpiece_item(profile, p)],
                                  noise_sigma=2.0, rng=rng)

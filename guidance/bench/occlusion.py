@@ -59,11 +59,11 @@ def tip_chart_errors(video: str | Path, model: str) -> dict:
                 dv_forehead.append(dv)
     finally:
         cap.release()
-    e = np.array(err, float)
-    f = e[np.isfinite(e)]
+    errors = np.array(err, float)
+    f = errors[np.isfinite(errors)]
     if not len(f):
         raise UserError("no contact frame with a tracked face in this simulated session", path=video)
-    return {"model": model, "contact_frames": int(len(e)), "unmapped": int(np.sum(~np.isfinite(e))),
+    return {"model": model, "contact_frames": int(len(errors)), "unmapped": int(np.sum(~np.isfinite(errors))),
             "median_mm": float(np.median(f)), "p90_mm": float(np.percentile(f, 90)), "p99_mm": float(np.percentile(f, 99)),
             "forehead_dv_mm": float(np.mean(dv_forehead)) if dv_forehead else None}
 

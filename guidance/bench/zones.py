@@ -25,6 +25,7 @@ def run_zone_bench(image: str | Path | np.ndarray, *, lookups: int = 5000, seed:
     obs = FaceTracker(TrackerConfig(smoothing=False)).process(Frame(0, 0, img))
     if not obs.found:
         return {"face_found": False}
+    assert obs.landmarks is not None, "a found face has landmarks"
     mapper = ZoneMapper()
     size = (img.shape[1], img.shape[0])
     prep = []
@@ -32,12 +33,13 @@ def run_zone_bench(image: str | Path | np.ndarray, *, lookups: int = 5000, seed:
         t0 = time.perf_counter_ns()
         frame = mapper.prepare(obs, size)
         prep.append(time.perf_counter_ns() - t0)
+    assert frame is not None, "prepare gives a frame for a found face"
     lm = obs.landmarks[:, :2]
     lo, hi = lm.min(0), lm.max(0)
     pad = 0.2 * (hi - lo)
     pts = np.random.default_rng(seed).uniform(lo - pad, hi + pad, (lookups, 2))
     costs = np.empty(lookups)
-    zones = {}
+    zones: dict[str | None, int] = {}
     for k, (x, y) in enumerate(pts):
         t0 = time.perf_counter_ns()
         r = frame.locate(float(x), float(y))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from guidance.errors import UserError
 from guidance.vision.capture.calibration import calibrate_from_frames
+from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.camera_select import camera_for
 from guidance.vision.handpiece.marker_detect import MarkerDetector
 from guidance.vision.handpiece.marker_pose import PoseLimits, estimate_body_pose
@@ -16,6 +17,7 @@ from guidance.vision.handpiece.designs import CharucoDesign
 from guidance.vision.handpiece.pivot import pivot_calibrate
 from guidance.vision.handpiece.profiles import load_handpiece_profile, write_yaml_atomic
 from guidance.vision.capture.sources import open_source
+from guidance.vision.rigid import RigidPose
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,10 +60,10 @@ def run_camera(args: argparse.Namespace) -> int:
 
 def run_handpiece(args: argparse.Namespace) -> int:
     profile = load_handpiece_profile(args.profile)
-    poses = []
+    poses: list[RigidPose] = []
     with open_source(args.source) as source:
         detector = MarkerDetector(profile.body.dictionary, profile.body.ids)
-        camera = None
+        camera: CameraModel | None = None
         limits = PoseLimits()
         for frame, _ in zip(source, range(args.max_frames)):
             if camera is None:
@@ -70,10 +72,13 @@ def run_handpiece(args: argparse.Namespace) -> int:
             body = estimate_body_pose(profile.body, detector.detect(frame.image), camera, frame.t_capture_ns,
                                       None, limits)
             if body.valid and len(body.ids_used) >= 2:  # single-marker poses are too weak for this
+                assert body.pose is not None, "a valid BodyPose carries its pose"
                 poses.append(body.pose)
     result = pivot_calibrate(poses, max_rms_mm=args.max_rms)
     if not result.ok:
         raise UserError(f"pivot calibration refused: {result.reason}; profile not changed", path=args.source)
+    assert profile.raw is not None, "load_handpiece_profile keeps the file content"
+    assert camera is not None, "a successful pivot calibration used frames, so the camera was set"
     data = dict(profile.raw)
     data["tip_offset_mm"] = [round(float(v), 3) for v in result.tip_offset_mm]
     data["pivot_calibration"] = {

@@ -41,12 +41,13 @@ def _face_video(spec: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     camera = load_camera(args.camera_calibration) if args.camera_calibration else None
-    size = None
+    size: tuple[int, int] | None = None
     if args.size:
         try:
-            size = tuple(int(v) for v in args.size.lower().split("x"))
-            if len(size) != 2 or min(size) < 64:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            if min(w, h) < 64:
                 raise ValueError
+            size = (w, h)
         except ValueError:
             raise UserError("expected WIDTHxHEIGHT, e.g. 640x480", field="--size") from None
 

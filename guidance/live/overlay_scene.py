@@ -128,6 +128,7 @@ class OverlayScene:
                     else:
                         self._pulse_skin = SkinPoints(np.concatenate([self._pulse_skin.triangle, new.triangle]),
                                                       np.concatenate([self._pulse_skin.barycentric, new.barycentric]))
+                assert self._pulse_skin is not None, "len(uv) > 0, so the pulses were tied to the mesh just above"
                 skin = SkinPoints(self._pulse_skin.triangle[:len(uv)], self._pulse_skin.barycentric[:len(uv)])
                 px = skin.image_px(self.chart, landmarks_px)
                 ok = np.isfinite(px[:, 0])

@@ -384,6 +384,7 @@ def play(tl: Timeline, opts: PlayOptions) -> PlayerState:
                 last, last_sig = composer.compose(state.frame, state), sig
                 if opts.on_frame:
                     opts.on_frame(state.frame, last)
+            assert last is not None, "composed on the first pass (last_sig starts as None)"
             if opts.out and written != state.frame:
                 if writer is None:
                     writer = AtomicVideoWriter(opts.out, tl.fps, (last.shape[1], last.shape[0]))

@@ -201,6 +201,7 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
             # a late report replaces the `missing` placeholder recorded before it: the pulse counts once
             replaced = outcomes.add("coverage" if kind == "pulse" else "violation", e.reason, e.key, e.late, token=pe)
             if replaced is not None:
+                assert isinstance(replaced, PlacedEvent), "the ledger hands back the token given to add()"
                 tl.violations.remove(replaced)
             (tl.pulses if kind == "pulse" else tl.violations).append(pe)
         elif kind in ("arm", "disarm", "pause", "resume", "link", "fault", "rejected"):

@@ -49,7 +49,8 @@ class Record:
     def from_json(cls: type[R], d: Any) -> R:
         if not isinstance(d, dict):
             raise RecordError(f"{cls.__name__}: expected an object, got {type(d).__name__}")
-        hints = _hints(cls)
+        klass: type = cls  # as plain `type`: mypy does not see type[R] as Hashable for the cache (python/mypy#11470)
+        hints = _hints(klass)
         kw = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in d:

@@ -153,7 +153,7 @@ def verify(sim_dir: str | Path, session_dir: str | Path, controller_log: str | P
         if not (a.contact and b.contact):
             acc.pulses_lifted += 1
         truth_cov.deposit_pulse(u, v, diameter)
-        su, sv = placed_by_service.get(key, (None, None))
+        su, sv = placed_by_service.get(key, (None, None)) if key is not None else (None, None)
         if su is not None and sv is not None and a.contact and b.contact:
             errors.append(math.hypot(su - u, sv - v))
     if errors:

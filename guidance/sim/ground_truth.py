@@ -12,6 +12,7 @@ import csv
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from guidance.errors import UserError
 
@@ -72,7 +73,7 @@ def write_ground_truth(path: str | Path, frames: list[GTFrame]) -> None:
     tmp.replace(path)
 
 
-def _parse(name: str, text: str, typ):
+def _parse(name: str, text: str, typ: type | str) -> Any:
     if typ is bool:
         return text == "1"
     if typ == "bool | None":
@@ -91,9 +92,10 @@ def load_ground_truth(sim_dir: str | Path) -> list[GTFrame]:
         p = p / GROUND_TRUTH_FILE
     if not p.is_file():
         raise UserError("ground truth not found (is this a `guidance simulate` folder?)", path=p)
-    types = {f.name: f.type for f in fields(GTFrame)}
-    typemap = {"int": int, "float": float, "bool": bool, "str": str}
-    out = []
+    # `from __future__ import annotations`: every field type is its source text ("int", "bool | None").
+    types = {f.name: str(f.type) for f in fields(GTFrame)}
+    typemap: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+    out: list[GTFrame] = []
     with open(p, newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

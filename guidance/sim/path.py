@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -70,7 +70,7 @@ PATH_SCHEMA = {
 
 _TARGET = {"to": _POINT2, "toward": {"type": "string", "minLength": 1},
            "depth_mm": {"type": "number", "minimum": -50, "maximum": 50}, "speed_mm_s": _SPEED}
-SEGMENT_SCHEMAS = {
+SEGMENT_SCHEMAS: dict[str, dict[str, Any]] = {
     "sweep": {"required": ["zone"], "properties": {
         "zone": {"type": "string", "minLength": 1},
         "spacing_mm": {"type": "number", "minimum": 1, "maximum": 50},

@@ -124,11 +124,12 @@ class FaceFrame:
             uv = m.chart.uv_of(tri, bary)
             zone, d_chart = m.atlas.zone_at(float(uv[0]), float(uv[1]))
             scale = min(1.0, float(m.chart.triangle_sigma[tri, 0]))
+            b3 = (float(bary[0]), float(bary[1]), float(bary[2]))
             if zone is None:  # a mesh point always has a zone; if the atlas was cut short, fail closed
                 return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, "face", (float(uv[0]), float(uv[1])),
-                                  d_chart * scale, tri, tuple(map(float, bary)), (x, y))
+                                  d_chart * scale, tri, b3, (x, y))
             return ZoneLookup(True, zone.name, zone.kind, "face", (float(uv[0]), float(uv[1])), d_chart * scale,
-                              tri, tuple(map(float, bary)), (x, y))
+                              tri, b3, (x, y))
         off = self._locate_off_mesh(x, y)
         if off is not None:
             return off

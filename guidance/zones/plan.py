@@ -111,6 +111,7 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
     """Validate a loaded YAML document and build the plan; UserError names the field."""
     path = Path(path)
     validate(data, PLAN_SCHEMA, path)
+    assert isinstance(data, dict), "validate() refuses anything but a mapping"
 
     atlas = atlas or load_atlas()
     allowed_surfaces = AREAS[data["area"]]

@@ -44,6 +44,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -211,6 +212,16 @@ class ShoulderObservation:
         return np.asarray(self.right_px, float), np.asarray(self.left_px, float)
 
 
+class _PoseFields(TypedDict):
+    """The ShoulderObservation fields a landmark run fills, valid or not."""
+
+    visibility: tuple[float, float]
+    pose_presence: float
+    redetected: bool
+    roi: Roi
+    landmarks: np.ndarray
+
+
 def _invalid(index: int, t_capture_ns: int, reason: str, **kw) -> ShoulderObservation:
     return ShoulderObservation(index, t_capture_ns, time.monotonic_ns(), False, reason, **kw)
 
@@ -256,8 +267,8 @@ class PoseEstimator:
         lm = res.landmarks
         left, right = lm[LEFT_SHOULDER, :2], lm[RIGHT_SHOULDER, :2]
         vis = (float(res.visibility[LEFT_SHOULDER]), float(res.visibility[RIGHT_SHOULDER]))
-        common = dict(visibility=vis, pose_presence=res.pose_presence, redetected=redetected, roi=roi,
-                      landmarks=lm[:33].copy())
+        common: _PoseFields = dict(visibility=vis, pose_presence=res.pose_presence, redetected=redetected, roi=roi,
+                                   landmarks=lm[:33].copy())
         if min(vis) < self.min_visibility:
             return _invalid(frame_index, t_capture_ns, "shoulders-not-visible", **common)
         h, w = image_bgr.shape[:2]
@@ -339,6 +350,7 @@ class ShoulderTracker:
                     self._cond.wait()
                 if self._stop:
                     return
+                assert self._pending is not None, "the wait ends on a pending frame or on stop"
                 img, t_ns, idx = self._pending
                 self._pending = None
             t0 = time.perf_counter()
@@ -371,11 +383,15 @@ def _mapping_cost(images: list[np.ndarray], shoulders: list[ShoulderObservation]
     from guidance.zones.mapper import ZoneMapper
 
     tracker, mapper = FaceTracker(), ZoneMapper()
-    prep0, prep1, look0, look1 = [], [], [], []
+    prep0: list[float] = []
+    prep1: list[float] = []
+    look0: list[float] = []
+    look1: list[float] = []
     for k, (img, sh) in enumerate(zip(images, shoulders)):
         face = tracker.process(Frame(k, k, img))
         if not face.found:
             continue
+        assert face.landmarks is not None, "a found face has landmarks"
         size = (img.shape[1], img.shape[0])
         sh = replace(sh, t_capture_ns=face.t_capture_ns)
         chin = face.landmarks[152, :2]
@@ -384,6 +400,7 @@ def _mapping_cost(images: list[np.ndarray], shoulders: list[ShoulderObservation]
             t0 = time.perf_counter()
             frame = mapper.prepare(face, size, shoulders=shoulders_in)
             t1 = time.perf_counter()
+            assert frame is not None, "prepare gives a frame for a found face"
             frame.locate(*below)
             t2 = time.perf_counter()
             prep.append((t1 - t0) * 1e3)
@@ -408,7 +425,7 @@ def run_pose_bench(video: str = "single_face.mp4", frames: int = 60) -> dict:
 
     path = Path(video) if Path(video).exists() else samples.fetch(str(video))
     cap = cv2.VideoCapture(str(path))
-    images = []
+    images: list[np.ndarray] = []
     while len(images) < frames:
         ok, img = cap.read()
         if not ok:
@@ -473,5 +490,11 @@ if __name__ == "__main__":  # pragma: no cover
     import json
     import sys
 
-    print(json.dumps(run_pose_bench(*(sys.argv[1:2] or ["single_face.mp4"]),
-                                    *([int(sys.argv[2])] if len(sys.argv) > 2 else [])), indent=2))
+    argv = sys.argv[1:]
+    if len(argv) > 1:
+        result = run_pose_bench(argv[0], int(argv[1]))
+    elif argv:
+        result = run_pose_bench(argv[0])
+    else:
+        result = run_pose_bench()
+    print(json.dumps(result, indent=2))

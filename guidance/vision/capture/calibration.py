@@ -67,7 +67,9 @@ class CharucoViewCollector:
         if len(ids) < self.min_corners:
             self.rejected["too few corners"] += 1
             return False
-        obj, img = self.board.matchImagePoints(corners, ids)
+        # cv2 stub: detectedCorners is typed Sequence[MatLike], but the C++ InputArrayOfArrays also takes the
+        # single Nx1x2 array that detectBoard returns.
+        obj, img = self.board.matchImagePoints(corners, ids)  # type: ignore[call-overload]
         obj, img, ids = obj.reshape(-1, 3), img.reshape(-1, 2), ids.ravel()
         # Corners on one line (or nearly) constrain nothing: demand 2D spread on the board.
         if np.linalg.matrix_rank(obj[:, :2] - obj[:, :2].mean(axis=0), tol=self.design.square_mm * 0.5) < 2:

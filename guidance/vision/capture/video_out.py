@@ -18,7 +18,7 @@ class AtomicVideoWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.stem + ".part" + self.path.suffix)
-        self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps or 30.0), size)
+        self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps or 30.0), size)
         if not self._w.isOpened():
             raise UserError("cannot open for writing as a video", path=self.path)
         self.size = size

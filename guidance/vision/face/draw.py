@@ -49,7 +49,7 @@ class FaceDrawer:
         if pose is not None and pose.valid:
             h, w = img.shape[:2]
             cam = camera.scaled_to(w, h) if camera else CameraModel.default(w, h)
-            axes = np.float64([[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, 40]])
+            axes = np.array([[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, 40]], dtype=np.float64)
             p, _ = cv2.projectPoints(axes, pose.rvec, pose.tvec_mm, cam.K, cam.dist)
             p = p.reshape(-1, 2)
             for i in range(3):

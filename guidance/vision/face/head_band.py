@@ -78,6 +78,7 @@ class HeadBandRegistration:
     def add(self, band: BodyPose, face: HeadPoseSample) -> Registration:
         if not band.valid or abs(band.t_capture_ns - face.t_ns) > self.max_dt_ns:
             return self.result
+        assert band.pose is not None, "a valid BodyPose carries its pose"
         head = RigidPose(np.asarray(face.R, float), np.asarray(face.t_mm, float))
         self._pairs.append(band.pose.inverse().compose(head))  # head frame -> band frame
         del self._pairs[:-self.window]
@@ -127,25 +128,28 @@ class HeadReferenceTracker:
 
     def combine(self, band: BodyPose, face: HeadPoseSample | None) -> HeadPoseObservation:
         t = band.t_capture_ns
-        fresh_face = face is not None and abs(face.t_ns - t) <= self.registration.max_dt_ns
+        fresh_face = face if face is not None and abs(face.t_ns - t) <= self.registration.max_dt_ns else None
         reg = self.registration.result
         from_band = None
         if band.valid and reg.registered:
+            assert band.pose is not None, "a valid BodyPose carries its pose"
+            assert reg.band_to_head is not None, "a registered Registration carries its transform"
             from_band = band.pose.compose(reg.band_to_head)
         disagreement = None
-        if from_band is not None and fresh_face:
-            disagreement = float(np.linalg.norm(from_band.t_mm - np.asarray(face.t_mm, float)))
+        if from_band is not None and fresh_face is not None:
+            disagreement = float(np.linalg.norm(from_band.t_mm - np.asarray(fresh_face.t_mm, float)))
             if disagreement > self.max_disagreement_mm:
                 self._moved = True  # the band slipped on the head: re-register from scratch
                 self.registration.reset()
                 from_band = None
-        if band.valid and fresh_face and not self.registration.result.registered:
-            reg = self.registration.add(band, face)
+        if band.valid and fresh_face is not None and not self.registration.result.registered:
+            reg = self.registration.add(band, fresh_face)
             if reg.registered:
                 self._moved = False
-        if fresh_face:
-            return HeadPoseObservation(t, True, "", np.asarray(face.R, float), np.asarray(face.t_mm, float), "face",
-                                       band.valid, band.reason, disagreement)
+        if fresh_face is not None:
+            return HeadPoseObservation(t, True, "", np.asarray(fresh_face.R, float),
+                                       np.asarray(fresh_face.t_mm, float), "face", band.valid, band.reason,
+                                       disagreement)
         if from_band is not None and not self._moved:
             return HeadPoseObservation(t, True, "", from_band.R, from_band.t_mm, "band", True, "", None)
         if self._moved:

@@ -45,6 +45,7 @@ class OneEuroFilter:
             if self._x is None or self._t_ns is None:
                 self._x, self._dx, self._t_ns = value.copy(), np.zeros_like(value), t_ns
             return self._x.astype(np.float32)
+        assert self._dx is not None, "_dx is set together with _x"
         dt = (t_ns - self._t_ns) * 1e-9
         cfg = self.config
         dx = (value - self._x) * value_scale / dt

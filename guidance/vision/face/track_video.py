@@ -32,17 +32,24 @@ def track_video(video: str | Path, *, raw: bool = False, camera: CameraModel | N
                 annotated: str | Path | None = None, max_frames: int | None = None) -> TrackResult:
     tracker = FaceTracker(TrackerConfig(smoothing=not raw), camera)
     drawer = FaceDrawer(load_topology()) if annotated else None
-    rows, presence, stamps = [], [], []
-    writer = None
+    rows: list[np.ndarray] = []
+    presence: list[float] = []
+    stamps: list[int] = []
+    writer: AtomicVideoWriter | None = None
     with open_source(video, max_frames=max_frames) as src:
         try:
             for frame in src:
                 obs = tracker.process(frame)
-                rows.append(obs.landmarks if obs.found else np.full((468, 3), np.nan, np.float32))
+                if obs.found:
+                    assert obs.landmarks is not None, "a found face has landmarks"
+                    rows.append(obs.landmarks)
+                else:
+                    rows.append(np.full((468, 3), np.nan, np.float32))
                 presence.append(obs.presence)
                 stamps.append(frame.t_capture_ns)
                 if drawer is not None:
                     if writer is None:
+                        assert annotated is not None, "the drawer exists only with an annotated path"
                         writer = AtomicVideoWriter(annotated, src.fps, frame.size)
                     writer.write(drawer.draw(frame.image.copy(), obs, camera))
         except BaseException:
