@@ -125,7 +125,7 @@ class TipFilter:
     a measurement more than `max_gap_ns` after the last one.
     """
 
-    def __init__(self, accel_psd_mm2_s3: float = 20_000.0, max_gap_ns: int = 150_000_000, gate_chi2: float = 16.27,
+    def __init__(self, accel_psd_mm2_s3: float = 15_000.0, max_gap_ns: int = 150_000_000, gate_chi2: float = 16.27,
                  initial_velocity_sigma_mm_s: float = 1000.0):
         self.accel_psd = float(accel_psd_mm2_s3)
         self.max_gap_ns = int(max_gap_ns)
