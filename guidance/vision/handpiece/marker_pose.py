@@ -65,6 +65,9 @@ class PoseLimits:
     # ... all with a clear reprojection preference (ratio above ambiguity_ratio) for the candidates that chain.
     max_obliquity_deg: float = 70.0  # markers seen steeper than this are left out while flatter ones remain
     min_marker_side_px: float = 12.0
+    # Corner noise assumed for the pose covariance, at least: a real webcam's corners (noise, compression,
+    # blur, lens model) are not better than this, even when the fit's RMS says so.
+    corner_noise_floor_px: float = 0.3
     min_depth_mm: float = 50.0
     max_depth_mm: float = 3000.0
 
@@ -245,7 +248,7 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
     depth = pose.apply(np.array([body.centre_mm(i) for i in ids]))[:, 2]
     if depth.min() < limits.min_depth_mm or depth.max() > limits.max_depth_mm:
         return _invalid(BEHIND, t_ns, ids, rms)
-    cov = _fit_covariance(obj, pose, cam, max(rms, 0.3))
+    cov = _fit_covariance(obj, pose, cam, max(rms, limits.corner_noise_floor_px))
     if len(ids) == 1 and cov is not None:
         # Rotation uncertainty of a lone marker: at least the rotation since the prior (motion blur risk).
         cov = cov.copy()
