@@ -34,6 +34,7 @@ class FillReport:
     masked_px: int  # pixels of the silhouette inside the face region
     filled_px: int  # of those, filled from memory
     age_ns: int | None  # age of the memory at the tip (None: not filled there)
+    ring_diff: float | None = None  # how different the skin around the silhouette looks from memory (grey levels)
 
     @property
     def unfilled_share(self) -> float:
@@ -41,23 +42,36 @@ class FillReport:
 
 
 class SkinMemory:
-    def __init__(self, trust_pad_px: int = 12, max_age_s: float = 3.0, margin: float = 0.35):
+    """The face region's skin in the face's own frame (the first frame's pixel grid, moved with the face).
+
+    Each frame's pose of the face in the image is a 2D similarity fitted to the landmarks (those under the
+    handpiece left out) against the reference landmarks. Pixels are written into the memory through its
+    inverse and read back through the predicted one, so each is resampled twice at most, never again and
+    again as the face moves.
+    """
+
+    def __init__(self, trust_pad_px: int = 8, max_age_s: float = 10.0, margin: float = 0.35,
+                 ring_px: int = 6, max_ring_diff: float = 8.0):
         self.trust_pad_px = trust_pad_px
         self.max_age_s = max_age_s  # memory older than this is not used (expressions, light change)
         self.margin = margin  # the face region: the landmarks' box grown by this share of its size
-        self.mem: np.ndarray | None = None
+        # The skin just around the silhouette, seen now, must still look as remembered (mean absolute
+        # difference at most `max_ring_diff` grey levels): an expression or the light changed otherwise, and
+        # the memory under the handpiece is not believed.
+        self.ring_px = ring_px
+        self.max_ring_diff = max_ring_diff
+        self.mem: np.ndarray | None = None  # BGR, reference frame
         self.seen_s: np.ndarray | None = None  # per pixel: when last seen clear of the handpiece (s since t0; -1 never)
-        self._t0_ns: int | None = None
-        self._lm: np.ndarray | None = None  # landmarks the memory is registered to
+        self._t0_ns = 0
+        self._ref: np.ndarray | None = None  # reference landmarks (the memory's pixel grid)
         self._prev: np.ndarray | None = None  # the last two frames' landmarks, for the motion prediction
         self._prev2: np.ndarray | None = None
 
     def reset(self) -> None:
-        self.mem = self.seen_s = self._lm = self._prev = self._prev2 = None
-        self._t0_ns = None
+        self.mem = self.seen_s = self._ref = self._prev = self._prev2 = None
 
     def _s(self, t_ns: int) -> float:
-        return (t_ns - (self._t0_ns or 0)) / 1e9
+        return (t_ns - self._t0_ns) / 1e9
 
     def _region(self, lm: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         h, w = shape[:2]
@@ -66,54 +80,70 @@ class SkinMemory:
         mx, my = self.margin * (x1 - x0), self.margin * (y1 - y0)
         return (max(int(x0 - mx), 0), max(int(y0 - my), 0), min(int(x1 + mx) + 1, w), min(int(y1 + my) + 1, h))
 
-    def _follow(self, target: np.ndarray, occluder: np.ndarray | None) -> None:
-        """Move the memory with the face: from the landmarks it is registered to, to `target`."""
-        if self.mem is None or self._lm is None:
-            return
-        keep = np.ones(len(target), bool)
-        if occluder is not None:  # landmarks under the handpiece say little about the face's motion
+    def _pose(self, lm: np.ndarray, occluder: np.ndarray | None) -> np.ndarray | None:
+        """2x3 similarity: reference pixel -> image pixel, fitted to the landmarks clear of the handpiece."""
+        assert self._ref is not None
+        keep = np.ones(len(lm), bool)
+        if occluder is not None:
             h, w = occluder.shape
-            xy = np.clip(np.round(target[:, :2]).astype(int), 0, [w - 1, h - 1])
+            xy = np.clip(np.round(lm[:, :2]).astype(int), 0, [w - 1, h - 1])
             keep = occluder[xy[:, 1], xy[:, 0]] == 0
         if keep.sum() < 20:
-            return
-        m, _ = cv2.estimateAffinePartial2D(self._lm[keep, :2].astype(np.float32), target[keep, :2].astype(np.float32),
+            return None
+        m, _ = cv2.estimateAffinePartial2D(self._ref[keep, :2].astype(np.float32), lm[keep, :2].astype(np.float32),
                                            method=cv2.LMEDS)
-        if m is None:
-            return
-        if np.abs(m - [[1, 0, 0], [0, 1, 0]]).max() > 0.02:
-            h, w = self.mem.shape[:2]
-            self.mem = cv2.warpAffine(self.mem, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            self.seen_s = cv2.warpAffine(self.seen_s, m, (w, h), flags=cv2.INTER_NEAREST,
-                                         borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-        self._lm = target.copy()
+        return m
+
+    @staticmethod
+    def _shifted(m: np.ndarray, x0: int, y0: int) -> np.ndarray:
+        """The same map with the output origin moved to (x0, y0) (to warp only a region)."""
+        out = m.copy()
+        out[0, 2] -= x0
+        out[1, 2] -= y0
+        return out
 
     def fill(self, image: np.ndarray, mask: np.ndarray | None, t_ns: int,
              tip_px: tuple[float, float] | None = None) -> tuple[np.ndarray, FillReport]:
         """The image with the silhouette's pixels taken from memory where it has them, fresh enough.
 
-        Before filling, the memory is moved to where the face is predicted to be in this frame (the last two
-        frames' landmarks, constant velocity).
+        The memory is read where the face is predicted to be in this frame (the last two frames'
+        landmarks, constant velocity).
         """
-        if mask is None or self.mem is None or self.mem.shape != image.shape:
-            return image, FillReport(0 if mask is None else int(np.count_nonzero(mask)), 0, None)
-        if self._prev is not None:
-            pred = self._prev if self._prev2 is None else 2 * self._prev - self._prev2
-            self._follow(pred, mask)
+        masked = 0 if mask is None else int(np.count_nonzero(mask))
+        if mask is None or self.mem is None or self.mem.shape != image.shape or self._prev is None:
+            return image, FillReport(masked, 0, None)
+        pred = self._prev if self._prev2 is None else 2 * self._prev - self._prev2
+        m = self._pose(pred, mask)
+        if m is None:
+            return image, FillReport(masked, 0, None)
+        x0, y0, x1, y1 = self._region(pred, image.shape)
+        if x1 <= x0 or y1 <= y0:
+            return image, FillReport(masked, 0, None)
+        sub = self._shifted(m, x0, y0)
+        size = (x1 - x0, y1 - y0)
+        mem = cv2.warpAffine(self.mem, sub, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        seen = cv2.warpAffine(self.seen_s, sub, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,  # type: ignore[arg-type]
+                              borderValue=-1.0)
         now = self._s(t_ns)
-        fresh = (mask > 0) & (self.seen_s >= 0) & (now - self.seen_s <= self.max_age_s)  # type: ignore[operator]
-        masked = int(np.count_nonzero(mask))
+        known = (seen >= 0) & (now - seen <= self.max_age_s)
+        sel = mask[y0:y1, x0:x1] > 0
+        fresh = sel & known
         if not fresh.any():
             return image, FillReport(masked, 0, None)
+        k = 2 * self.ring_px + 1
+        ring = (cv2.dilate(mask[y0:y1, x0:x1], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0) & ~sel & known
+        if ring.any():
+            diff = float(np.abs(image[y0:y1, x0:x1][ring].astype(np.int16) - mem[ring].astype(np.int16)).mean())
+            if diff > self.max_ring_diff:
+                return image, FillReport(masked, 0, None, diff)
         out = image.copy()
-        np.copyto(out, self.mem, where=fresh[..., None])
+        np.copyto(out[y0:y1, x0:x1], mem, where=fresh[..., None])
         age = None
         if tip_px is not None:
-            h, w = mask.shape
-            x, y = int(round(tip_px[0])), int(round(tip_px[1]))
-            if 0 <= x < w and 0 <= y < h and fresh[y, x]:
-                age = int((now - float(self.seen_s[y, x])) * 1e9)  # type: ignore[index]
-        return out, FillReport(masked, int(np.count_nonzero(fresh)), age)
+            x, y = int(round(tip_px[0])) - x0, int(round(tip_px[1])) - y0
+            if 0 <= x < size[0] and 0 <= y < size[1] and fresh[y, x]:
+                age = int((now - float(seen[y, x])) * 1e9)
+        return out, FillReport(masked, int(np.count_nonzero(fresh)), age, diff if ring.any() else None)
 
     def refresh(self, image: np.ndarray, landmarks: np.ndarray | None, mask: np.ndarray | None, t_ns: int) -> None:
         """Remember the face region of this frame where it is seen well clear of the handpiece.
@@ -125,19 +155,35 @@ class SkinMemory:
             self.reset()
             return
         self._prev2, self._prev = self._prev, landmarks.copy()
-        if self.mem is None or self.mem.shape != image.shape:
-            if mask is None:
-                return
+        if mask is None:
+            return
+        if self.mem is None or self.mem.shape != image.shape or self._ref is None:
             self.mem = np.zeros_like(image)
             self.seen_s = np.full(image.shape[:2], -1.0, np.float32)
             self._t0_ns = t_ns
-            self._lm = landmarks.copy()
-        self._follow(landmarks, mask)
-        if mask is None:
+            self._ref = landmarks.copy()
+        m = self._pose(landmarks, mask)
+        if m is None:
             return
-        x0, y0, x1, y1 = self._region(landmarks, image.shape)
+        h, w = image.shape[:2]
         k = 2 * self.trust_pad_px + 1
-        near = cv2.dilate(mask[y0:y1, x0:x1], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
-        clear = ~near
-        np.copyto(self.mem[y0:y1, x0:x1], image[y0:y1, x0:x1], where=clear[..., None])
-        self.seen_s[y0:y1, x0:x1][clear] = self._s(t_ns)  # type: ignore[index]
+        x0, y0, x1, y1 = self._region(landmarks, image.shape)
+        clear_img = np.zeros((h, w), np.uint8)
+        clear_img[y0:y1, x0:x1] = 255
+        clear_img[y0:y1, x0:x1][cv2.dilate(mask[y0:y1, x0:x1], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0] = 0
+        # into the reference grid: only the reference region the face occupies now
+        inv = cv2.invertAffineTransform(m)
+        corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ inv.T
+        rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+        if rx1 <= rx0 or ry1 <= ry0:
+            return
+        sub = self._shifted(m, 0, 0)
+        sub = sub @ np.array([[1, 0, rx0], [0, 1, ry0], [0, 0, 1]], np.float64)  # reference (rx0, ry0) origin
+        size = (int(rx1 - rx0), int(ry1 - ry0))
+        flags = cv2.WARP_INVERSE_MAP
+        img_ref = cv2.warpAffine(image, sub, size, flags=cv2.INTER_LINEAR | flags, borderMode=cv2.BORDER_REPLICATE)
+        clear_ref = cv2.warpAffine(clear_img, sub, size, flags=cv2.INTER_NEAREST | flags, borderMode=cv2.BORDER_CONSTANT,
+                                   borderValue=0) > 0
+        np.copyto(self.mem[ry0:ry1, rx0:rx1], img_ref, where=clear_ref[..., None])
+        self.seen_s[ry0:ry1, rx0:rx1][clear_ref] = self._s(t_ns)  # type: ignore[index]
