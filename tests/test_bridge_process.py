@@ -33,10 +33,14 @@ DEADLINE_NS = (TTL_MS + FRAME_MS) * MS
 POLICY = GatePolicy(ttl_ms=TTL_MS)
 
 
+# Every controller id these tests use has its own key, allow-listed under that id (identity binding).
+CONTROLLER_IDS = ("controller", "hp1", "hpj", "m", "big", "good", "last", "slow", "later", "end", "hpr")
+
+
 @pytest.fixture(scope="module")
 def keydir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bridge") / "keys"
-    keyfiles.generate(d)
+    keyfiles.generate(d, CONTROLLER_IDS)
     return d
 
 
@@ -97,8 +101,11 @@ def decision(t_cap: int, permit: bool = True, reason: Reason = Reason.OK) -> Gat
                         speed_mm_s=10.0, tip_u=0.25, tip_v=0.5)
 
 
-def run_frames(svc: BridgeService, seconds: float, frame=None) -> list[Permit | None]:
-    """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send."""
+def run_frames(svc: BridgeService, seconds: float, frame=None, events: list | None = None) -> list[Permit | None]:
+    """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send.
+
+    What `poll()` returns besides pulses goes into `events` when given.
+    """
     out = []
     t_end = time.monotonic_ns() + int(seconds * 1e9)
     i = 0
@@ -112,7 +119,9 @@ def run_frames(svc: BridgeService, seconds: float, frame=None) -> list[Permit | 
         else:
             out.append(svc.publish(decision(now, permit=action != "deny",
                                             reason=Reason.OK if action != "deny" else Reason.TIP_LOST)))
-        svc.poll()
+        _, evs = svc.poll()
+        if events is not None:
+            events.extend(evs)
         i += 1
         time.sleep(max(0.0, (now + FRAME_MS * MS - time.monotonic_ns()) / 1e9))
     return out
@@ -276,7 +285,7 @@ def test_clock_offset_and_jump_are_followed(tmp_path, service, keydir, sims):
     assert late_viol == []
 
 
-def test_wrong_keys_get_nothing_and_inject_nothing(tmp_path, service, keydir, sims):
+def test_wrong_keys_get_nothing_and_inject_nothing_and_are_named(tmp_path, service, keydir, sims):
     other = tmp_path / "other"
     keyfiles.generate(other)
     # A controller whose key is not allow-listed (it knows the right service key).
@@ -288,24 +297,43 @@ def test_wrong_keys_get_nothing_and_inject_nothing(tmp_path, service, keydir, si
     # A plain, unencrypted peer.
     ctx = zmq.Context()
     plain_sub, plain_dealer = ctx.socket(zmq.SUB), ctx.socket(zmq.DEALER)
+    events: list = []
     try:
         plain_sub.subscribe(b"")
         plain_sub.connect(service.permit_endpoint)
         plain_dealer.connect(service.report_endpoint)
-        plain_dealer.send(Pulse("x", "0" * 16, 1, 1, 1, 1.0, None, None, None).encode())
-        run_frames(service, 1.5)
+        plain_dealer.send(Pulse("x", "0" * 16, 1, 1, 1, 1.0, None, None, None, True).encode())
+        run_frames(service, 1.5, events=events)
+        t_end = time.monotonic() + 15  # on a loaded machine a sim process may take a while to start
+        while time.monotonic() < t_end and not (rogue.events("link") and fooled.events("link")
+                                                and any(e.event == "key_refused" for e in events)):
+            run_frames(service, 0.2, events=events)
+        run_frames(service, 0.3, events=events)
         assert plain_sub.poll(0) == 0
         assert rogue.events("pulse") == [] and fooled.events("pulse") == []
         assert rogue.proc.poll() is None and fooled.proc.poll() is None  # alive, just denied
         assert service.attributor.received == 0 and service.heartbeat.controllers == {}
+        # ... and both sides say why (issue 14 item 5): the service names the refused key by its fingerprint,
+        refused = [e for e in events if e.event == "key_refused"]
+        fp = keyfiles.fingerprint(keyfiles.load_public(other / "controller.key"))
+        assert refused and {e.fingerprint for e in refused} == {fp} and refused[0].address == "127.0.0.1"
+        assert service.summary()["refused_keys"][fp]["count"] >= sum(e.count for e in refused)
+        assert any(e.event == "handshake_failed" and e.error == "protocol" for e in events)  # the fooled one
+        # and each controller knows its link state.
+        assert [e["state"] for e in rogue.events("link")][-1] == "key refused"
+        assert [e["state"] for e in fooled.events("link")][-1] == "handshake failed"
     finally:
         plain_sub.close(0)
         plain_dealer.close(0)
         ctx.term()
+    rogue.stop()
+    fooled.stop()
+    assert "key refused by the service" in rogue.proc.stderr.read()
+    assert "CURVE handshake with the service failed" in fooled.proc.stderr.read()
 
 
 def test_malformed_reports_are_counted_and_dropped(keydir, service):
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    pair = keyfiles.load_pair(keydir / "m.key_secret")
     link = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="m",
                           keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
     try:
@@ -313,7 +341,7 @@ def test_malformed_reports_are_counted_and_dropped(keydir, service):
             link.dealer.send(junk)
         link.dealer.send_multipart([b"a", b"b"])
         link.send_status(False)
-        link.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        link.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0, contact=True)
         t_end = time.monotonic() + 5
         while service.attributor.received < 1 and time.monotonic() < t_end:
             service.poll()
@@ -339,13 +367,11 @@ def test_no_keys_means_no_start_unless_insecure(tmp_path):
 
 
 def test_oversized_report_is_refused_and_service_keeps_working(keydir, service):
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
-    lk = LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret)
-    big = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="big", keys=lk)
-    good = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="good", keys=lk)
+    big = connect(keydir, service, "big")
+    good = connect(keydir, service, "good")
     try:
         big.dealer.send(b"{" + b" " * 20_000 + b"}")
-        good.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        good.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0, contact=True)
         t_end = time.monotonic() + 5
         while service.attributor.received < 1 and time.monotonic() < t_end:
             time.sleep(0.01)
@@ -382,20 +408,24 @@ def services(keydir):
 
 def connect(keydir: Path, svc: BridgeService, controller_id: str) -> ControllerLink:
     """A controller in this process: a new boot each time, reporting only what the test tells it to."""
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    pair = keyfiles.load_pair(keydir / f"{controller_id}.key_secret")
     return ControllerLink(svc.permit_endpoint, svc.report_endpoint, controller_id=controller_id,
                           keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
 
 
 def fire(link: ControllerLink, svc: BridgeService, report: bool = True) -> Pulse:
-    """Deliver one pulse under a fresh permit; report=False counts it (status says so) but its report is lost."""
+    """Deliver one pulse under a fresh permit; report=False counts it (status says so) but its report is lost.
+
+    Pulses are spaced beyond the protocol's pulse-rate limit (5 ms).
+    """
+    time.sleep(0.006)
     now = time.monotonic_ns()
     permit = svc.publish(decision(now))
     if report:
-        return link.report_pulse(now, permit, duration_us=2000, intensity_pct=60.0)
+        return link.report_pulse(now, permit, duration_us=2000, intensity_pct=60.0, contact=True)
     link.pulse_seq += 1
     link.pulses += 1
-    return Pulse(link.controller_id, link.boot, link.pulse_seq, now, 2000, 60.0, None, permit.boot, permit.seq)
+    return Pulse(link.controller_id, link.boot, link.pulse_seq, now, 2000, 60.0, None, permit.boot, permit.seq, True)
 
 
 def beat(link: ControllerLink, svc: BridgeService, seconds: float, until=None) -> list[tuple[int, AttributedPulse]]:
