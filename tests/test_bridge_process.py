@@ -101,10 +101,11 @@ def decision(t_cap: int, permit: bool = True, reason: Reason = Reason.OK) -> Gat
                         speed_mm_s=10.0, tip_u=0.25, tip_v=0.5)
 
 
-def run_frames(svc: BridgeService, seconds: float, frame=None, events: list | None = None) -> list[Permit | None]:
+def run_frames(svc: BridgeService, seconds: float, frame=None, events: list | None = None,
+               pulses: list | None = None) -> list[Permit | None]:
     """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send.
 
-    What `poll()` returns besides pulses goes into `events` when given.
+    What `poll()` returns goes into `events` and `pulses` when given.
     """
     out = []
     t_end = time.monotonic_ns() + int(seconds * 1e9)
@@ -119,9 +120,11 @@ def run_frames(svc: BridgeService, seconds: float, frame=None, events: list | No
         else:
             out.append(svc.publish(decision(now, permit=action != "deny",
                                             reason=Reason.OK if action != "deny" else Reason.TIP_LOST)))
-        _, evs = svc.poll()
+        ps, evs = svc.poll()
         if events is not None:
             events.extend(evs)
+        if pulses is not None:
+            pulses.extend(ps)
         i += 1
         time.sleep(max(0.0, (now + FRAME_MS * MS - time.monotonic_ns()) / 1e9))
     return out
@@ -560,3 +563,70 @@ def test_controller_restart_flags_the_old_boots_lost_reports_and_counts_the_new_
         assert service.attributor.covered == 3 and service.attributor.accounted()
     finally:
         new.close()
+
+
+# -- contact: the controller knows what the camera cannot (issue 14 item 7) --------------------------------------------
+
+def write_contact_truth(d: Path, fps: float, contact: list[bool]) -> Path:
+    """A minimal `guidance simulate` folder: info.json (fps) and ground_truth.csv with the contact column."""
+    from guidance.sim.ground_truth import GTFrame, write_ground_truth
+
+    d.mkdir()
+    nan = float("nan")
+    rows = [GTFrame(i, int(round(i * 1e9 / fps)), i, True, 0, "sweep", c, 0.0 if c else 15.0, 10.0, 20.0,
+                    "cheek_left", "treat", 5.0, True, 5.0, nan, nan, nan, nan, nan, nan, nan, 10.0, 10.0, True, "")
+            for i, c in enumerate(contact)]
+    write_ground_truth(d / "ground_truth.csv", rows)
+    (d / "info.json").write_text(json.dumps({"fps": fps, "frames": len(rows)}))
+    return d
+
+
+def test_controller_sim_fires_only_in_contact_and_the_service_tells_lifted_and_1_0_pulses_apart(tmp_path, service,
+                                                                                                  keydir, sims):
+    fps = 10.0
+    contact = [True] * 10 + [False] * 10 + [True] * 10 + [False] * 5
+    truth = write_contact_truth(tmp_path / "sim", fps, contact)
+    t0 = time.monotonic_ns() + 3_000_000_000  # frame 0 of the "video" is captured 3 s from now
+    frame_of = lambda t: int((t - t0) * fps // 1_000_000_000)  # noqa: E731
+    common = ("--rate-hz", "40", "--contact-truth", str(truth), "--t0-ns", str(t0))
+    honest = start_sim(tmp_path, service, keydir, sims, "--id", "hp1", *common, name="honest")
+    lifted = start_sim(tmp_path, service, keydir, sims, "--id", "hpj", *common, "--misbehave", "lifted", name="lifted")
+    old = start_sim(tmp_path, service, keydir, sims, "--id", "m", "--rate-hz", "40", "--protocol", "1.0", name="old")
+    events: list = []
+    pulses: list = []
+    t_end_ns = t0 + int(len(contact) / fps * 1e9) + 300_000_000
+    run_frames(service, max(0.5, (t_end_ns - time.monotonic_ns()) / 1e9), events=events, pulses=pulses)
+    for s in (honest, lifted, old):
+        s.stop()
+        assert s.proc.returncode == 0, s.proc.stderr.read()
+    run_frames(service, 0.3, events=events, pulses=pulses)
+    service.end_session()
+    pulses += service.poll().pulses
+
+    fired = honest.events("pulse")
+    frames = [frame_of(e["t_ctrl_ns"]) for e in fired]
+    assert fired and all(0 <= f < len(contact) and contact[f] for f in frames), frames
+    assert any(20 <= f < 30 for f in frames)  # it fired again once the tip was back on the skin
+    assert all(e["contact"] is True for e in fired)
+    changes = honest.events("contact")
+    assert len(changes) >= 3 and all(e["contact"] == (0 <= e["frame"] < len(contact) and contact[e["frame"]])
+                                     for e in changes)  # before frame 0 and after the last: no contact
+    assert "ground truth" in honest.events("start")[0]["contact"]
+
+    off = [e for e in lifted.events("pulse") if not e["contact"]]
+    assert off and all(not contact[f] if 0 <= f < len(contact) else True for f in
+                       (frame_of(e["t_ctrl_ns"]) for e in off))
+    a = service.attributor
+    by = {(p.controller, p.pulse_seq): p for p in pulses}
+    got_lifted = [by[("hpj", e["pulse_seq"])] for e in off if ("hpj", e["pulse_seq"]) in by]
+    assert got_lifted and all(p.contact is False and not p.deposits for p in got_lifted)
+    assert all(p.contact is True for p in service.sink.pulses)  # nothing lifted, nothing unknown deposited
+    assert a.lifted >= len(got_lifted)
+
+    assert "assumed" in old.events("start")[0]["contact"] or "not reported" in old.events("start")[0]["contact"]
+    connected = [e for e in events if e.event == "link" and e.kind == "connected" and e.controller == "m"]
+    assert connected and connected[0].protocol == "1.0" and "no contact sense" in connected[0].detail
+    from_old = [p for p in pulses if p.controller == "m"]
+    assert from_old and all(p.contact is None and not p.deposits for p in from_old)
+    assert service.summary()["controllers"]["m"]["protocol"] == "1.0"
+    assert a.contact_unknown >= len(from_old) and a.accounted()

@@ -166,9 +166,12 @@ def run(args: argparse.Namespace) -> int:
     jump_at = None if args.clock_jump_at_s is None else t_start + int(args.clock_jump_at_s * 1e9)
     jump_ns = int(args.clock_jump_ms * 1e6)
 
-    def clock() -> int:
-        t = time.monotonic_ns()
+    def ctrl_time(t: int) -> int:
+        """The controller clock at host monotonic time t (the simulated offset and jump)."""
         return t + offset_ns + (jump_ns if jump_at is not None and t >= jump_at else 0)
+
+    def clock() -> int:
+        return ctrl_time(time.monotonic_ns())
 
     log = open(args.log, "a", buffering=1) if args.log else None  # line-buffered: each line reaches disk
     stop = {"flag": False}
@@ -220,12 +223,12 @@ def run(args: argparse.Namespace) -> int:
                     print(f"controller-sim {controller_id}: CURVE handshake with the service failed ({detail}); "
                           "is --server-key / DIR/service.key the service's current public key?",
                           file=sys.stderr, flush=True)
-            now = clock()
+            mono_now = time.monotonic_ns()  # one instant for the gate, the contact sense and the pulse
+            now = ctrl_time(mono_now)
             state = gate.state(now)
             if state != last_state:
                 emit("state", state=state.value, t_ctrl_ns=now)
                 last_state = state
-            mono_now = time.monotonic_ns()
             contact = truth.at(mono_now) if truth else True
             if contact != last_contact:
                 emit("contact", contact=contact, frame=truth.frame(mono_now) if truth else None)
@@ -252,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
                                   contact=contact)
                 emit("pulse", pulse_seq=link.pulse_seq, t_ctrl_ns=now, permit_seq=None, permit_boot=None, rogue=True,
                      contact=contact)
+                next_pulse = max(next_pulse, now + period_ns)  # a rogue pulse is a pulse: the rate limit holds
             if now >= next_status:
                 link.send_status(trigger)
                 next_status = now + int(args.status_ms * 1e6)

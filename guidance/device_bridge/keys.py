@@ -206,7 +206,7 @@ def load_pair(secret_path: str | Path) -> KeyPair:
     except Exception:  # not Z85 at all
         derived = None
     if derived != public:
-        raise UserError("secret-key does not derive public-key (edited or mixed-up pair)", path=secret_path,
+        raise UserError("does not derive public-key (edited or mixed-up pair)", path=secret_path,
                         field="secret-key")
     return KeyPair(public, secret)
 
