@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -630,3 +631,52 @@ def test_controller_sim_fires_only_in_contact_and_the_service_tells_lifted_and_1
     assert from_old and all(p.contact is None and not p.deposits for p in from_old)
     assert service.summary()["controllers"]["m"]["protocol"] == "1.0"
     assert a.contact_unknown >= len(from_old) and a.accounted()
+
+
+def test_service_stopped_and_continued_does_not_blame_the_controller(tmp_path, keydir, sims):
+    """Issue 14 item 1, the real thing: SIGSTOP the service process for 0.8 s; the healthy controller is not silent."""
+    code = (
+        "import json, sys, time\n"
+        "from guidance.device_bridge import keys\n"
+        "from guidance.device_bridge.service import BridgeService\n"
+        "from guidance.gate import GateDecision, Reason\n"
+        f"svc = BridgeService('tcp://127.0.0.1:*', 'tcp://127.0.0.1:*', keys=keys.load_service_keys({str(keydir)!r}),"
+        " ping_interval_ms=20)\n"
+        "print(svc.permit_endpoint, svc.report_endpoint, flush=True)\n"
+        "while True:\n"
+        "    t = time.monotonic_ns()\n"
+        f"    svc.publish(GateDecision(True, Reason.OK, (), t, t, {TTL_MS}, 'z', 9.0, 3.0, 1.0, 0.5, 0.5))\n"
+        "    for e in svc.poll().events:\n"
+        "        print(json.dumps({'event': e.event, 'kind': e.kind, 'controller': e.controller}), flush=True)\n"
+        f"    time.sleep({FRAME_MS / 1000})\n"
+    )
+    svc_proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+
+    def read() -> None:
+        for line in svc_proc.stdout:
+            lines.append(json.loads(line))
+
+    try:
+        permit_ep, report_ep = svc_proc.stdout.readline().split()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        sim = Sim(tmp_path, permit_ep, report_ep, "--keys", str(keydir), "--status-ms", "100")
+        sims.append(sim)
+        t_end = time.monotonic() + 15
+        while not any(e["kind"] == "connected" for e in lines) and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert any(e["kind"] == "connected" for e in lines)
+        time.sleep(0.3)
+        svc_proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.8)
+        svc_proc.send_signal(signal.SIGCONT)
+        time.sleep(1.0)
+        assert sim.proc.poll() is None
+    finally:
+        svc_proc.kill()
+        svc_proc.wait(timeout=5)
+    reader.join(timeout=5)
+    svc_proc.stdout.close()
+    kinds = [e["kind"] for e in lines]
+    assert "service_stall" in kinds and "silent" not in kinds, kinds

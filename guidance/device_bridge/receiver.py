@@ -187,7 +187,7 @@ class PulseReceiver:
     def reject_totals(self) -> dict[str, int]:
         """Every reject of this service run, by code (all sources together)."""
         out: dict[str, int] = {}
-        for (code, _source), n in self.rejects.totals.items():
+        for (code, _source), n in list(self.rejects.totals.items()):  # a snapshot: the receive thread adds
             out[code] = out.get(code, 0) + n
         return out
 

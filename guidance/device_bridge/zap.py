@@ -65,7 +65,12 @@ class ZapHandler:
                 except zmq.ZMQError:
                     return
                 try:
-                    sock.send_multipart(self._answer(request))
+                    reply = self._answer(request)
+                except Exception:  # never leave a handshake unanswered (libzmq would wait): refuse it
+                    self.errors += 1
+                    reply = [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"ZAP handler error", b"", b""]
+                try:
+                    sock.send_multipart(reply)
                 except zmq.ZMQError:
                     return
         finally:
