@@ -42,7 +42,7 @@ def run_bridge_bench(n: int = 2000, curve: bool = True, pace_us: float = 500.0) 
             lkeys = LinkKeys(skeys.pair.public, pair.public, pair.secret)
         svc = BridgeService("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", keys=skeys if curve else None,
                             insecure=not curve, ping_interval_ms=1000)
-        link = ControllerLink(svc.permit_endpoint, svc.report_endpoint, controller_id="bench",
+        link = ControllerLink(svc.permit_endpoint, svc.report_endpoint, controller_id="controller",
                               keys=lkeys if curve else None, insecure=not curve)
         lat_ns: list[int] = []
         stop = threading.Event()

@@ -1,11 +1,15 @@
 """Where did each reported pulse land, and was it allowed? Every pulse gets exactly one answer.
 
-A pulse report carries the controller's clock and the permit it fired under.
-The service maps the time onto its own clock (clock-offset estimate), checks
-the permit against what it actually published, and interpolates the tip track
-at that moment. The outcome is either "coverage" (handed to the coverage
-sink) or "violation" (kept here and shown); a gap in a controller's pulse
-numbering becomes "missing" violations, so a lost report is still counted.
+A pulse report carries the controller's clock, the permit it fired under and
+(protocol 1.1) whether the handpiece was in skin contact. The service maps
+the time onto its own clock (clock-offset estimate), checks the permit
+against what it actually published, and interpolates the tip track at that
+moment. The outcome answers the permit question: "coverage" (it fired under
+a valid permit) or "violation" (kept here and shown); a gap in a
+controller's pulse numbering becomes "missing" violations, so a lost report
+is still counted. Contact is a separate answer (`AttributedPulse.contact`):
+only a permitted pulse the controller reports *in contact* deposits coverage
+(`AttributedPulse.deposits`); a lifted one is counted apart.
 A lost *last* report leaves no gap behind it, so the controller's status
 heartbeat (`pulses`, the count it delivered this boot) is the other witness:
 pulses it announced that are still unreported a grace period later, or when
@@ -20,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from guidance.device_bridge.protocol import Permit, Pulse, Status
+from guidance.device_bridge.protocol import MIN_PULSE_INTERVAL_NS, Permit, Pulse, Status
 
 # How long after a status announced a pulse its report may still be on its way
 # before the pulse counts as missing. Reports and status share one DEALER
@@ -105,33 +109,66 @@ class PermitLog:
 
 @dataclass(frozen=True)
 class AttributedPulse:
+    """One pulse's answer. Two questions, answered apart:
+
+    * `outcome` — the permit question: "coverage" (fired under a permit this
+      service published with permit:true, inside its window, not after a
+      revocation, not faster than the pulse-rate limit) or "violation" with
+      `reason` the code (docs/protocol.md §6).
+    * `contact` — the controller's own skin-contact sense when it fired
+      (protocol 1.1): True in contact, False lifted (the tip was off the
+      skin: nothing was delivered where the camera saw the tip), None unknown
+      (a 1.0 controller, which has no contact field).
+
+    The coverage rule (docs/protocol.md §6.2): a pulse deposits coverage iff
+    `outcome == "coverage" and contact is True` (`deposits`). A lifted pulse
+    never deposits and is counted apart (`lifted`); an unknown-contact pulse
+    does not deposit either (only pulses the controller says were in contact
+    do) and is counted apart (`contact_unknown`). Violations are violations
+    whatever the contact.
+    """
+
     controller: str
     controller_boot: str
     pulse_seq: int
-    outcome: str  # "coverage" or "violation"
+    outcome: str  # "coverage" or "violation" (the permit question)
     reason: str  # "ok" or a violation code (docs/protocol.md)
     t_ctrl_ns: int | None
     t_service_ns: int | None
     time_source: str  # "clock_offset", "permit" (no offset yet), or "none"
     permit_seq: int | None
     zone: str | None
-    tip_u: float | None
+    tip_u: float | None  # chart mm
     tip_v: float | None
     duration_us: int | None
     intensity_pct: float | None
     energy_mj: float | None
-    late: bool = False  # arrived after this pulse_seq had already been recorded "missing"
+    late: bool = False  # arrived after this very pulse_seq had been recorded "missing" (its placeholder is replaced)
+    contact: bool | None = None  # skin contact when it fired: True, False (lifted), None (unknown: 1.0 or missing)
+
+    @property
+    def deposits(self) -> bool:
+        """Does this pulse add coverage? Only a permitted pulse fired in skin contact does."""
+        return self.outcome == "coverage" and self.contact is True
+
+    @property
+    def contact_state(self) -> str:
+        """"contact", "lifted" or "unknown"."""
+        return "contact" if self.contact is True else "lifted" if self.contact is False else "unknown"
 
 
 class CoverageSink(Protocol):
-    """Whatever accumulates treated area; the zones package plugs its rasters in here."""
+    """Whatever accumulates treated area; the zones package plugs its rasters in here.
+
+    It receives only pulses that deposit (`AttributedPulse.deposits`).
+    """
 
     def add_pulse(self, pulse: AttributedPulse) -> None: ...
 
 
 @dataclass
 class PulseListSink:
-    """The simplest real coverage sink: keeps every attributed pulse in order."""
+    """The simplest real coverage sink: keeps every depositing pulse in order."""
 
     pulses: list[AttributedPulse] = field(default_factory=list)
 
@@ -153,35 +190,41 @@ class PulseAttributor:
     track: TipTrack
     sink: CoverageSink
     revocation_grace_ms: float = 10.0  # time a controller has to see a deny before pulses count against it
+    min_pulse_interval_ns: int = MIN_PULSE_INTERVAL_NS  # faster than the protocol's pulse-rate limit: rate_exceeded
     report_grace_ms: float = ANNOUNCED_REPORT_GRACE_MS  # announced pulse -> missing if unreported this long
     max_missing_run: int = MAX_MISSING_RUN
     violations: list[AttributedPulse] = field(default_factory=list)
     received: int = 0
     duplicates: int = 0
-    covered: int = 0
+    permitted: int = 0  # outcome "coverage" (the permit question), whatever the contact
+    covered: int = 0  # deposited: permitted and in contact (handed to the sink)
+    lifted: int = 0  # reported without skin contact (any outcome): never coverage
+    contact_unknown: int = 0  # no contact field (1.0 controller): never coverage
     late: int = 0  # reports that arrived after being recorded missing (placeholder replaced)
     missing_unlisted: int = 0  # missing pulses beyond max_missing_run in one claim: counted, not listed
     _seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     # Per controller boot: every pulse_seq up to this one was received or recorded missing.
     _high: dict[tuple[str, str], int] = field(default_factory=dict)
+    _missing_listed: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # placeholders in `violations`
+    _unlisted: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)  # ranges in missing_unlisted
+    _last_fired: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (pulse_seq, t_ctrl_ns)
     _announced: dict[tuple[str, str], AnnouncedPulses] = field(default_factory=dict)
 
     def on_pulse(self, p: Pulse, t_service_ns: int | None, uncertainty_ns: int | None) -> list[AttributedPulse]:
         """Attribute one report (t_service_ns: its time mapped to our clock, None if unsynced)."""
         key = (p.controller, p.boot)
+        if p.pulse_seq < 1:  # the decoder refuses these; pulse_seq starts at 1
+            raise ValueError(f"pulse_seq {p.pulse_seq} < 1")
         seen = self._seen.setdefault(key, set())
         if p.pulse_seq in seen:
             self.duplicates += 1
             return []
-        was_flagged = p.pulse_seq <= self._high.get(key, 0)  # not seen, so recorded missing before
         seen.add(p.pulse_seq)
         self.received += 1
+        recorded_missing = self._recorded_missing(key, p.pulse_seq)  # before the gap this report reveals is flagged
         out = self._flag_missing(key, p.pulse_seq)  # reports before this one that never arrived
         judged = self._judge(p, t_service_ns, uncertainty_ns)
-        if was_flagged:
-            out.append(self._replace_missing(key, judged))
-        else:
-            out.append(judged)
+        out.append(self._replace_missing(key, judged, recorded_missing) if recorded_missing else judged)
         return self._record(out)
 
     def on_status(self, st: Status, t_rx_ns: int) -> None:
@@ -223,32 +266,53 @@ class PulseAttributor:
         """Account for every pulse_seq up to `upto`: each one neither received nor flagged yet becomes `missing`.
 
         The one path for both witnesses (a gap before a received report, a
-        count in a status), so no pulse_seq is ever flagged twice.
+        count in a status), so no pulse_seq is ever flagged twice. What is
+        flagged is remembered exactly (listed placeholders, unlisted ranges),
+        so only a report truly recorded missing can come back `late`.
         """
         high = self._high.get(key, 0)
         if upto <= high:
             return []
         seen = self._seen.setdefault(key, set())
         listed_upto = min(upto, high + self.max_missing_run)
-        out = [self._violation_missing(key[0], key[1], s) for s in range(high + 1, listed_upto + 1) if s not in seen]
+        listed = [s for s in range(high + 1, listed_upto + 1) if s not in seen]
+        self._missing_listed.setdefault(key, set()).update(listed)
+        out = [self._violation_missing(key[0], key[1], s) for s in listed]
         if upto > listed_upto:
             self.missing_unlisted += (upto - listed_upto) - sum(1 for s in seen if listed_upto < s <= upto)
+            self._unlisted.setdefault(key, []).append((listed_upto + 1, upto))
         self._high[key] = upto
         return out
 
-    def _replace_missing(self, key: tuple[str, str], judged: AttributedPulse) -> AttributedPulse:
+    def _recorded_missing(self, key: tuple[str, str], seq: int) -> str | None:
+        """Was this pulse_seq recorded missing before: "listed" (a placeholder), "unlisted" (only counted), or None."""
+        if seq in self._missing_listed.get(key, ()):
+            return "listed"
+        if any(lo <= seq <= hi for lo, hi in self._unlisted.get(key, ())):
+            return "unlisted"
+        return None
+
+    def _replace_missing(self, key: tuple[str, str], judged: AttributedPulse, how: str) -> AttributedPulse:
         """A report recorded missing arrived after all: its outcome replaces the placeholder, marked late."""
-        if not self._remove_missing(key, judged.pulse_seq):
-            self.missing_unlisted = max(0, self.missing_unlisted - 1)  # it was one of the unlisted
+        if how == "listed":
+            self._missing_listed[key].discard(judged.pulse_seq)
+            self._remove_missing(key, judged.pulse_seq)
+        else:
+            self.missing_unlisted -= 1  # one of the counted, unlisted ones (`seen` keeps it from recurring)
         self.late += 1
         return dataclasses.replace(judged, late=True)
 
     def _record(self, out: list[AttributedPulse]) -> list[AttributedPulse]:
         """Coverage to the sink, violations kept: the one place an outcome is counted."""
         for a in out:
+            if a.reason != "missing":
+                self.lifted += a.contact is False
+                self.contact_unknown += a.contact is None
             if a.outcome == "coverage":
-                self.covered += 1
-                self.sink.add_pulse(a)
+                self.permitted += 1
+                if a.deposits:
+                    self.covered += 1
+                    self.sink.add_pulse(a)
             else:
                 self.violations.append(a)
         return out
@@ -262,7 +326,7 @@ class PulseAttributor:
 
     def _violation_missing(self, controller: str, boot: str, seq: int) -> AttributedPulse:
         return AttributedPulse(controller, boot, seq, "violation", "missing", None, None, "none",
-                               None, None, None, None, None, None, None)
+                               None, None, None, None, None, None, None, contact=None)
 
     def _judge(self, p: Pulse, t_service_ns: int | None, unc_ns: int | None) -> AttributedPulse:
         permit = self.permits.get(p.permit_boot, p.permit_seq)
@@ -286,6 +350,13 @@ class PulseAttributor:
                 grace = int(self.revocation_grace_ms * 1e6) + tol
                 if nxt is not None and not nxt.permit and t_service_ns > nxt.t_publish_ns + grace:
                     reason = "after_revocation"
+        key = (p.controller, p.boot)
+        prev = self._last_fired.get(key)
+        if prev is not None and p.pulse_seq == prev[0] + 1 and p.t_ctrl_ns - prev[1] < self.min_pulse_interval_ns \
+                and reason == "ok":
+            reason = "rate_exceeded"  # the permit was fine; the controller fired faster than the protocol allows
+        if prev is None or p.pulse_seq > prev[0]:
+            self._last_fired[key] = (p.pulse_seq, p.t_ctrl_ns)
         tip = self.track.at(t) if t is not None else None
         if tip is None and permit is not None and permit.permit:
             tip = TipSample(permit.t_capture_ns, permit.tip_u, permit.tip_v, permit.zone, True)
@@ -294,13 +365,13 @@ class PulseAttributor:
             p.controller, p.boot, p.pulse_seq, "coverage" if reason == "ok" else "violation", reason,
             p.t_ctrl_ns, t, time_source if t is not None else "none", p.permit_seq,
             tip.zone if tip else None, tip.u if tip else None, tip.v if tip else None,
-            p.duration_us, p.intensity_pct, p.energy_mj,
+            p.duration_us, p.intensity_pct, p.energy_mj, contact=p.contact,
         )
 
     def accounted(self) -> bool:
-        """Every unique report is in coverage or in violations (the 'none lost' invariant)."""
+        """Every unique report is permitted or in violations (the 'none lost' invariant)."""
         reported = sum(1 for v in self.violations if v.reason != "missing")
-        return self.received == self.covered + reported
+        return self.received == self.permitted + reported and self.covered <= self.permitted
 
 
 @dataclass
@@ -312,15 +383,31 @@ class OutcomeLedger:
     would count one pulse twice; here the late outcome replaces its placeholder,
     as it does in the attributor. `add` returns the placeholder's token (whatever
     the caller passed with it: a list entry to remove) so the caller can drop it.
+
+    Contact (protocol 1.1): `pulses` counts permitted pulses that deposit
+    coverage (in contact); a permitted pulse with `contact=False` counts in
+    `lifted` and one with `contact=None` (1.0 controller) in
+    `contact_unknown` instead. `lifted` and `contact_unknown` count
+    violations too (a violation stays a violation). `add` defaults to
+    `contact=True`, what callers written before 1.1 meant; pass the pulse's
+    contact, or use `add_pulse(p)`.
     """
 
     pulses: int = 0
     violations: int = 0
     violation_reasons: dict[str, int] = field(default_factory=dict)
     late: int = 0
+    lifted: int = 0
+    contact_unknown: int = 0
     _missing: dict[tuple, object] = field(default_factory=dict)
 
-    def add(self, outcome: str, reason: str | None, key: tuple, late: bool = False, token: object = None) -> object | None:
+    def add_pulse(self, p: AttributedPulse, token: object = None) -> object | None:
+        """`add` for an AttributedPulse as `BridgeService.poll()` returns it."""
+        return self.add(p.outcome, p.reason, (p.controller, p.controller_boot, p.pulse_seq), p.late, token=token,
+                        contact=p.contact)
+
+    def add(self, outcome: str, reason: str | None, key: tuple, late: bool = False, token: object = None,
+            contact: bool | None = True) -> object | None:
         """Count one outcome for pulse `key` (controller, boot, pulse_seq); returns the replaced placeholder's token."""
         replaced = None
         if late and key in self._missing:
@@ -330,8 +417,13 @@ class OutcomeLedger:
             if not self.violation_reasons["missing"]:
                 del self.violation_reasons["missing"]
             self.late += 1
+        is_placeholder = outcome != "coverage" and reason == "missing"
+        if not is_placeholder:
+            self.lifted += contact is False
+            self.contact_unknown += contact is None
         if outcome == "coverage":
-            self.pulses += 1
+            if contact is True:
+                self.pulses += 1
         else:
             reason = reason or "unknown"
             self.violations += 1
@@ -339,4 +431,3 @@ class OutcomeLedger:
             if reason == "missing":
                 self._missing[key] = token
         return replaced
-

@@ -60,8 +60,9 @@ def permit(seq, t_cap_ms, ok=True):
                   "cheek", 0.1 * seq, 0.5, 8.0, 3.0, 10.0)
 
 
-def pulse(seq, t_ms, permit_seq, boot=SB):
-    return Pulse("ctl", CB, seq, t_ms * MS, 2000, 60.0, None, boot if permit_seq else None, permit_seq)
+def pulse(seq, t_ms, permit_seq, boot=SB, contact=True, minor=1):
+    return Pulse("ctl", CB, seq, t_ms * MS, 2000, 60.0, None, boot if permit_seq else None, permit_seq,
+                 contact if minor else None, minor=minor)
 
 
 def make():
@@ -185,3 +186,47 @@ def test_absurd_counts_are_bounded_and_counted_not_listed():
     b, _ = make()
     out = b.on_pulse(pulse(2**62, 15, 1), 15 * MS, 0)
     assert len(out) == b.max_missing_run + 1 and b.missing_unlisted == 2**62 - 1 - b.max_missing_run
+
+
+def test_contact_is_a_separate_answer_and_only_contact_pulses_deposit():
+    """Issue 14 item 7: a pulse fired with the tip lifted used to count as delivered coverage."""
+    a, sink = make()
+    ledger = OutcomeLedger()
+    out = []
+    out += a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)  # in contact, permitted: coverage
+    out += a.on_pulse(pulse(2, 25, 2, contact=False), 25 * MS, 0)  # lifted over the lips, permitted
+    out += a.on_pulse(pulse(3, 42, None, contact=False), 42 * MS, 0)  # lifted and no permit
+    out += a.on_pulse(pulse(4, 48, 4, minor=0), 48 * MS, 0)  # a 1.0 controller: contact unknown
+    assert [(o.outcome, o.reason, o.contact, o.deposits) for o in out] == [
+        ("coverage", "ok", True, True), ("coverage", "ok", False, False), ("violation", "no_permit", False, False),
+        ("coverage", "ok", None, False)]
+    assert [o.contact_state for o in out] == ["contact", "lifted", "lifted", "unknown"]
+    assert [p.pulse_seq for p in sink.pulses] == [1]  # the sink only ever sees depositing pulses
+    assert (a.permitted, a.covered, a.lifted, a.contact_unknown) == (3, 1, 2, 1) and a.accounted()
+    for o in out:
+        ledger.add_pulse(o)
+    assert (ledger.pulses, ledger.lifted, ledger.contact_unknown, ledger.violations) == (1, 2, 1, 1)
+
+
+def test_pulses_faster_than_the_protocol_rate_limit_are_violations():
+    a, sink = make()
+    out = a.on_pulse(pulse(1, 15, 1), 15 * MS, 0)
+    out += a.on_pulse(Pulse("ctl", CB, 2, 15 * MS + 4_999_999, 2000, 60.0, None, SB, 1, True), 16 * MS, 0)
+    out += a.on_pulse(Pulse("ctl", CB, 3, 15 * MS + 9_999_999, 2000, 60.0, None, SB, 1, True), 20 * MS, 0)
+    out += a.on_pulse(Pulse("ctl", CB, 4, 15 * MS + 11_000_000, 2000, 60.0, None, SB, 3, True), 36 * MS, 0)
+    assert [o.reason for o in out] == ["ok", "rate_exceeded", "ok", "permit_denied"]  # the permit question first
+
+
+def test_late_is_set_only_for_a_pulse_truly_recorded_missing():
+    """Issue 14 item 3: `late` came from `pulse_seq <= high`, and that path decremented missing_unlisted."""
+    a, sink = make()
+    a.on_status(status(2000), 0)
+    flagged = a.flag_all_announced()  # 1..1000 listed, 1001..2000 only counted
+    assert len(flagged) == 1000 and a.missing_unlisted == 1000
+    listed = a.on_pulse(pulse(5, 15, 1), 15 * MS, 0)
+    unlisted = a.on_pulse(pulse(1500, 16, 1), 16 * MS, 0)
+    fresh = a.on_pulse(pulse(2001, 17, 1), 17 * MS, 0)
+    assert [(o.pulse_seq, o.late) for o in listed + unlisted + fresh] == [(5, True), (1500, True), (2001, False)]
+    assert a.missing_unlisted == 999 and a.late == 2
+    assert 5 not in {v.pulse_seq for v in a.violations}
+    assert a.on_pulse(pulse(1500, 16, 1), 16 * MS, 0) == [] and a.missing_unlisted == 999  # a duplicate: nothing

@@ -30,6 +30,41 @@ def test_keys_generate_writes_loadable_pairs_and_refuses_to_overwrite(tmp_path):
     assert (d / "service.key_secret").read_bytes() == before
 
 
+def test_keys_generate_names_controllers_adds_one_and_prints_fingerprints(tmp_path):
+    d = tmp_path / "keys"
+    r = cli("keys", "generate", str(d), "--controller", "hp-1", "--controller", "hp-2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (d / "authorized_controllers").iterdir()) == ["hp-1.key", "hp-2.key"]
+    for secret in d.glob("*.key_secret"):
+        assert secret.stat().st_mode & 0o077 == 0, secret
+    r = cli("keys", "add-controller", str(d), "hp-3")
+    assert r.returncode == 0 and (d / "authorized_controllers" / "hp-3.key").is_file()
+    assert (d / "hp-3.key_secret").stat().st_mode & 0o077 == 0
+    r = cli("keys", "fingerprint", str(d / "hp-3.key"))
+    pub = zmq.auth.load_certificate(d / "hp-3.key")[0]
+    assert r.returncode == 0 and r.stdout.split("\t")[0] == pub[:8].decode()
+    for bad in (("keys", "add-controller", str(d), "hp 4"), ("keys", "generate", str(tmp_path / "k2"), "--controller",
+                                                            "a/b")):
+        r = cli(*bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_key_files_that_would_fail_silently_are_one_line_errors(tmp_path):
+    """Issue 14 item 5: a secret readable by others, or one character changed, is refused by the loaders."""
+    d = tmp_path / "keys"
+    cli("keys", "generate", str(d))
+    (d / "controller.key_secret").chmod(0o644)
+    r = cli("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--keys", str(d), "--duration-s", "0.1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "controller.key_secret: readable by others (chmod 600)" in r.stderr
+    (d / "controller.key_secret").chmod(0o600)
+    text = (d / "controller.key_secret").read_text()
+    key = text.split('secret-key = "')[1][:40]
+    (d / "controller.key_secret").write_text(text.replace(key, key[:10] + ("x" if key[10] != "x" else "y") + key[11:]))
+    r = cli("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--keys", str(d), "--duration-s", "0.1")
+    assert r.returncode == 2 and "controller.key_secret: secret-key:" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_controller_sim_user_errors_are_one_line(tmp_path):
     cases = [
         ("controller-sim", "--connect", "tcp://127.0.0.1:5999"),  # no keys, not insecure
@@ -41,6 +76,13 @@ def test_controller_sim_user_errors_are_one_line(tmp_path):
     (tmp_path / "bad.key_secret").write_text("garbage")
     cases.append(("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--server-key", str(tmp_path / "bad.key_secret"),
                   "--key", str(tmp_path / "bad.key_secret")))
+    cases += [
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--rate-hz", "500"),  # over the limit
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--id", "bad id"),
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--contact-truth", str(tmp_path)),
+        ("controller-sim", "--connect", "tcp://127.0.0.1:5999", "--insecure", "--contact-truth", str(tmp_path),
+         "--t0-ns", "1"),  # not a simulation folder
+    ]
     for args in cases:
         r = cli(*args)
         assert r.returncode == 2, (args, r.stderr)

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,10 +34,14 @@ DEADLINE_NS = (TTL_MS + FRAME_MS) * MS
 POLICY = GatePolicy(ttl_ms=TTL_MS)
 
 
+# Every controller id these tests use has its own key, allow-listed under that id (identity binding).
+CONTROLLER_IDS = ("controller", "hp1", "hpj", "m", "big", "good", "last", "slow", "later", "end", "hpr")
+
+
 @pytest.fixture(scope="module")
 def keydir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bridge") / "keys"
-    keyfiles.generate(d)
+    keyfiles.generate(d, CONTROLLER_IDS)
     return d
 
 
@@ -97,8 +102,12 @@ def decision(t_cap: int, permit: bool = True, reason: Reason = Reason.OK) -> Gat
                         speed_mm_s=10.0, tip_u=0.25, tip_v=0.5)
 
 
-def run_frames(svc: BridgeService, seconds: float, frame=None) -> list[Permit | None]:
-    """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send."""
+def run_frames(svc: BridgeService, seconds: float, frame=None, events: list | None = None,
+               pulses: list | None = None) -> list[Permit | None]:
+    """Publish at frame rate for `seconds`; `frame(i, t)` may return 'skip', 'deny', or raw bytes to send.
+
+    What `poll()` returns goes into `events` and `pulses` when given.
+    """
     out = []
     t_end = time.monotonic_ns() + int(seconds * 1e9)
     i = 0
@@ -112,7 +121,11 @@ def run_frames(svc: BridgeService, seconds: float, frame=None) -> list[Permit | 
         else:
             out.append(svc.publish(decision(now, permit=action != "deny",
                                             reason=Reason.OK if action != "deny" else Reason.TIP_LOST)))
-        svc.poll()
+        ps, evs = svc.poll()
+        if events is not None:
+            events.extend(evs)
+        if pulses is not None:
+            pulses.extend(ps)
         i += 1
         time.sleep(max(0.0, (now + FRAME_MS * MS - time.monotonic_ns()) / 1e9))
     return out
@@ -276,7 +289,7 @@ def test_clock_offset_and_jump_are_followed(tmp_path, service, keydir, sims):
     assert late_viol == []
 
 
-def test_wrong_keys_get_nothing_and_inject_nothing(tmp_path, service, keydir, sims):
+def test_wrong_keys_get_nothing_and_inject_nothing_and_are_named(tmp_path, service, keydir, sims):
     other = tmp_path / "other"
     keyfiles.generate(other)
     # A controller whose key is not allow-listed (it knows the right service key).
@@ -288,24 +301,43 @@ def test_wrong_keys_get_nothing_and_inject_nothing(tmp_path, service, keydir, si
     # A plain, unencrypted peer.
     ctx = zmq.Context()
     plain_sub, plain_dealer = ctx.socket(zmq.SUB), ctx.socket(zmq.DEALER)
+    events: list = []
     try:
         plain_sub.subscribe(b"")
         plain_sub.connect(service.permit_endpoint)
         plain_dealer.connect(service.report_endpoint)
-        plain_dealer.send(Pulse("x", "0" * 16, 1, 1, 1, 1.0, None, None, None).encode())
-        run_frames(service, 1.5)
+        plain_dealer.send(Pulse("x", "0" * 16, 1, 1, 1, 1.0, None, None, None, True).encode())
+        run_frames(service, 1.5, events=events)
+        t_end = time.monotonic() + 15  # on a loaded machine a sim process may take a while to start
+        while time.monotonic() < t_end and not (rogue.events("link") and fooled.events("link")
+                                                and any(e.event == "key_refused" for e in events)):
+            run_frames(service, 0.2, events=events)
+        run_frames(service, 0.3, events=events)
         assert plain_sub.poll(0) == 0
         assert rogue.events("pulse") == [] and fooled.events("pulse") == []
         assert rogue.proc.poll() is None and fooled.proc.poll() is None  # alive, just denied
         assert service.attributor.received == 0 and service.heartbeat.controllers == {}
+        # ... and both sides say why (issue 14 item 5): the service names the refused key by its fingerprint,
+        refused = [e for e in events if e.event == "key_refused"]
+        fp = keyfiles.fingerprint(keyfiles.load_public(other / "controller.key"))
+        assert refused and {e.fingerprint for e in refused} == {fp} and refused[0].address == "127.0.0.1"
+        assert service.summary()["refused_keys"][fp]["count"] >= sum(e.count for e in refused)
+        assert any(e.event == "handshake_failed" and e.error == "protocol" for e in events)  # the fooled one
+        # and each controller knows its link state.
+        assert [e["state"] for e in rogue.events("link")][-1] == "key refused"
+        assert [e["state"] for e in fooled.events("link")][-1] == "handshake failed"
     finally:
         plain_sub.close(0)
         plain_dealer.close(0)
         ctx.term()
+    rogue.stop()
+    fooled.stop()
+    assert "key refused by the service" in rogue.proc.stderr.read()
+    assert "CURVE handshake with the service failed" in fooled.proc.stderr.read()
 
 
 def test_malformed_reports_are_counted_and_dropped(keydir, service):
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    pair = keyfiles.load_pair(keydir / "m.key_secret")
     link = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="m",
                           keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
     try:
@@ -313,7 +345,7 @@ def test_malformed_reports_are_counted_and_dropped(keydir, service):
             link.dealer.send(junk)
         link.dealer.send_multipart([b"a", b"b"])
         link.send_status(False)
-        link.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        link.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0, contact=True)
         t_end = time.monotonic() + 5
         while service.attributor.received < 1 and time.monotonic() < t_end:
             service.poll()
@@ -339,13 +371,11 @@ def test_no_keys_means_no_start_unless_insecure(tmp_path):
 
 
 def test_oversized_report_is_refused_and_service_keeps_working(keydir, service):
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
-    lk = LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret)
-    big = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="big", keys=lk)
-    good = ControllerLink(service.permit_endpoint, service.report_endpoint, controller_id="good", keys=lk)
+    big = connect(keydir, service, "big")
+    good = connect(keydir, service, "good")
     try:
         big.dealer.send(b"{" + b" " * 20_000 + b"}")
-        good.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0)
+        good.report_pulse(time.monotonic_ns(), None, duration_us=1, intensity_pct=1.0, contact=True)
         t_end = time.monotonic() + 5
         while service.attributor.received < 1 and time.monotonic() < t_end:
             time.sleep(0.01)
@@ -382,20 +412,24 @@ def services(keydir):
 
 def connect(keydir: Path, svc: BridgeService, controller_id: str) -> ControllerLink:
     """A controller in this process: a new boot each time, reporting only what the test tells it to."""
-    pair = keyfiles.load_pair(keydir / "controller.key_secret")
+    pair = keyfiles.load_pair(keydir / f"{controller_id}.key_secret")
     return ControllerLink(svc.permit_endpoint, svc.report_endpoint, controller_id=controller_id,
                           keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
 
 
 def fire(link: ControllerLink, svc: BridgeService, report: bool = True) -> Pulse:
-    """Deliver one pulse under a fresh permit; report=False counts it (status says so) but its report is lost."""
+    """Deliver one pulse under a fresh permit; report=False counts it (status says so) but its report is lost.
+
+    Pulses are spaced beyond the protocol's pulse-rate limit (5 ms).
+    """
+    time.sleep(0.006)
     now = time.monotonic_ns()
     permit = svc.publish(decision(now))
     if report:
-        return link.report_pulse(now, permit, duration_us=2000, intensity_pct=60.0)
+        return link.report_pulse(now, permit, duration_us=2000, intensity_pct=60.0, contact=True)
     link.pulse_seq += 1
     link.pulses += 1
-    return Pulse(link.controller_id, link.boot, link.pulse_seq, now, 2000, 60.0, None, permit.boot, permit.seq)
+    return Pulse(link.controller_id, link.boot, link.pulse_seq, now, 2000, 60.0, None, permit.boot, permit.seq, True)
 
 
 def beat(link: ControllerLink, svc: BridgeService, seconds: float, until=None) -> list[tuple[int, AttributedPulse]]:
@@ -530,3 +564,119 @@ def test_controller_restart_flags_the_old_boots_lost_reports_and_counts_the_new_
         assert service.attributor.covered == 3 and service.attributor.accounted()
     finally:
         new.close()
+
+
+# -- contact: the controller knows what the camera cannot (issue 14 item 7) --------------------------------------------
+
+def write_contact_truth(d: Path, fps: float, contact: list[bool]) -> Path:
+    """A minimal `guidance simulate` folder: info.json (fps) and ground_truth.csv with the contact column."""
+    from guidance.sim.ground_truth import GTFrame, write_ground_truth
+
+    d.mkdir()
+    nan = float("nan")
+    rows = [GTFrame(i, int(round(i * 1e9 / fps)), i, True, 0, "sweep", c, 0.0 if c else 15.0, 10.0, 20.0,
+                    "cheek_left", "treat", 5.0, True, 5.0, nan, nan, nan, nan, nan, nan, nan, 10.0, 10.0, True, "")
+            for i, c in enumerate(contact)]
+    write_ground_truth(d / "ground_truth.csv", rows)
+    (d / "info.json").write_text(json.dumps({"fps": fps, "frames": len(rows)}))
+    return d
+
+
+def test_controller_sim_fires_only_in_contact_and_the_service_tells_lifted_and_1_0_pulses_apart(tmp_path, service,
+                                                                                                  keydir, sims):
+    fps = 10.0
+    contact = [True] * 10 + [False] * 10 + [True] * 10 + [False] * 5
+    truth = write_contact_truth(tmp_path / "sim", fps, contact)
+    t0 = time.monotonic_ns() + 3_000_000_000  # frame 0 of the "video" is captured 3 s from now
+    frame_of = lambda t: int((t - t0) * fps // 1_000_000_000)  # noqa: E731
+    common = ("--rate-hz", "40", "--contact-truth", str(truth), "--t0-ns", str(t0))
+    honest = start_sim(tmp_path, service, keydir, sims, "--id", "hp1", *common, name="honest")
+    lifted = start_sim(tmp_path, service, keydir, sims, "--id", "hpj", *common, "--misbehave", "lifted", name="lifted")
+    old = start_sim(tmp_path, service, keydir, sims, "--id", "m", "--rate-hz", "40", "--protocol", "1.0", name="old")
+    events: list = []
+    pulses: list = []
+    t_end_ns = t0 + int(len(contact) / fps * 1e9) + 300_000_000
+    run_frames(service, max(0.5, (t_end_ns - time.monotonic_ns()) / 1e9), events=events, pulses=pulses)
+    for s in (honest, lifted, old):
+        s.stop()
+        assert s.proc.returncode == 0, s.proc.stderr.read()
+    run_frames(service, 0.3, events=events, pulses=pulses)
+    service.end_session()
+    pulses += service.poll().pulses
+
+    fired = honest.events("pulse")
+    frames = [frame_of(e["t_ctrl_ns"]) for e in fired]
+    assert fired and all(0 <= f < len(contact) and contact[f] for f in frames), frames
+    assert any(20 <= f < 30 for f in frames)  # it fired again once the tip was back on the skin
+    assert all(e["contact"] is True for e in fired)
+    changes = honest.events("contact")
+    assert len(changes) >= 3 and all(e["contact"] == (0 <= e["frame"] < len(contact) and contact[e["frame"]])
+                                     for e in changes)  # before frame 0 and after the last: no contact
+    assert "ground truth" in honest.events("start")[0]["contact"]
+
+    off = [e for e in lifted.events("pulse") if not e["contact"]]
+    assert off and all(not contact[f] if 0 <= f < len(contact) else True for f in
+                       (frame_of(e["t_ctrl_ns"]) for e in off))
+    a = service.attributor
+    by = {(p.controller, p.pulse_seq): p for p in pulses}
+    got_lifted = [by[("hpj", e["pulse_seq"])] for e in off if ("hpj", e["pulse_seq"]) in by]
+    assert got_lifted and all(p.contact is False and not p.deposits for p in got_lifted)
+    assert all(p.contact is True for p in service.sink.pulses)  # nothing lifted, nothing unknown deposited
+    assert a.lifted >= len(got_lifted)
+
+    assert "assumed" in old.events("start")[0]["contact"] or "not reported" in old.events("start")[0]["contact"]
+    connected = [e for e in events if e.event == "link" and e.kind == "connected" and e.controller == "m"]
+    assert connected and connected[0].protocol == "1.0" and "no contact sense" in connected[0].detail
+    from_old = [p for p in pulses if p.controller == "m"]
+    assert from_old and all(p.contact is None and not p.deposits for p in from_old)
+    assert service.summary()["controllers"]["m"]["protocol"] == "1.0"
+    assert a.contact_unknown >= len(from_old) and a.accounted()
+
+
+def test_service_stopped_and_continued_does_not_blame_the_controller(tmp_path, keydir, sims):
+    """Issue 14 item 1, the real thing: SIGSTOP the service process for 0.8 s; the healthy controller is not silent."""
+    code = (
+        "import json, sys, time\n"
+        "from guidance.device_bridge import keys\n"
+        "from guidance.device_bridge.service import BridgeService\n"
+        "from guidance.gate import GateDecision, Reason\n"
+        f"svc = BridgeService('tcp://127.0.0.1:*', 'tcp://127.0.0.1:*', keys=keys.load_service_keys({str(keydir)!r}),"
+        " ping_interval_ms=20)\n"
+        "print(svc.permit_endpoint, svc.report_endpoint, flush=True)\n"
+        "while True:\n"
+        "    t = time.monotonic_ns()\n"
+        f"    svc.publish(GateDecision(True, Reason.OK, (), t, t, {TTL_MS}, 'z', 9.0, 3.0, 1.0, 0.5, 0.5))\n"
+        "    for e in svc.poll().events:\n"
+        "        print(json.dumps({'event': e.event, 'kind': e.kind, 'controller': e.controller}), flush=True)\n"
+        f"    time.sleep({FRAME_MS / 1000})\n"
+    )
+    svc_proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+
+    def read() -> None:
+        for line in svc_proc.stdout:
+            lines.append(json.loads(line))
+
+    try:
+        permit_ep, report_ep = svc_proc.stdout.readline().split()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        sim = Sim(tmp_path, permit_ep, report_ep, "--keys", str(keydir), "--status-ms", "100")
+        sims.append(sim)
+        t_end = time.monotonic() + 15
+        while not any(e["kind"] == "connected" for e in lines) and time.monotonic() < t_end:
+            time.sleep(0.05)
+        assert any(e["kind"] == "connected" for e in lines)
+        time.sleep(0.3)
+        svc_proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.8)
+        svc_proc.send_signal(signal.SIGCONT)
+        time.sleep(1.0)
+        assert sim.proc.poll() is None
+    finally:
+        svc_proc.kill()
+        svc_proc.wait(timeout=5)
+    reader.join(timeout=5)
+    svc_proc.stdout.close()
+    kinds = [e["kind"] for e in lines]
+    assert "service_stall" in kinds and "silent" not in kinds, kinds

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Callable
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from guidance.device_bridge import protocol
 from guidance.device_bridge.protocol import Permit, ProtocolError
@@ -129,10 +130,10 @@ class ControllerGate:
         except ProtocolError as exc:
             return Verdict(exc.code)
         assert isinstance(msg, Permit)
-        if self.expect_service is not None and msg.service != self.expect_service:
-            return Verdict.WRONG_SERVICE
         if msg.t_publish_ns < msg.t_capture_ns or msg.ttl_ms <= 0:
             return Verdict.MALFORMED
+        if self.expect_service is not None and msg.service != self.expect_service:
+            return Verdict.WRONG_SERVICE
         if msg.boot in self._retired:
             return Verdict.OLD_BOOT
         if msg.boot != self.boot:
@@ -209,6 +210,17 @@ class LinkKeys:
     client_secret: bytes
 
 
+# Link states a controller can see from its own sockets (libzmq socket monitor), worst first.
+LINK_KEY_REFUSED = "key refused"  # the service's ZAP handler refused this controller's key (not on its allow-list)
+LINK_HANDSHAKE_FAILED = "handshake failed"  # CURVE handshake broke off: most often the wrong service public key
+LINK_DISCONNECTED = "disconnected"
+LINK_CONNECTING = "connecting"
+LINK_CONNECTED = "connected"
+_LINK_ORDER = (LINK_KEY_REFUSED, LINK_HANDSHAKE_FAILED, LINK_DISCONNECTED, LINK_CONNECTING, LINK_CONNECTED)
+_MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_DISCONNECTED)
+
+
 class ControllerLink:
     """A controller's two sockets around a `ControllerGate`.
 
@@ -217,6 +229,18 @@ class ControllerLink:
     status out, and answers clock pings. Without keys it refuses to start
     unless `insecure=True` was asked for explicitly, and then the gate
     accepts unauthenticated permits only because that flag said so.
+
+    `controller_id` must be the id its key is allow-listed under at the
+    service (authorized_controllers/ID.key), or every report is rejected
+    there as `identity_mismatch`. `protocol_minor=0` makes it speak 1.0 (no
+    `contact` in pulse reports), to test a service against an old controller.
+
+    `link_state` follows a libzmq socket monitor on both sockets: "connected"
+    once both handshakes succeeded, "key refused" when the service refused
+    this controller's key (libzmq does not retry that connection), "handshake
+    failed" when the CURVE handshake broke off (typically the wrong service
+    public key), "disconnected", or "connecting". `link_changes()` hands out
+    each change once, for a log.
     """
 
     def __init__(
@@ -230,12 +254,19 @@ class ControllerLink:
         clock: Callable[[], int] = time.monotonic_ns,
         gate: ControllerGate | None = None,
         boot: str | None = None,
+        protocol_minor: int = protocol.PROTOCOL_MINOR,
     ):
         if keys is None and not insecure:
             raise UserError("no CURVE keys configured; pass keys or run explicitly insecure (dev/test only)")
         if keys is not None and not zmq.has("curve"):
             raise UserError("this libzmq has no CURVE support")
+        if not protocol.valid_id(controller_id):
+            raise UserError(f"controller id {controller_id!r} must be 1-64 of [A-Za-z0-9._-]", field="controller_id")
+        if protocol_minor not in (0, protocol.PROTOCOL_MINOR):
+            raise UserError(f"protocol 1.{protocol_minor} is not spoken here (1.0 or 1.{protocol.PROTOCOL_MINOR})",
+                            field="protocol")
         self.controller_id = controller_id
+        self.minor = protocol_minor
         self.boot = boot or _new_boot()
         self.clock = clock
         self.gate = gate or ControllerGate(accept_unauthenticated=insecure and keys is None)
@@ -253,13 +284,19 @@ class ControllerLink:
         self.sub.setsockopt(zmq.CONFLATE, 1)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.dealer.setsockopt(zmq.SNDHWM, 100_000)
+        self._monitors = {self.sub.get_monitor_socket(_MONITORED): "permit",
+                          self.dealer.get_monitor_socket(_MONITORED): "report"}
+        self._sock_state = {"permit": LINK_CONNECTING, "report": LINK_CONNECTING}
+        self.link_state = LINK_CONNECTING
+        self.link_detail = ""
+        self._link_changes: list[tuple[str, str]] = []
+        self.outbox: collections.deque[bytes] = collections.deque()
         try:
             self.sub.connect(permit_endpoint)
             self.dealer.connect(report_endpoint)
         except zmq.ZMQError as exc:
             self.close()
             raise UserError(f"cannot connect: {exc}", field="endpoint") from None
-        self.outbox: collections.deque[bytes] = collections.deque()
         self.pulse_seq = 0
         self.status_seq = 0
         self.pulses = 0
@@ -267,6 +304,44 @@ class ControllerLink:
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.dealer, zmq.POLLIN)
+        for mon in self._monitors:
+            self.poller.register(mon, zmq.POLLIN)
+
+    def _on_monitor(self, mon: zmq.Socket) -> None:
+        name = self._monitors[mon]
+        while True:
+            try:
+                ev = parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            e = ev["event"]
+            prev = self._sock_state[name]
+            if e == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                state, detail = LINK_CONNECTED, ""
+            elif e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                state, detail = LINK_KEY_REFUSED, f"{name} socket: the service refused this key (ZAP status {ev['value']})"
+            elif e in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                state, detail = LINK_HANDSHAKE_FAILED, f"{name} socket: CURVE handshake failed ({zmq.Event(e).name})"
+            elif e == zmq.EVENT_DISCONNECTED:
+                if prev in (LINK_KEY_REFUSED, LINK_HANDSHAKE_FAILED):
+                    continue  # the disconnect that follows a failed handshake says nothing new
+                state, detail = LINK_DISCONNECTED, f"{name} socket disconnected"
+            else:
+                continue
+            self._sock_state[name] = state
+            self._update_link(detail)
+
+    def _update_link(self, detail: str) -> None:
+        states = list(self._sock_state.values())
+        state = next(s for s in _LINK_ORDER if s in states)  # the worse of the two sockets
+        if state != self.link_state:
+            self.link_state, self.link_detail = state, detail
+            self._link_changes.append((state, detail))
+
+    def link_changes(self) -> list[tuple[str, str]]:
+        """(state, detail) for each change of `link_state` since the last call."""
+        out, self._link_changes = self._link_changes, []
+        return out
 
     def poll(self, timeout_ms: int) -> list[Verdict]:
         """Wait up to timeout_ms for input; feed permits to the gate, answer pings."""
@@ -286,6 +361,9 @@ class ControllerLink:
                 except zmq.Again:
                     break
                 self._on_service_message(frames)
+        for mon in self._monitors:
+            if mon in events:
+                self._on_monitor(mon)
         self.flush()
         return verdicts
 
@@ -300,18 +378,25 @@ class ControllerLink:
             return
         assert isinstance(ping, protocol.Ping)
         self.gate.note_ping(ping.boot, ping.t1_ns, t2)
-        pong = protocol.Pong(self.controller_id, self.boot, ping.ping_seq, ping.t1_ns, t2, self.clock())
+        pong = protocol.Pong(self.controller_id, self.boot, ping.ping_seq, ping.t1_ns, t2, self.clock(),
+                              minor=self.minor)
         self._send(pong.encode())
 
     def report_pulse(self, t_ctrl_ns: int, permit: Permit | None, *, duration_us: int, intensity_pct: float,
-                     energy_mj: float | None = None) -> protocol.Pulse:
+                     contact: bool | None, energy_mj: float | None = None) -> protocol.Pulse:
+        """Report one delivered pulse: the permit it fired under (None: none) and the skin-contact sense then.
+
+        `contact` is required in 1.1 (a bool); a 1.0 link drops it from the wire.
+        """
+        msg = protocol.Pulse(
+            self.controller_id, self.boot, self.pulse_seq + 1, t_ctrl_ns, duration_us, intensity_pct, energy_mj,
+            permit.boot if permit else None, permit.seq if permit else None,
+            contact if self.minor >= 1 else None, minor=self.minor,
+        )
+        data = msg.encode()  # raises before anything is counted if the report is not sendable
         self.pulse_seq += 1
         self.pulses += 1
-        msg = protocol.Pulse(
-            self.controller_id, self.boot, self.pulse_seq, t_ctrl_ns, duration_us, intensity_pct, energy_mj,
-            permit.boot if permit else None, permit.seq if permit else None,
-        )
-        self._send(msg.encode())
+        self._send(data)
         return msg
 
     def send_status(self, trigger: bool) -> protocol.Status:
@@ -322,6 +407,7 @@ class ControllerLink:
             self.controller_id, self.boot, self.status_seq, now, self.gate.may_fire(now),
             self.gate.state(now).value, bool(trigger), held.permit.seq if held else None, self.pulses,
             sum(v for k, v in self.gate.counters.items() if k not in ("accepted", "accepted_deny")) + self.rejected_inbound,
+            minor=self.minor,
         )
         self._send(msg.encode())
         return msg
@@ -342,6 +428,13 @@ class ControllerLink:
     def close(self, drain_ms: int = 0) -> None:
         """Close; `drain_ms` > 0 gives queued pulse reports that long to leave."""
         self.flush()
+        for s in (self.sub, self.dealer):
+            try:
+                s.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for mon in self._monitors:
+            mon.close(0)
         self.sub.close(0)
         self.dealer.close(drain_ms)
         self.ctx.term()

@@ -70,10 +70,17 @@ class VideoFileSource(FrameSource):
     no earlier than its capture time, and frames whose time has already passed
     by more than a frame period are skipped (counted in `dropped`), so a slow
     consumer always gets the newest frame, as from a live camera.
+
+    `start_at_ns=T` (realtime only) fixes when that camera started, on the
+    shared CLOCK_MONOTONIC (`time.monotonic_ns`): frame i is captured at
+    exactly T + round(i × 1e9 / fps) and released no earlier than that
+    (T in the future: the first read waits). Another process given the same T
+    — `guidance controller-sim --contact-truth SIM_DIR --t0-ns T` — then knows
+    which frame of the video is "now".
     """
 
     def __init__(self, path: str | Path, *, max_frames: int | None = None, resize: tuple[int, int] | None = None,
-                 realtime: bool = False):
+                 realtime: bool = False, start_at_ns: int | None = None):
         self.path = Path(path)
         self.name = str(self.path)
         if not self.path.exists():
@@ -89,6 +96,16 @@ class VideoFileSource(FrameSource):
         self._resize = resize
         self._last_pts_ns = -1
         self._realtime = realtime
+        if start_at_ns is not None and (not realtime or isinstance(start_at_ns, bool) or not isinstance(start_at_ns, int)
+                                        or start_at_ns < 0):
+            self._cap.release()
+            raise SourceError("a start time needs realtime playback and a non-negative integer of ns", path=self.path)
+        self._start_at = start_at_ns
+
+    def frame_time_ns(self, index: int) -> int:
+        """With a start time: when frame `index` is captured (T + round(index × 1e9 / fps))."""
+        assert self._start_at is not None
+        return self._start_at + int(round(index * 1e9 / self.fps))
 
     def _next_pts_ns(self) -> int:
         pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -98,9 +115,35 @@ class VideoFileSource(FrameSource):
         self._last_pts_ns = pts_ns
         return pts_ns
 
+    def _read_from_start_time(self) -> Frame | None:
+        period_ns = int(1e9 / self.fps)
+        # More than a frame late: skip (grab without decoding) to the newest frame, as a camera would.
+        while time.monotonic_ns() - self.frame_time_ns(self._index) > period_ns:
+            if not self._cap.grab():
+                return None
+            self._index += 1
+            self.dropped += 1
+            if self._max is not None and self._index >= self._max:
+                return None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self._index == 0:
+                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
+            return None
+        t = self.frame_time_ns(self._index)
+        while (wait_ns := t - time.monotonic_ns()) > 0:
+            time.sleep(wait_ns / 1e9)
+        if self._resize:
+            image = cv2.resize(image, self._resize, interpolation=cv2.INTER_AREA)
+        frame = Frame(self._index, t, image)
+        self._index += 1
+        return frame
+
     def read(self) -> Frame | None:
         if self._max is not None and self._index >= self._max:
             return None
+        if self._start_at is not None:
+            return self._read_from_start_time()
         if self._realtime and self._index == 0:
             self._t0_ns = time.monotonic_ns()  # the clock starts with the first frame, not at open
         if self._realtime and self._index > 0:

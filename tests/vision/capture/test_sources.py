@@ -90,3 +90,31 @@ def test_realtime_file_plays_like_a_camera(sample):
                 time.sleep(2.5 / src.fps)  # slower than the camera
         assert src.dropped > 0
         assert got == sorted(got) and len(got) + src.dropped == 72
+
+
+def test_realtime_video_with_a_start_time_releases_frame_i_at_t0_plus_i_over_fps(sample):
+    """A shared start time (CLOCK_MONOTONIC) makes "which frame is now" the same in every process."""
+    t0 = time.monotonic_ns() + 150_000_000  # in the future: the first read waits
+    with open_source(sample("single_face.mp4"), realtime=True, start_at_ns=t0, max_frames=4) as src:
+        fps = src.fps
+        got = []
+        for f in src:
+            got.append((f.index, f.t_capture_ns, time.monotonic_ns()))
+    assert [i for i, _, _ in got] == [0, 1, 2, 3]
+    for i, t, released in got:
+        assert t == t0 + int(round(i * 1e9 / fps))
+        assert released >= t  # never handed out before its capture time
+
+
+def test_realtime_start_time_in_the_past_skips_to_the_current_frame(sample):
+    t0 = time.monotonic_ns() - 1_000_000_000  # the "camera" started a second ago
+    with open_source(sample("single_face.mp4"), realtime=True, start_at_ns=t0) as src:
+        f = src.read()
+        fps = src.fps
+        assert f.index >= int(0.9 * fps) and src.dropped == f.index
+        assert f.t_capture_ns == t0 + int(round(f.index * 1e9 / fps))
+
+
+def test_a_start_time_needs_realtime(sample):
+    with pytest.raises(SourceError, match="start time"):
+        open_source(sample("single_face.mp4"), start_at_ns=1)
