@@ -120,7 +120,7 @@ def track_simulation(sim_dir: str, tracker_factory=None, degrade=None, seed: int
             true_px = np.array([g.tip_x_px, g.tip_y_px])
             row = {"frame": g.frame_index, "valid": obs.valid, "reason": obs.reason, "contact": g.contact,
                    "segment_type": g.segment_type, "true_speed": g.speed_mm_s, "ids": obs.marker_ids}
-            for tag, mm, px, sig, sig_lat, speed in (
+            for tag, mm, px, _sig, sig_lat, speed in (
                     ("", obs.tip_mm, obs.tip_px, obs.tip_sigma_mm, obs.tip_sigma_lateral_mm, obs.speed_mm_s),
                     ("raw_", getattr(obs, "measured_tip_mm", obs.tip_mm), getattr(obs, "measured_tip_px", obs.tip_px),
                      getattr(obs, "measured_sigma_mm", obs.tip_sigma_mm),

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arm", action="store_true", help="arm at start (scripted sessions; live use arms with the key)")
     p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--start-at-ns", type=int, metavar="T", help="a video file's playback starts at this monotonic "
+                   "time (ns): frame i is released at T + i/fps (simulated sessions, with controller-sim --t0-ns)")
     p.add_argument("--face-lost-disarm-s", type=float, default=1.0, help="disarm after the face is lost this long")
     p.set_defaults(func=run)
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                       camera_calibration=args.camera_calibration, publish=args.publish, report=args.report,
                       keys=args.keys, insecure=args.insecure, record=args.record, headless=args.headless,
                       out=args.out, arm=args.arm, realtime=not args.no_realtime, max_frames=args.max_frames,
-                      face_lost_disarm_s=args.face_lost_disarm_s)
+                      face_lost_disarm_s=args.face_lost_disarm_s, start_at_ns=args.start_at_ns)
     s = run_session(opts)
     for line in summary_lines(s):
         print(line)

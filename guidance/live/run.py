@@ -51,6 +51,7 @@ class RunOptions:
     out: str | None = None
     arm: bool = False
     realtime: bool = True
+    start_at_ns: int | None = None  # a video file's playback starts at this monotonic time (simulated sessions)
     max_frames: int | None = None
     face_lost_disarm_s: float = 1.0
     linger_s: float = 0.5  # keep taking pulse reports after the last frame
@@ -65,6 +66,9 @@ class RunSummary:
     pulses: int = 0
     violations: int = 0
     violation_reasons: dict[str, int] = field(default_factory=dict)
+    pulses_lifted: int = 0  # permitted pulses fired without skin contact (no coverage)
+    pulses_contact_unknown: int = 0  # from controllers that do not report contact (no coverage)
+    bridge: dict = field(default_factory=dict)  # rejects by code and sender, link per controller, refused keys
     coverage: dict[str, float] = field(default_factory=dict)
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
@@ -125,8 +129,13 @@ def run_session(opts: RunOptions) -> RunSummary:
     recorder = None
     display = None
     try:
-        kwargs = {"realtime": True} if opts.realtime and not str(opts.source).isdigit() and "://" not in str(opts.source) \
-            and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir() else {}
+        video_file = not str(opts.source).isdigit() and "://" not in str(opts.source) \
+            and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir()
+        kwargs: dict[str, Any] = {"realtime": True} if opts.realtime and video_file else {}
+        if opts.start_at_ns is not None:
+            if not kwargs:
+                raise UserError("only for a video file played in real time", field="--start-at-ns")
+            kwargs["start_at_ns"] = opts.start_at_ns
         source = open_source(opts.source, **kwargs)
         pipeline = GuidancePipeline(plan, profile, config=config, camera=camera,
                                     publish=bridge.publish if bridge else None)
@@ -177,26 +186,30 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         nonlocal link
         if bridge is None:
             return
-        pulses, link_events = bridge.poll()
+        pulses, bridge_events = bridge.poll()
         for p in pulses:
             # Pulses reach coverage here, on the capture thread between two frames (never while
             # the gate is deciding), so a re-processing can apply them at the same point
             # (after_frame: the pulse reached coverage after this frame's decision).
             ev = rec.PulseEvent.from_attributed(p, after_frame=pipeline.state.frames - 1, now_ns=time.monotonic_ns())
             # A late report replaces the `missing` it was counted as: one pulse, counted once.
-            outcomes.add(p.outcome, p.reason, ev.key, p.late)
+            outcomes.add_pulse(p)
             summary.pulses, summary.violations = outcomes.pulses, outcomes.violations
             summary.violation_reasons = dict(outcomes.violation_reasons)
+            summary.pulses_lifted, summary.pulses_contact_unknown = outcomes.lifted, outcomes.contact_unknown
             if ev.kind == "pulse" and ev.deposit(pipeline.coverage, pipeline.profile.electrode_diameter_mm) == "deposited":
                 scene.add_pulse(ev.tip_u, ev.tip_v)
             if recorder:
                 recorder.add_event(ev)
         if pulses:
             pipeline.refresh_completion()
-        for e in link_events:
-            link = f"{e.kind} ({e.controller})"
+        for e in bridge_events:
+            if e.event == "link":
+                link = f"{e.kind} ({e.controller})"
+            elif e.event in ("key_refused", "handshake_failed") and link in ("waiting", "no controller"):
+                link = "controller key refused" if e.event == "key_refused" else "handshake failed (service key?)"
             if recorder:
-                recorder.add_event(rec.Link(e.t_ns, state=e.kind, controller=e.controller, detail=e.detail))
+                recorder.add_event(rec.bridge_event(e))
         if bridge.heartbeat is not None and link == "waiting" and bridge.receiver.peers:
             link = "connected"
 
@@ -246,6 +259,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 time.sleep(0.01)
             bridge.end_session()  # pulses a status announced but never reported: `missing`, while the record is open
             take_reports()
+            summary.bridge = bridge.summary()
         drain_events()
         summary.frames = pipeline.state.frames
         summary.permits = pipeline.state.permits
@@ -302,8 +316,10 @@ def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv)
 def summary_lines(s: RunSummary) -> list[str]:
     denied = ", ".join(f"{k} {v}" for k, v in sorted(s.denies.items(), key=lambda kv: -kv[1])) or "none"
     cov = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s.coverage.items() if v > 0) or "none yet"
+    lifted = (f" ({s.pulses_lifted} fired lifted and {s.pulses_contact_unknown} without a contact report: no coverage)"
+              if s.pulses_lifted or s.pulses_contact_unknown else "")
     return [
-        f"pulses delivered {s.pulses}, violations {s.violations}; frames permitted {s.permits} of {s.frames}",
+        f"pulses delivered {s.pulses}{lifted}, violations {s.violations}; frames permitted {s.permits} of {s.frames}",
         f"frames denied by reason: {denied}",
         f"coverage at target: {cov}",
     ]

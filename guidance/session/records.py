@@ -433,22 +433,64 @@ class Fault(Event):
 
 @dataclass(frozen=True)
 class Link(Event):
-    """A controller's link changed: connected, silent, resumed, restarted, key_refused."""
+    """A controller's link changed: connected, silent, resumed, restarted (device_bridge.events.LinkEvent)."""
 
     KIND: ClassVar[str] = "link"
     state: str = ""
     controller: str = ""
     detail: str = ""
+    boot: str = ""
+    protocol: str = ""
 
 
 @dataclass(frozen=True)
 class Rejected(Event):
-    """Input from the controller side the service refused (malformed frames, bad fields, wrong identity), by kind."""
+    """Frames from the controller side the service dropped, `count` of one reject code since the last such record."""
 
     KIND: ClassVar[str] = "rejected"
-    reason: str = ""
+    code: str = ""
     count: int = 1
+    total: int = 1
+    source: str | None = None
+    t_first_ns: int = 0
+    t_last_ns: int = 0
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class KeyRefused(Event):
+    """CURVE handshakes refused: a peer offered a key not on the allow-list (its fingerprint says which)."""
+
+    KIND: ClassVar[str] = "key_refused"
+    fingerprint: str = ""
+    address: str = ""
+    count: int = 1
+    total: int = 1
+    t_first_ns: int = 0
+    t_last_ns: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HandshakeFailed(Event):
+    """CURVE handshakes that failed before a key could be judged (typically a wrong service public key)."""
+
+    KIND: ClassVar[str] = "handshake_failed"
+    socket: str = ""
+    error: str = ""
+    address: str = ""
+    count: int = 1
+    total: int = 1
+    t_first_ns: int = 0
+    t_last_ns: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceStall(Event):
+    """The service's own receive loop was away this long (no controller is blamed for that silence)."""
+
+    KIND: ClassVar[str] = "service_stall"
+    stalled_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -505,15 +547,19 @@ class PulseEvent(Event):
         return self.contact is False
 
     def deposit(self, coverage: Any, electrode_diameter_mm: float) -> str:
-        """The one pulse → coverage rule (live, re-processing and review all use it).
+        """The one pulse → coverage rule (live, re-processing and review all use it; docs/protocol.md §6.2).
 
         A permitted pulse in skin contact deposits its footprint at its chart position; a lifted pulse
-        deposits nothing (no current flows without contact) and is counted apart; a pulse with no chart
-        position is counted as unplaced. Returns what happened: "deposited", "lifted" or "unplaced".
+        deposits nothing (no current flows without contact) and is counted apart, and so is a pulse whose
+        controller did not say (protocol 1.0); a pulse with no chart position is counted as unplaced.
+        Returns what happened: "deposited", "lifted", "contact_unknown" or "unplaced".
         """
         if self.lifted:
             coverage.lifted_pulses += 1
             return "lifted"
+        if self.contact is None:
+            coverage.contact_unknown_pulses += 1
+            return "contact_unknown"
         if self.tip_u is None or self.tip_v is None:
             coverage.unplaced_pulses += 1
             return "unplaced"
@@ -540,6 +586,11 @@ class BlockedNowEvent(PulseEvent):
     KIND: ClassVar[str] = "pulse_blocked_now"
 
 
+def bridge_event(e: Any) -> Event:
+    """The record of a device_bridge.events record (`event`, `t_ns`, `record()`)."""
+    return event_from_json({"kind": e.event, "t_ns": int(e.t_ns), **e.record()})
+
+
 def event_from_json(d: Any) -> Event:
     """Any events.jsonl line as its typed event (an unknown kind is kept as UnknownEvent)."""
     if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
@@ -554,5 +605,13 @@ def event_from_json(d: Any) -> Event:
 
 
 def upgrade_v1_event(d: dict) -> dict:
-    """A version-1 event line in version-2 terms."""
+    """A version-1 event line in version-2 terms.
+
+    Version 1 had no contact sense: the service then deposited every permitted pulse, so a version-1
+    pulse reads as in contact, and the coverage rebuilt from it is the coverage recorded at the time.
+    """
+    if d.get("kind") in ("pulse", "violation") and "contact" not in d:
+        d = {**d, "contact": True}
+    if d.get("kind") == "pulse" and d.get("t_service_ns") is None:
+        d = {**d, "t_service_ns": d.get("t_ns")}
     return d

@@ -11,9 +11,11 @@
                         the frame record names its index
       events.jsonl      one Event per line: pulses, violations, arm/disarm, faults, link, rejects, notes
 
-Everything is appended and flushed to the OS at least every `flush_interval_s`
-(default 0.5 s): a `kill -9` loses at most that, and the reader skips a torn
-last line or a partial last JPEG with a warning. All times are
+Everything is appended and written through to the OS as it is written, payloads
+before the records that point into them: a `kill -9` loses only what was still
+queued (at most `flush_interval_s` behind, default 0.5 s, while the writer keeps
+up), and the reader skips a torn last line or a partial last JPEG with a
+warning. All times are
 `time.monotonic_ns()` of the recording process; `info.json` holds the
 wall-clock time of `t0_ns` so a trainer sees real dates.
 """
@@ -101,10 +103,13 @@ class SessionRecorder:
             "t0_ns": self.t0_ns, "software": {"guidance": __version__}, **info,
         }
         write_json_atomic(self.dir / INFO, self.info)
-        self._video = open(self.dir / VIDEO, "ab")
-        self._frames = open(self.dir / FRAMES, "a", encoding="utf-8")
-        self._landmarks = open(self.dir / LANDMARKS, "ab")
-        self._events = open(self.dir / EVENTS, "a", encoding="utf-8")
+        # Written through, in order: a frame's payloads before its record, each record a whole line, so what a
+        # kill -9 leaves on disk is always a prefix of the session (no buffer holds a later line back while an
+        # earlier one is lost). A few syscalls a frame.
+        self._video = open(self.dir / VIDEO, "ab", buffering=0)
+        self._frames = open(self.dir / FRAMES, "a", encoding="utf-8", buffering=1)
+        self._landmarks = open(self.dir / LANDMARKS, "ab", buffering=0)
+        self._events = open(self.dir / EVENTS, "a", encoding="utf-8", buffering=1)
         self._video_pos = self._video.tell()
         self._lm_count = self._landmarks.tell() // LANDMARK_BYTES
         self.jpeg_quality = jpeg_quality

@@ -36,6 +36,8 @@ from guidance.sim.ground_truth import GTFrame, load_ground_truth
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import load_plan
 
+# The simulated video starts this long after the controller simulator: time for `guidance run` to load its models.
+START_DELAY_NS = 4_000_000_000
 DEFAULT_PLAN = "full_face"  # bundled example plan (guidance/data/plans)
 DEFAULT_PATH = "demo_full_face"  # bundled simulation path (guidance/data/paths)
 
@@ -194,15 +196,19 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
     port = _free_port_pair()
     permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
     log(f"[2/5] controller simulator (separate process, trigger held, {rate_hz:g} Hz, CURVE) on {permit_ep} ...")
+    # One start time for both: the video's frame i is captured at t0 + i/fps, and the controller's contact
+    # sense follows the ground truth of that frame (the handpiece fires only in skin contact).
+    t0 = time.monotonic_ns() + START_DELAY_NS
     ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit_ep, "--report", report_ep, "--keys", str(keys),
-                                      "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl")),
+                                      "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl"),
+                                      "--contact-truth", str(sim), "--t0-ns", str(t0)),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         log("[3/5] guidance run (headless, armed, recording) ...")
         run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
                                        "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
                                        "--record", str(session), "--headless", "--out", str(out / "overlay.mp4"),
-                                       "--arm"), env=env, capture_output=True, text=True)
+                                       "--arm", "--start-at-ns", str(t0)), env=env, capture_output=True, text=True)
         if run.returncode != 0:
             raise UserError(f"guidance run failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
         (out / "run.txt").write_text(run.stdout)

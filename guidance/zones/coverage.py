@@ -69,6 +69,7 @@ class CoverageMap:
         self.dwell_s = {name: 0.0 for name in self.atlas.zones}
         self.unplaced_pulses = 0  # pulses off every zone: still accounted for
         self.lifted_pulses = 0  # pulses fired without skin contact: counted, never deposited
+        self.contact_unknown_pulses = 0  # pulses from a controller that does not report contact: never deposited
         self._name_of = {z.label: z.name for z in self.atlas.zones.values()}
         self._cells: dict[str, np.ndarray] = {}
 
@@ -168,6 +169,7 @@ class CoverageMap:
             "dwell_s": {k: v for k, v in self.dwell_s.items() if v},
             "unplaced_pulses": self.unplaced_pulses,
             "lifted_pulses": self.lifted_pulses,
+            "contact_unknown_pulses": self.contact_unknown_pulses,
             "cells": {"index": idx.tolist(), "passes": self.passes.ravel()[idx].tolist()},
         }
 
@@ -191,6 +193,7 @@ class CoverageMap:
             cov.dwell_s[k] = float(v)
         cov.unplaced_pulses = int(d.get("unplaced_pulses", 0))
         cov.lifted_pulses = int(d.get("lifted_pulses", 0))
+        cov.contact_unknown_pulses = int(d.get("contact_unknown_pulses", 0))
         return cov
 
     def save(self, path: str | Path) -> None:

@@ -28,8 +28,12 @@ BARE = rec.FrameRecord(0, (640, 480), 1, 1, 1, 1, 1, 1, False, rec.FaceRecord(Fa
 EVENTS = [
     rec.SessionStart(1, version="0.1.0"), rec.SessionEnd(2, summary={"pulses": 3}, comparison={"frames": 2}),
     rec.Arm(3, cause="key"), rec.Disarm(4, cause="face lost"), rec.Pause(5), rec.Resume(6),
-    rec.Fault(7, where="hot_path", error="RuntimeError: x"), rec.Link(8, state="connected", controller="c1", detail="b"),
-    rec.Rejected(9, reason="malformed", count=12, detail="json"), rec.Note(10, text="hello"),
+    rec.Fault(7, where="hot_path", error="RuntimeError: x"),
+    rec.Link(8, state="connected", controller="c1", detail="b", boot="b1", protocol="1.1"),
+    rec.Rejected(9, code="malformed", count=12, total=30, source="c1", t_first_ns=1, t_last_ns=9, detail="json"),
+    rec.KeyRefused(9, fingerprint="abcdefgh", address="127.0.0.1", count=2, total=2, t_first_ns=1, t_last_ns=9),
+    rec.HandshakeFailed(9, socket="report", error="protocol", address="tcp://127.0.0.1:1", count=1, total=1),
+    rec.ServiceStall(9, stalled_ms=538.0), rec.Note(10, text="hello"),
     rec.CoverageSnapshot(11, coverage={"cells": {"index": [1], "passes": [2.0]}}),
     rec.PulseEvent(12, "c1", "boot1", 5, "coverage", "ok", 99, 12, "clock_offset", 40, "chin", 1.5, 60.25, 300, 80.0,
                    1.5, False, True, 17),
@@ -139,5 +143,5 @@ def test_a_version_1_recording_still_reads(tmp_path):
     f = s.frames[0]
     assert f.tip.px == (1.0, 2.0) and f.tip.sigma_lateral_mm is None and f.gate.lookahead_latency_ms == 33.0
     assert f.zone.chart_mm == (1.234, 5.678) and f.face.pose.tvec_mm == (0.0, 0.0, 400.0)
-    assert s.events[0].kind == "pulse" and s.events[0].after_frame == 0 and s.events[0].contact is None
+    assert s.events[0].kind == "pulse" and s.events[0].after_frame == 0 and s.events[0].contact is True  # v1: deposited
     assert s.config() == {"policy": {"ttl_ms": 60, "margin_mm": 2.0}, "landmark_model": None}
