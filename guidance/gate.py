@@ -116,6 +116,7 @@ class GateDecision:
     tip_v: float | None = None
     latency_ms: float | None = None
     sigma_mm: float | None = None  # the combined skin-point uncertainty the look-ahead used
+    mapping_sigma_mm: float | None = None  # the face-mapping part of it (an input, kept for the record)
     exclusion_clearance_mm: float | None = None
 
 
@@ -203,6 +204,7 @@ def decide(policy: GatePolicy, g: GateInput, now_ns: int) -> GateDecision:
             boundary_mm=g.boundary_mm, required_mm=required, speed_mm_s=g.speed_mm_s,
             tip_u=g.tip_u, tip_v=g.tip_v, latency_ms=latency_ms if math.isfinite(latency_ms) else None,
             sigma_mm=sigma if math.isfinite(sigma) else None, exclusion_clearance_mm=g.exclusion_clearance_mm,
+            mapping_sigma_mm=g.mapping_sigma_mm,
         )
     except Exception:  # a bug in the policy must never become a permit
         return deny(policy, Reason.INTERNAL_ERROR, t_capture_ns=getattr(g, "t_capture_ns", now_ns), now_ns=now_ns)

@@ -29,6 +29,8 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.session import records
 from guidance.session.records import FrameRecord, frame_record
 from guidance.vision.face.smoothing import OneEuroConfig
+from guidance.vision.face.head_pose import load_canonical_face
+from guidance.vision.face.mapping_sigma import EYE_CORNERS, MappingSigmaModel
 from guidance.vision.face.skin_memory import FillReport, SkinMemory
 from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
@@ -60,6 +62,7 @@ class PipelineConfig:
     # Show the landmark model the skin last seen where the handpiece is (vision/face/skin_memory.py).
     skin_memory: bool = True
     silhouette_pad_px: float = 4.0
+    mapping_sigma: MappingSigmaModel = MappingSigmaModel()
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -77,12 +80,14 @@ class PipelineConfig:
             return {k: v for k, v in (src or {}).items() if k in names}
 
         tr = pick(TrackerConfig, d.get("tracker"))
+        ms = MappingSigmaModel(**pick(MappingSigmaModel, d.get("mapping_sigma")))
         if isinstance(tr.get("one_euro"), dict):
             tr["one_euro"] = OneEuroConfig(**pick(OneEuroConfig, tr["one_euro"]))
         if d.get("landmark_model") and "landmark_model" not in tr:
             tr["landmark_model"] = d["landmark_model"]
-        top = {k: v for k, v in pick(cls, d).items() if k not in ("policy", "tracker")}
-        return cls(policy=GatePolicy(**pick(GatePolicy, d.get("policy"))), tracker=TrackerConfig(**tr), **top)
+        top = {k: v for k, v in pick(cls, d).items() if k not in ("policy", "tracker", "mapping_sigma")}
+        return cls(policy=GatePolicy(**pick(GatePolicy, d.get("policy"))), tracker=TrackerConfig(**tr),
+                   mapping_sigma=ms, **top)
 
 
 @dataclass
@@ -160,6 +165,9 @@ class GuidancePipeline:
         self.silhouette: Silhouette | None = None
         self.pose_predictor = PosePredictor()
         self.fill: FillReport | None = None
+        self._last_landmarks: np.ndarray | None = None
+        canonical = load_canonical_face()
+        self._eye_mm = float(np.linalg.norm(canonical[EYE_CORNERS[0]] - canonical[EYE_CORNERS[1]]))
         # the handpiece stage's own thread (face tracking runs on the caller's)
         self._stage = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="handpiece-stage")
         self.skin_speed = SkinSpeed()
@@ -262,11 +270,13 @@ class GuidancePipeline:
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
               armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
-              shoulders: ShoulderObservation | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+              shoulders: ShoulderObservation | None = None,
+              mapping_sigma_mm: float | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
-        look-ahead uses. Returns the lookup, the decision and the time the lookup finished.
+        look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py).
+        Returns the lookup, the decision and the time the lookup finished.
         """
         lookup = None
         if tip is not None and tip.valid and face.found:
@@ -276,8 +286,8 @@ class GuidancePipeline:
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)
         on_chart = lookup is not None and lookup.chart_mm is not None
         speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
-        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, 0.0),
-                          now_ns)
+        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed,
+                                                        mapping_sigma_mm), now_ns)
         return lookup, decision, t_zone
 
     def process(self, frame: Frame) -> FrameResult:
@@ -299,11 +309,12 @@ class GuidancePipeline:
                 tip, t_tip = pending.result()  # never leave the stage thread working on a frame we moved past
             self._remember_skin(frame, face, tip)
             self._watch_face(face, frame)
+            mapping_sigma = self._mapping_sigma(face, tip)
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
             lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
-                                                  shoulders=shoulders)
+                                                  shoulders=shoulders, mapping_sigma_mm=mapping_sigma)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -336,7 +347,7 @@ class GuidancePipeline:
         if pose is None:
             return frame
         mask = self.silhouette.mask(pose, frame.size, self.config.silhouette_pad_px)
-        image, self.fill = self.skin.fill(frame.image, mask, frame.t_capture_ns)
+        image, self.fill = self.skin.fill(frame.image, mask, frame.t_capture_ns, self.silhouette.tip_px(pose))
         return frame if image is frame.image else Frame(frame.index, frame.t_capture_ns, image)
 
     def _remember_skin(self, frame: Frame, face: FaceObservation, tip: TipObservation | None) -> None:
@@ -347,6 +358,15 @@ class GuidancePipeline:
         self.pose_predictor.observe(pose)
         mask = None if pose is None else self.silhouette.mask(pose, frame.size, self.config.silhouette_pad_px)
         self.skin.refresh(frame.image, face.landmarks if face.found else None, mask, frame.t_capture_ns)
+
+    def _mapping_sigma(self, face: FaceObservation, tip: TipObservation | None) -> float | None:
+        """The face mapping's 1-sigma at the tip this frame; the landmarks are kept for the next frame's motion."""
+        lm = face.landmarks if face.found else None
+        covered = tip is not None and tip.valid  # the tip is under its own handpiece whenever it is seen
+        filled = self.fill is not None and self.fill.age_ns is not None
+        sigma = self.config.mapping_sigma.sigma_mm(lm, self._last_landmarks, self._eye_mm, covered, filled)
+        self._last_landmarks = None if lm is None else lm.copy()
+        return sigma
 
     def _timed(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
         out = fn(*args)

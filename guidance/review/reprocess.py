@@ -131,7 +131,8 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
             clock_now[0] = r.t_decided_ns
             cam = camera.scaled_to(*frame.size) if camera else CameraModel.default(*frame.size)
             lookup, d, _ = pipe.judge(frame, face, tip, r.t_decided_ns, armed=r.armed,
-                                      lookahead_ms=old.lookahead_latency_ms, camera=cam, shoulders=shoulders)
+                                      lookahead_ms=old.lookahead_latency_ms, camera=cam, shoulders=shoulders,
+                                      mapping_sigma_mm=old.mapping_sigma_mm)
             pipe.count(d)
             new_permit[i] = d.permit
             cmp.frames += 1

@@ -207,6 +207,7 @@ class GateRecord(Record):
     lookahead_latency_ms: float = 33.0  # the pipeline's running latency estimate at this frame
     speed_mm_s: float | None = None  # the tip's speed over the skin (chart mm/s) the look-ahead used
     sigma_mm: float | None = None  # the skin point's 1-sigma uncertainty (tip and mapping) the look-ahead used
+    mapping_sigma_mm: float | None = None  # the face mapping's part of it (a gate input: re-processing reads it)
     exclusion_clearance_mm: float | None = None  # distance to the nearest exclusion beyond its buffer
 
 
@@ -273,7 +274,8 @@ def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRec
                       required_mm=_finite_or_none(d.required_mm), latency_ms=_finite_or_none(d.latency_ms),
                       lookahead_latency_ms=float(lookahead_latency_ms), speed_mm_s=_finite_or_none(d.speed_mm_s),
                       sigma_mm=_finite_or_none(d.sigma_mm),
-                      exclusion_clearance_mm=_finite_or_none(d.exclusion_clearance_mm))
+                      exclusion_clearance_mm=_finite_or_none(d.exclusion_clearance_mm),
+                      mapping_sigma_mm=None if d.mapping_sigma_mm is None else float(d.mapping_sigma_mm))
 
 
 def frame_record(result: Any, gate_confidence: float) -> FrameRecord:

@@ -95,6 +95,14 @@ class Silhouette:
         px, _ = cv2.projectPoints(pts_cam.reshape(-1, 3), np.zeros(3), np.zeros(3), self.camera.K, self.camera.dist)
         return px.reshape(-1, 2)
 
+    def tip_px(self, pose: HandpiecePose) -> tuple[float, float] | None:
+        """Where the tip is in the image for this pose (None behind the camera)."""
+        tip = self.profile.tip_offset_mm @ pose.R.T + pose.t_mm
+        if tip[2] <= 1.0:
+            return None
+        x, y = self._project(tip.reshape(1, 3))[0]
+        return float(x), float(y)
+
     def mask(self, pose: HandpiecePose, size: tuple[int, int], pad_px: float = 4.0) -> np.ndarray:
         """uint8 mask (255 = handpiece) of the frame, padded by `pad_px`."""
         w, h = size
