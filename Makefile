@@ -22,6 +22,8 @@ demo: install
 
 test: install
 	$(VENV)/bin/guidance media fetch > /dev/null
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench: install
