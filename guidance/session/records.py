@@ -166,6 +166,9 @@ class TipRecord(Record):
     sigma_mm: float | None = None  # 1-sigma 3D tip uncertainty
     sigma_lateral_mm: float | None = None  # 1-sigma across the line of sight: what moves the pixel
     gate_confidence: float = 0.0  # 1 / (1 + (sigma_lateral / 1.5 mm)^2), what the gate compares with 0.5
+    measured_px: tuple[float, float] | None = None  # this frame's tip alone, before the tip filter
+    measured_sigma_lateral_mm: float | None = None  # its lateral 1-sigma from this frame's pose fit alone
+    filter_frames: int = 0  # measurements the tip filter fused, this one included (1: this frame alone)
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,9 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
             valid=bool(t.valid), reason=str(t.reason), px=_floats(t.tip_px), mm=_floats(t.tip_mm),
             speed_mm_s=_finite_or_none(t.speed_mm_s), confidence=float(t.confidence),
             sigma_mm=_finite_or_none(t.tip_sigma_mm), sigma_lateral_mm=_finite_or_none(t.tip_sigma_lateral_mm),
-            gate_confidence=float(gate_confidence)),
+            gate_confidence=float(gate_confidence), measured_px=_floats(getattr(t, "measured_tip_px", None)),
+            measured_sigma_lateral_mm=_finite_or_none(getattr(t, "measured_sigma_lateral_mm", None)),
+            filter_frames=int(getattr(t, "filter_frames", 0))),
         zone=zone_record(z),
         gate=gate_record(d, result.seq, result.lookahead_latency_ms),
         shoulders=None if result.shoulders is None else shoulder_record(result.shoulders),
