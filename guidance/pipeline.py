@@ -167,7 +167,7 @@ class GuidancePipeline:
         self.fill: FillReport | None = None
         self._last_landmarks: np.ndarray | None = None
         canonical = load_canonical_face()
-        self._eye_mm = float(np.linalg.norm(canonical[EYE_CORNERS[0]] - canonical[EYE_CORNERS[1]]))
+        self._eye_mm = float(np.linalg.norm(canonical[EYE_CORNERS[0], :2] - canonical[EYE_CORNERS[1], :2]))
         # the handpiece stage's own thread (face tracking runs on the caller's)
         self._stage = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="handpiece-stage")
         self.skin_speed = SkinSpeed()

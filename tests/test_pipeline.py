@@ -43,3 +43,47 @@ def test_losing_the_face_for_longer_than_the_limit_disarms(sample):
     first_disarmed = next(r for r in results if not r.armed)
     assert (first_disarmed.frame.t_capture_ns - t0) / 1e9 > 1.0
     assert all(r.decision.reason == Reason.NOT_ARMED for r in results if not r.armed)
+
+
+def _chart_errors(sim_dir, skin_memory: bool):
+    """Service chart position vs the true one, contact frames, through the whole pipeline (no publish)."""
+    import dataclasses
+
+    import cv2
+
+    from guidance.pipeline import PipelineConfig
+    from guidance.sim.ground_truth import load_ground_truth
+    plan = load_plan("full_face")
+    clock = [0]
+    pipe = GuidancePipeline(plan, load_handpiece_profile(plan.handpiece_profile), clock=lambda: clock[0],
+                            config=dataclasses.replace(PipelineConfig.for_plan(plan), skin_memory=skin_memory))
+    gt = load_ground_truth(sim_dir)
+    cap = cv2.VideoCapture(str(sim_dir / "simulated.avi"))
+    errors, sigmas = [], []
+    try:
+        for g in gt:
+            ok, img = cap.read()
+            assert ok
+            clock[0] = g.t_video_ns
+            r = pipe.process(Frame(g.frame_index, g.t_video_ns, img))
+            if g.contact and r.lookup is not None and r.lookup.chart_mm is not None:
+                errors.append(float(np.hypot(r.lookup.chart_mm[0] - g.chart_u_mm, r.lookup.chart_mm[1] - g.chart_v_mm)))
+                sigmas.append(r.decision.mapping_sigma_mm)
+    finally:
+        pipe.close()
+    return np.array(errors), sigmas
+
+
+def test_the_skin_memory_brings_the_skin_point_under_the_handpiece_closer_to_the_truth(tmp_path, sample):
+    """On a simulated session of the training face, showing the landmark model the remembered skin instead of
+    the handpiece must not make the mapping worse, and must fill (so the memory is actually used)."""
+    from guidance.cli import main
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--face-video", str(sample("single_face.mp4")), "--path", "demo_full_face", "-o", str(sim),
+                 "--size", "640x480", "--max-frames", "240"]) == 0
+    with_memory, sigmas = _chart_errors(sim, True)
+    without, _ = _chart_errors(sim, False)
+    assert len(with_memory) > 80
+    assert np.median(with_memory) <= np.median(without) + 0.1, (np.median(with_memory), np.median(without))
+    assert np.percentile(with_memory, 90) <= np.percentile(without, 90) + 0.2
+    assert all(s is not None and s > 0 for s in sigmas)  # every mapped frame had its mapping sigma

@@ -113,11 +113,13 @@ class Silhouette:
         if np.any(shaft_cam[:, 2] <= 1.0):
             return m  # behind the camera: nothing sensible to draw
         a, b = self._project(shaft_cam)
-        r = cam.fx * self.profile.shaft_diameter_mm / 2.0 / max(float(shaft_cam[0, 2]), 1.0)
+        # the shaft's radius where it is nearest the camera (a shaft pointing at the camera widens towards it)
+        r = cam.fx * self.profile.shaft_diameter_mm / 2.0 / max(float(shaft_cam[:, 2].min()), 1.0)
         r_px = max(int(round(r + pad_px)), 1)
         ai, bi = tuple(int(v) for v in np.round(a)), tuple(int(v) for v in np.round(b))
         cv2.line(m, ai, bi, 255, 2 * r_px, cv2.LINE_8)
         cv2.circle(m, ai, r_px, 255, -1)
+        cv2.circle(m, bi, r_px, 255, -1)
         plates = [self._project(p @ pose.R.T + pose.t_mm) for p in self._plates]
         hull = cv2.convexHull(np.round(np.concatenate(plates)).astype(np.int32))
         cv2.fillConvexPoly(m, hull, 255)
