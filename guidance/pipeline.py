@@ -224,7 +224,7 @@ class GuidancePipeline:
         local = 0
         max_passes = None
         if z is not None and z.face_found and zone is not None:
-            kind = {"treat": ZoneKind.TREAT, "exclusion": ZoneKind.EXCLUSION}.get(z.kind, ZoneKind.OFF_SURFACE)
+            kind = {"treat": ZoneKind.TREAT, "exclusion": ZoneKind.EXCLUSION}.get(z.kind or "", ZoneKind.OFF_SURFACE)
             if zone in self.excluded:
                 kind = ZoneKind.EXCLUSION
             if z.chart_mm is not None:
@@ -281,6 +281,7 @@ class GuidancePipeline:
         lookup = None
         if tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
+            assert tip.tip_px is not None, "a valid tip has its pixel"
             lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
         t_zone = self.clock()
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import numpy.typing as npt
 
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.handpiece.tracker import HandpieceTracker
@@ -60,7 +61,7 @@ def run_marker_bench(video_path: str, profile_path: str | None, frames: int = 30
 
 # --- Tip accuracy and honesty of the stated sigma on a simulated session (guidance simulate) ----------------
 
-def lateral_error_mm(est_mm: np.ndarray, true_mm: np.ndarray) -> float:
+def lateral_error_mm(est_mm: npt.ArrayLike, true_mm: npt.ArrayLike) -> float:
     """Error across the line of sight to the true tip (what moves the tip's pixel)."""
     d = np.asarray(true_mm, float) / max(float(np.linalg.norm(true_mm)), 1e-9)
     e = np.asarray(est_mm, float) - np.asarray(true_mm, float)
@@ -73,10 +74,13 @@ def webcam_degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     the pose covariance assumes at least (PoseLimits.corner_noise_floor_px)."""
     import cv2
 
-    f = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 0.7)
+    f: np.ndarray = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 0.7)
     f += rng.normal(0.0, 4.0, f.shape).astype(np.float32)
     ok, buf = cv2.imencode(".jpg", np.clip(f + 0.5, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if out is None:
+        raise RuntimeError("JPEG round trip of the frame failed")
+    return out
 
 
 def track_simulation(sim_dir: str, tracker_factory=None, degrade=None, seed: int = 0) -> list[dict]:
@@ -126,12 +130,16 @@ def track_simulation(sim_dir: str, tracker_factory=None, degrade=None, seed: int
                      getattr(obs, "measured_sigma_mm", obs.tip_sigma_mm),
                      getattr(obs, "measured_sigma_lateral_mm", obs.tip_sigma_lateral_mm),
                      getattr(obs, "measured_speed_mm_s", obs.speed_mm_s))):
-                ok_tip = obs.valid and mm is not None
-                row[tag + "sigma_lat"] = sig_lat if ok_tip else float("nan")
-                row[tag + "err_px"] = float(np.linalg.norm(np.subtract(px, true_px))) if ok_tip else float("nan")
-                row[tag + "err_mm"] = float(np.linalg.norm(np.subtract(mm, true_mm))) if ok_tip else float("nan")
-                row[tag + "err_lat"] = lateral_error_mm(mm, true_mm) if ok_tip else float("nan")
-                row[tag + "speed"] = float("nan") if speed is None or not ok_tip else float(speed)
+                if obs.valid and mm is not None:
+                    assert px is not None, "a valid observation's tip has its pixel with its mm"
+                    row[tag + "sigma_lat"] = sig_lat
+                    row[tag + "err_px"] = float(np.linalg.norm(np.subtract(px, true_px)))
+                    row[tag + "err_mm"] = float(np.linalg.norm(np.subtract(mm, true_mm)))
+                    row[tag + "err_lat"] = lateral_error_mm(mm, true_mm)
+                    row[tag + "speed"] = float("nan") if speed is None else float(speed)
+                else:
+                    for key in ("sigma_lat", "err_px", "err_mm", "err_lat", "speed"):
+                        row[tag + key] = float("nan")
             rows.append(row)
     finally:
         cap.release()

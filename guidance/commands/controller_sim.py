@@ -119,7 +119,7 @@ class ContactTruth:
         except json.JSONDecodeError:
             raise UserError("not JSON", path=info_path) from None
         fps = info.get("fps") if isinstance(info, dict) else None
-        if type(fps) not in (int, float) or not fps > 0:
+        if not (type(fps) is int or type(fps) is float) or not fps > 0:
             raise UserError("missing or not a positive number", path=info_path, field="fps")
         self.fps = float(fps)
         self.t0_ns = t0_ns

@@ -96,10 +96,10 @@ class HeartbeatMonitor:
         for h in self.controllers.values():
             if not h.silent and (now_ns - h.t_last_ns) / 1e6 > self.timeout_ms:
                 h.silent, h.state = True, "silent"
-                e = LinkEvent(now_ns, h.controller, "silent", f"no status for {(now_ns - h.t_last_ns) / 1e6:.0f} ms",
-                              h.boot, h.protocol)
-                self._emit(e)
-                new.append(e)
+                silent = LinkEvent(now_ns, h.controller, "silent", f"no status for {(now_ns - h.t_last_ns) / 1e6:.0f} ms",
+                                   h.boot, h.protocol)
+                self._emit(silent)
+                new.append(silent)
         return new
 
     def take(self) -> list[BridgeEvent]:

@@ -24,7 +24,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 PROTOCOL_VERSION = 1  # major: the "v" key
 PROTOCOL_MINOR = 1  # what this implementation speaks and sends: "minor":1
@@ -90,6 +90,10 @@ class _Message:
     TYPE: ClassVar[str] = ""
     KINDS: ClassVar[dict[str, str]] = {}
     SINCE: ClassVar[dict[str, int]] = {}  # field -> minor version that introduced it (absent: 1.0)
+    if TYPE_CHECKING:
+        # Every message type declares this same field last. Declared here for the type checker only: a real
+        # field here would come first in every subclass's field order (and repr).
+        minor: int = field(default=PROTOCOL_MINOR, kw_only=True)
 
     @classmethod
     def fields_for(cls, minor: int) -> list[tuple[str, str]]:
@@ -97,7 +101,7 @@ class _Message:
         return [(n, k) for n, k in cls.KINDS.items() if cls.SINCE.get(n, 0) <= minor]
 
     def to_obj(self) -> dict[str, Any]:
-        minor = self.minor  # type: ignore[attr-defined]
+        minor = self.minor
         obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.TYPE}
         if minor:
             obj["minor"] = minor
@@ -109,8 +113,8 @@ class _Message:
     def encode(self) -> bytes:
         """The canonical bytes; raises ProtocolError for anything a receiver would reject."""
         obj = self.to_obj()
-        _check("minor", "int", self.minor)  # type: ignore[attr-defined]
-        for name, kind in self.fields_for(self.minor):  # type: ignore[attr-defined]
+        _check("minor", "int", self.minor)
+        for name, kind in self.fields_for(self.minor):
             _check(name, kind, obj[name])
         data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
         if len(data) > MAX_MESSAGE_BYTES:
@@ -119,7 +123,7 @@ class _Message:
 
     @property
     def version(self) -> str:
-        return f"{PROTOCOL_VERSION}.{self.minor}"  # type: ignore[attr-defined]
+        return f"{PROTOCOL_VERSION}.{self.minor}"
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,8 @@ def decode(data: bytes, expect: tuple[str, ...] | None = None) -> _Message:
             raise ProtocolError("malformed", "missing integer v")
         if v != PROTOCOL_VERSION:
             raise ProtocolError("wrong_version", f"v={v}, this side speaks {PROTOCOL_VERSION}")
-        cls = MESSAGE_TYPES.get(obj.get("type")) if type(obj.get("type")) is str else None
+        type_name = obj.get("type")
+        cls = MESSAGE_TYPES.get(type_name) if type(type_name) is str else None
         if cls is None:
             raise ProtocolError("malformed", f"unknown type {str(obj.get('type'))[:32]!r}")
         if expect is not None and cls.TYPE not in expect:

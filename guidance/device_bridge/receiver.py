@@ -122,12 +122,13 @@ class PulseReceiver:
         except ProtocolError as exc:
             self._reject(exc.code, key, t_rx, exc.detail)
             return None
-        if self.bind_identity and msg.controller != key:  # type: ignore[union-attr]
+        assert isinstance(msg, (Pulse, Status, Pong)), "decode refuses the types not expected"
+        if self.bind_identity and msg.controller != key:
             self._reject("identity_mismatch", key, t_rx,
-                         f"{msg.TYPE} names controller {msg.controller!r}; the key is {key!r}'s")  # type: ignore
+                         f"{msg.TYPE} names controller {msg.controller!r}; the key is {key!r}'s")
             return None
         self.counters[msg.TYPE] += 1
-        return _Received(t_rx, rid, msg, key)  # type: ignore[arg-type]
+        return _Received(t_rx, rid, msg, key)
 
     # -- step 2: state (under the bridge lock) -------------------------------------------------------------------------
     def apply(self, batch: list[_Received]) -> list[AttributedPulse]:

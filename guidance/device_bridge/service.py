@@ -50,7 +50,7 @@ from guidance.gate import GateDecision, GatePolicy, Reason, deny
 DEFAULT_PERMIT_ENDPOINT = "tcp://127.0.0.1:5571"
 DEFAULT_REPORT_ENDPOINT = "tcp://127.0.0.1:5572"
 RECEIVE_BATCH = 256  # frames handled per receive-loop turn: the lock is never held long, even in a flood
-_HANDSHAKE_EVENTS = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol", zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail"}
+_HANDSHAKE_EVENTS: dict[int, str] = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol", zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail"}
 
 
 class BridgePoll(NamedTuple):
@@ -304,7 +304,7 @@ class BridgeService:
         socket_is_ours = not self._thread.is_alive()  # a stuck receiver keeps it: account with what it took in
         if socket_is_ours:
             try:
-                self._turn(flush=True, max_messages=self.router.getsockopt(zmq.RCVHWM), ping=False)
+                self._turn(flush=True, max_messages=int(self.router.getsockopt(zmq.RCVHWM)), ping=False)
             except Exception:  # a last bad frame must not stop the accounting
                 self.receiver_errors += 1
         with self.lock:

@@ -198,6 +198,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             summary.violation_reasons = dict(outcomes.violation_reasons)
             summary.pulses_lifted, summary.pulses_contact_unknown = outcomes.lifted, outcomes.contact_unknown
             if ev.kind == "pulse" and ev.deposit(pipeline.coverage, pipeline.profile.electrode_diameter_mm) == "deposited":
+                assert ev.tip_u is not None and ev.tip_v is not None, "a deposited pulse has its chart position"
                 scene.add_pulse(ev.tip_u, ev.tip_v)
             if recorder:
                 recorder.add_event(ev)

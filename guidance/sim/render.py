@@ -115,8 +115,8 @@ class SceneRenderer:
         acc_a = np.zeros((h * self.ss, w * self.ss), np.float32)
         for k in range(n):
             dt = (k / (n - 1) - 0.5) * exposure_s if n > 1 else 0.0
-            col = np.zeros_like(acc_c)
-            alpha = np.zeros_like(acc_a)
+            col: np.ndarray = np.zeros_like(acc_c)
+            alpha: np.ndarray = np.zeros_like(acc_a)
             for item in items:
                 self._draw_item(col, alpha, item, self._pose_at(item, dt))
             acc_c += col
@@ -151,8 +151,8 @@ class SceneRenderer:
         src = np.array([[-0.5, -0.5], [tex.shape[1] - 0.5, -0.5], [tex.shape[1] - 0.5, tex.shape[0] - 0.5],
                         [-0.5, tex.shape[0] - 0.5]], np.float32)
         obj = np.array([[0, 0, 0], [bw, 0, 0], [bw, bh, 0], [0, bh, 0]], float)
-        col = np.zeros((h * self.ss, w * self.ss, 3), np.float32)
-        alpha = np.zeros((h * self.ss, w * self.ss), np.float32)
+        col: np.ndarray = np.zeros((h * self.ss, w * self.ss, 3), np.float32)
+        alpha: np.ndarray = np.zeros((h * self.ss, w * self.ss), np.float32)
         # A white margin of one square around the board, as printed.
         m = design.square_mm
         margin = np.array([[-m, -m, 0], [bw + m, -m, 0], [bw + m, bh + m, 0], [-m, bh + m, 0]], float)
@@ -168,7 +168,7 @@ class SceneRenderer:
         if noise_sigma > 0:
             rng = rng or np.random.default_rng(0)
             out += rng.normal(0.0, noise_sigma, out.shape).astype(np.float32)
-        corners3d = design.board().getChessboardCorners()
+        corners3d = np.asarray(design.board().getChessboardCorners())  # (N, 3) float32
         truth = self.project(pose.apply(corners3d))
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), truth
 
@@ -356,7 +356,7 @@ def sample_tip_pose(profile: HandpieceProfile, camera: CameraModel, rng: np.rand
 def video_frames(path: str, size: tuple[int, int], limit: int | None = None) -> list[np.ndarray]:
     """Frames of a video fitted to `size`, for use as backgrounds."""
     cap = cv2.VideoCapture(str(path))
-    out = []
+    out: list[np.ndarray] = []
     try:
         while limit is None or len(out) < limit:
             ok, frame = cap.read()

@@ -78,8 +78,8 @@ class MarkerDetector:
         if ids is None:
             return out
         off = np.array(offset, np.float64)
-        for c, i in zip(corners, ids.ravel()):
-            i = int(i)
+        for c, raw_id in zip(corners, ids.ravel()):
+            i = int(raw_id)
             if self._ids is not None and i not in self._ids:
                 continue
             out.setdefault(i, []).append(refine_corners(gray, c.reshape(4, 2).astype(np.float64)) + off)
@@ -127,7 +127,7 @@ def refine_corners(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
     pts = pts.reshape(-1, 2)
     nn = nn.reshape(-1, 2)
     rows = np.arange(len(pts))
-    ok = np.zeros(len(pts), bool)
+    ok: np.ndarray = np.zeros(len(pts), bool)
     for _ in range(2):  # the second pass re-centres the profiles on the first estimate
         sx = (pts[:, 0:1] + offs[None, :] * nn[:, 0:1]).astype(np.float32)
         sy = (pts[:, 1:2] + offs[None, :] * nn[:, 1:2]).astype(np.float32)

@@ -126,7 +126,9 @@ def _fit_covariance(obj: np.ndarray, pose: RigidPose, cam: CameraModel, sigma_px
 def _continue_prior(cands: list[tuple[RigidPose, float]], ratio: float, prior: BodyPose, t_ns: int,
                     limits: PoseLimits) -> tuple[RigidPose | None, float]:
     """The single-marker candidate that plausibly continues the prior pose, and its rotation step (deg); None if none."""
-    angles = [rotation_angle_deg(prior.pose.R, c[0].R) for c in cands]
+    prior_pose = prior.pose
+    assert prior_pose is not None, "only a prior with a pose (valid) can be continued"
+    angles = [rotation_angle_deg(prior_pose.R, c[0].R) for c in cands]
     k = int(np.argmin(angles))
     if k != 0 and ratio >= limits.ambiguity_ratio:
         return None, 0.0  # reprojection clearly prefers the other one: the two clues disagree
@@ -135,7 +137,7 @@ def _continue_prior(cands: list[tuple[RigidPose, float]], ratio: float, prior: B
     if angles[k] > limits.prior_max_angle_deg:
         return None, 0.0
     dt_s = (t_ns - prior.t_capture_ns) * 1e-9
-    if np.linalg.norm(cands[k][0].t_mm - prior.pose.t_mm) > limits.prior_max_speed_mm_s * dt_s + limits.prior_slack_mm:
+    if np.linalg.norm(cands[k][0].t_mm - prior_pose.t_mm) > limits.prior_max_speed_mm_s * dt_s + limits.prior_slack_mm:
         return None, 0.0
     return cands[k][0], angles[k]
 
@@ -159,7 +161,8 @@ def _obliquity_deg(body: MarkerBody, mid: int, pose: RigidPose) -> float:
 
 
 def _without_steep(body: MarkerBody, det: MarkerDetections, cam: CameraModel, t_ns: int, ids: list[int],
-                   joint: RigidPose, prior: BodyPose | None, fresh_prior: bool, limits: PoseLimits):
+                   joint: RigidPose, prior: BodyPose | None, fresh_prior: bool,
+                   limits: PoseLimits) -> tuple[RigidPose, list[int], float, float, float] | None:
     """The pose from the markers seen flat enough, or None to keep the joint fit; (pose, ids, rms, step_deg, ratio)."""
     keep = [i for i in ids if _obliquity_deg(body, i, joint) <= limits.max_obliquity_deg]
     if not keep or len(keep) == len(ids):
@@ -172,8 +175,8 @@ def _without_steep(body: MarkerBody, det: MarkerDetections, cam: CameraModel, t_
                                       flags=cv2.SOLVEPNP_ITERATIVE)
         if not ok:
             return None
-        pose = RigidPose.from_rvec(rvec, tvec)
-        return pose, keep, _reproj_rms(obj, img, pose, cam), 0.0, float("inf")
+        fitted = RigidPose.from_rvec(rvec, tvec)
+        return fitted, keep, _reproj_rms(obj, img, fitted, cam), 0.0, float("inf")
     cands = _single_candidates(body, keep[0], img, cam)
     ratio = (cands[1][1] if len(cands) > 1 else float("inf")) / max(cands[0][1], 1e-6)
     this_frame = BodyPose(True, "", joint, 0.0, tuple(ids), 0, float("inf"), None, t_ns)
@@ -181,6 +184,7 @@ def _without_steep(body: MarkerBody, det: MarkerDetections, cam: CameraModel, t_
     if pose is None:
         return None
     if fresh_prior:
+        assert prior is not None and prior.pose is not None, "fresh_prior means a valid prior with a pose"
         step = max(step, rotation_angle_deg(prior.pose.R, pose.R))
     return pose, keep, _reproj_rms(obj, img, pose, cam), step, ratio
 
@@ -217,9 +221,11 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
                     if run < limits.acquire_frames:
                         return BodyPose(False, AMBIGUOUS, None, e1, tuple(ids), 0, ratio, None, t_ns, best, run)
             else:
-                best, step_deg = _continue_prior(cands, ratio, prior, t_ns, limits)
-                if best is None:
+                assert prior is not None, "fresh_prior means a prior"
+                continued, step_deg = _continue_prior(cands, ratio, prior, t_ns, limits)
+                if continued is None:
                     return _invalid(AMBIGUOUS, t_ns, ids, e1)
+                best = continued
             pose = best
         else:
             # Seed: the single-marker candidate that best explains all corners.
@@ -231,13 +237,14 @@ def estimate_body_pose(body: MarkerBody, det: MarkerDetections, cam: CameraModel
             pose = RigidPose.from_rvec(rvec, tvec) if ok else seed
             ratio = float("inf")
         rms = _reproj_rms(obj, img, pose, cam)
-        if rms > limits.max_rms_px and len(ids) > 1:
-            per = {}
-            for i in ids:
-                per[i] = _reproj_rms(body.corners_mm[i], det.corners_px[i], pose, cam)
-            ids = [i for i in ids if i != max(per, key=per.get)]
-            continue  # once per marker at most: the list shrinks each time
-        break
+        # (break-first rather than `continue`: mypy reports the names bound in a `while True` that
+        # continues as used before definition when they are rebound after the loop)
+        if not (rms > limits.max_rms_px and len(ids) > 1):
+            break
+        per: dict[int, float] = {}
+        for i in ids:
+            per[i] = _reproj_rms(body.corners_mm[i], det.corners_px[i], pose, cam)
+        ids = [i for i in ids if i != max(per, key=per.__getitem__)]  # once per marker at most: the list shrinks
     if len(ids) > 1 and rms <= limits.max_rms_px:
         flat = _without_steep(body, det, cam, t_ns, ids, pose, prior, fresh_prior, limits)
         if flat is not None:

@@ -148,6 +148,7 @@ class TipFilter:
         return self._out(why)
 
     def _out(self, why: str) -> FilterOutput:
+        assert self._x is not None and self._P is not None, "called right after _start or update set the state"
         return FilterOutput(self._x[:3].copy(), self._P[:3, :3].copy(), self._x[3:].copy(), self._P[3:, 3:].copy(),
                             self._n, why)
 
@@ -155,6 +156,7 @@ class TipFilter:
         """State and covariance predicted to t_ns (None without a state, or past the gap limit)."""
         if self._t is None or not (0 <= t_ns - self._t <= self.max_gap_ns):
             return None
+        assert self._x is not None and self._P is not None, "state, covariance and time are set together"
         dt = (t_ns - self._t) * 1e-9
         F = np.eye(6)
         F[:3, 3:] = np.eye(3) * dt
@@ -235,8 +237,10 @@ class HandpieceTracker:
             return TipObservation(frame_index, t_ns, False, body.reason, None, None, None, None, 0.0, None,
                                   None if np.isnan(body.rms_px) else body.rms_px, body.ids_used, None, None,
                                   self.camera.calibrated, time.monotonic_ns())
-        self._prior = body
         pose = body.pose
+        if pose is None:
+            raise ValueError("a valid BodyPose must carry its pose")
+        self._prior = body
         tip = pose.apply(self.profile.tip_offset_mm.reshape(1, 3))[0]
         px = self._project(tip)
         cov3 = point_covariance_mm2(pose, body.cov6, self.profile.tip_offset_mm)
@@ -267,13 +271,14 @@ class HandpieceTracker:
         sig_f = float("inf") if P is None else float(np.sqrt(max(np.trace(P), 0.0)))
         sig_lat_f = lateral_sigma_mm(P, est)
         conf = 1.0 / (1.0 + (sig_f / CONFIDENCE_HALF_SIGMA_MM) ** 2) if np.isfinite(sig_f) else 0.0
+        rvec = pose.rvec
         return TipObservation(
             frame_index, t_ns, True, "",
             (float(px_est[0]), float(px_est[1])), (float(est[0]), float(est[1]), float(est[2])),
             None if v is None else (float(v[0]), float(v[1]), float(v[2])),
             speed,
             float(conf), float(sig_f), body.rms_px, body.ids_used,
-            tuple(float(x) for x in pose.rvec), tuple(float(x) for x in pose.t_mm),
+            (float(rvec[0]), float(rvec[1]), float(rvec[2])), (float(pose.t_mm[0]), float(pose.t_mm[1]), float(pose.t_mm[2])),
             self.camera.calibrated, time.monotonic_ns(), float(sig_lat_f),
             (float(px[0]), float(px[1])), (float(tip[0]), float(tip[1]), float(tip[2])), float(sigma),
             float(sigma_lat), speed_meas, speed_sigma, frames, why,
