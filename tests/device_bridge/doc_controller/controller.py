@@ -39,7 +39,11 @@ Checked against the service: tests/device_bridge/test_doc_controller.py.
   G17 §4.3 end of session: the doc does not say whether the service stops granting before end_session(); a pulse fired
       under a still-valid permit after it would be neither recorded nor `missing`. Observed: disarm (`quit`) and denies
       come ~0.5 s before session_end, so no pulse was lost.
-  G18 recording.md: events.jsonl is not in t_ns order; `link connected` and `key_refused` carry times before
+  G18 §1: DEALER high-water mark / what to do when the report queue is full (service away for minutes: ~1000 statuses
+      queue up) is not said -> libzmq default HWM; a send that would block is dropped and logged (a dropped pulse report
+      then surfaces as `missing` through the status count). Statuses queued before the service binds are delivered in a
+      burst on connect; the service accepted them (no rejects, one `connected`).
+  G19 recording.md: events.jsonl is not in t_ns order; `link connected` and `key_refused` carry times before
       `session_start` (written after it).
 """
 
@@ -368,7 +372,10 @@ class Controller:
         self.log_f.write(json.dumps({"event": event, "t_ns": time.monotonic_ns(), **kw}) + "\n")
 
     def send(self, mtype: str, **fields: Any) -> None:
-        self.dlr.send(encode(mtype, {"controller": self.a.id, "boot": self.boot, **fields}), zmq.NOBLOCK)
+        try:
+            self.dlr.send(encode(mtype, {"controller": self.a.id, "boot": self.boot, **fields}), zmq.NOBLOCK)
+        except zmq.Again:  # DEALER queue full (service away for long): a lost pulse report shows as `missing` (§4.3)
+            self.log("report_dropped", type=mtype, seq=fields.get("pulse_seq") or fields.get("status_seq"))
 
     def on_permit(self, frames: list[bytes]) -> None:
         now = time.monotonic_ns()
