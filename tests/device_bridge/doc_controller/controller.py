@@ -43,7 +43,11 @@ Checked against the service: tests/device_bridge/test_doc_controller.py.
       queue up) is not said -> libzmq default HWM; a send that would block is dropped and logged (a dropped pulse report
       then surfaces as `missing` through the status count). Statuses queued before the service binds are delivered in a
       burst on connect; the service accepted them (no rejects, one `connected`).
-  G19 recording.md: events.jsonl is not in t_ns order; `link connected` and `key_refused` carry times before
+  G19 §9: the loop polls with "timeout = min(time to next pulse, 5 ms)": taken literally, while the trigger is held and
+      the gate refuses, the next pulse is always overdue, the timeout is 0 and the controller busy-spins (a first version
+      of this file did: 3 controllers starved the service into `camera_stalled`) -> an overdue pulse waits up to 5 ms
+      for a permit (a frame on SUB wakes the poll at once).
+  G20 recording.md: events.jsonl is not in t_ns order; `link connected` and `key_refused` carry times before
       `session_start` (written after it).
 """
 
@@ -446,8 +450,9 @@ class Controller:
         self.log("start", controller=self.a.id, boot=self.boot, connect=self.a.connect, report=self.a.report)
         while not stop and (t_end is None or time.monotonic_ns() < t_end):
             now = time.monotonic_ns()
-            wait_ns = min(self.next_status - now, self.last_pulse + self.period_ns - now, 5_000_000)  # §9
-            for sock, _ in self.poller.poll(max(wait_ns, 0) // 1_000_000):
+            to_pulse = self.last_pulse + self.period_ns - now  # <= 0: due (but maybe refused): a new permit wakes the poll
+            wait_ns = min(self.next_status - now, to_pulse if to_pulse > 0 else 5_000_000, 5_000_000)  # §9, see G20
+            for sock, _ in self.poller.poll(-(-max(wait_ns, 0) // 1_000_000)):
                 while True:
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
