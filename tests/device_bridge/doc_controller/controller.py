@@ -4,6 +4,9 @@ Nothing here imports or was read from the `guidance` package: it is a conformanc
 
 Doc gaps, ambiguities and contradictions met while writing and running it (section: problem -> what this file assumes).
 Checked against the service: tests/device_bridge/test_doc_controller.py.
+  G0  header: the doc names a reference (`ControllerGate`, "meant to be ported line by line") for details it leaves out;
+      a doc-only implementer cannot see it. G1-G4 are such details. The vectors' gate options (`expect_service`) are
+      that class's constructor arguments, not a doc term.
   G1  §5.2 r4: the verdict of the frame that *confirms* a candidate boot is not named, nor what happens if that frame then
       fails rules 5-7 -> the boot is confirmed first (previous boot retired), then the frame runs rules 5-8 like any other
       (the vectors only show the accepted case).
@@ -49,6 +52,8 @@ Checked against the service: tests/device_bridge/test_doc_controller.py.
       for a permit (a frame on SUB wakes the poll at once).
   G20 recording.md: events.jsonl is not in t_ns order; `link connected` and `key_refused` carry times before
       `session_start` (written after it).
+  G21 recording.md (PulseEvent.deposit) names the counters `lifted_pulses` / `contact_unknown_pulses`; the session_end
+      summary the service writes has `pulses_lifted` / `pulses_contact_unknown` (and bridge.pulses.lifted, as §6.2 says).
 """
 
 from __future__ import annotations
