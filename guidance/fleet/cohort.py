@@ -128,7 +128,8 @@ def _coverage_table(rows: list[dict], compare: bool) -> str:
         for zone, z in (r["facts"].get("coverage") or {}).items():
             per.setdefault((_plan(r) or NOT_RECORDED, zone), []).append({**z, "_cmp": _cmp(r), "_zone": zone})
     head = ("<tr><th>plan</th><th>zone</th><th>target passes</th><th>recordings</th><th>mean share at target</th>"
-            f"<th>recordings at target (≥ {100 * AT_TARGET:.0f}%)</th><th>recordings with cells over max</th>")
+            f"<th>mean passes</th><th>recordings at target (≥ {100 * AT_TARGET:.0f}%)</th>"
+            "<th>recordings with cells over max</th>")
     if compare:
         head += "<th>mean share at target then</th>"
     body = []
@@ -137,7 +138,8 @@ def _coverage_table(rows: list[dict], compare: bool) -> str:
         done = sum(z["fraction_at_target"] >= AT_TARGET for z in zs)
         over = sum(bool(z["cells_over_max"]) for z in zs)
         cells = (f"<td>{_e(plan)}</td><td>{_e(zone)}</td><td class=\"n\">{_e(zs[0]['target'])}</td>"
-                 f"<td class=\"n\">{len(zs)}</td><td class=\"n\">{_pct(mean)}</td><td class=\"n\">{done}</td>"
+                 f"<td class=\"n\">{len(zs)}</td><td class=\"n\">{_pct(mean)}</td>"
+                 f"<td class=\"n\">{_num(_mean([z['mean_passes'] for z in zs]), '.2f')}</td><td class=\"n\">{done}</td>"
                  f"<td class=\"n{' bad' if over else ''}\">{over}</td>")
         if compare:
             then = _mean([z["_cmp"].get("coverage_then", {}).get(zone, 0.0) for z in zs])
@@ -148,6 +150,11 @@ def _coverage_table(rows: list[dict], compare: bool) -> str:
             + (", as re-judged (now); then: as recorded." if compare else ".") + "</p>")
     return (f'<section id="coverage"><h2>Coverage against target</h2>{note}'
             f'<table>{head}</tr>{"".join(body)}</table></section>')
+
+
+def _who(r: dict, name: str) -> str:
+    v = _meta(r, name)
+    return f"<td>{_e(v)}</td>" if v else f'<td class="none">{NOT_RECORDED}</td>'
 
 
 def _recordings_table(results: list[dict], compare: bool, retrack: bool) -> str:
@@ -161,14 +168,11 @@ def _recordings_table(results: list[dict], compare: bool, retrack: bool) -> str:
     head += "<th>result</th>"
     body = []
     for k, r in enumerate(results, 1):
-        def who(name: str) -> str:
-            v = _meta(r, name)
-            return f"<td>{_e(v)}</td>" if v else f'<td class="none">{NOT_RECORDED}</td>'
         rec = _e(r["recording"])
         link = f'<a href="{_e(r["output"])}/">{rec}</a>' if r.get("output") else rec
         cells = (f'<td class="n">{k}</td><td>{link}</td><td>{_e(_meta(r, "session_id") or "–")}</td>'
                  f'<td>{_e(_when(_meta(r, "started") or ""))}</td><td>{_e(_plan(r) or "–")}</td>'
-                 + who("operator") + who("client") + who("clinic"))
+                 + "".join(_who(r, name) for name in ("operator", "client", "clinic")))
         f = r.get("facts")
         ncols = 6 + (3 if compare else 0) + (2 if retrack else 0)
         if r.get("status") == "ok" and f:

@@ -54,6 +54,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "zone_excluded": "tip in an exclusion zone",
     "zone_not_planned": "tip's zone not in the plan",
     "near_boundary": "too close to the plan's edge for the speed (look-ahead)",
+    "near_exclusion": "too close to an exclusion (beyond its clinical buffer) for the speed (look-ahead)",
     "passes_exceeded": "local passes at the plan's maximum",
     "zone_complete": "zone at target, plan stops at target",
     "internal_error": "the service hit an error",
