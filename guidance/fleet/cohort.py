@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from guidance.review.report import CSS, DENY_TEXT, VIOLATION_TEXT, _e, _kv_table, _num, _reason_css, _when, bars_svg
+from guidance.review.report import CSS, DENY_TEXT, VIOLATION_TEXT, _e, _kv_table, _reason_css, _when, bars_svg
 
 NOT_RECORDED = "not recorded"
 GROUPS = (("plan", "Per plan"), ("operator", "Per operator"), ("clinic", "Per clinic"))
@@ -71,6 +71,10 @@ def _sum_counts(rows: list[dict], key: str) -> dict[str, int]:
     for r in rows:
         c.update(r["facts"].get(key) or {})
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _fmt(x: float | None, fmt: str = ".2f") -> str:
+    return "–" if x is None else format(x, fmt)
 
 
 def _pct(x: float | None) -> str:
@@ -139,7 +143,7 @@ def _coverage_table(rows: list[dict], compare: bool) -> str:
         over = sum(bool(z["cells_over_max"]) for z in zs)
         cells = (f"<td>{_e(plan)}</td><td>{_e(zone)}</td><td class=\"n\">{_e(zs[0]['target'])}</td>"
                  f"<td class=\"n\">{len(zs)}</td><td class=\"n\">{_pct(mean)}</td>"
-                 f"<td class=\"n\">{_num(_mean([z['mean_passes'] for z in zs]), '.2f')}</td><td class=\"n\">{done}</td>"
+                 f"<td class=\"n\">{_fmt(_mean([z['mean_passes'] for z in zs]))}</td><td class=\"n\">{done}</td>"
                  f"<td class=\"n{' bad' if over else ''}\">{over}</td>")
         if compare:
             then = _mean([z["_cmp"].get("coverage_then", {}).get(zone, 0.0) for z in zs])
@@ -192,7 +196,7 @@ def _recordings_table(results: list[dict], compare: bool, retrack: bool) -> str:
                 c = _cmp(r)
                 shift = (c.get("chart_shift_mm") or {}).get("median")
                 cells += (f'<td class="n">{c.get("face_found_then", 0)} → {c.get("face_found_now", 0)}</td>'
-                          f'<td class="n">{_num(shift, ".2f") if shift is not None else "–"}</td>')
+                          f'<td class="n">{_fmt(shift)}</td>')
             cells += '<td class="ok">ok (cut-off recording)</td>' if f.get("truncated") else '<td class="ok">ok</td>'
         else:
             cells += f'<td colspan="{ncols}" class="bad">failed: {_e(r.get("reason"))}</td><td class="bad">failed</td>'

@@ -1,6 +1,6 @@
 """Engines: where the per-recording tasks run. `local` (this process, one after another) or `dask`.
 
-Both call the same `tasks.run_one` once per recording and hand each result to
+Both call the same `tasks.run_one` (timed) once per recording and hand each result to
 `on_result` as it comes back, in completion order. Dask: a task per recording
 on a `dask.distributed` cluster — a `LocalCluster` of `workers` processes (one
 thread each: a task is CPU-bound and the pipeline runs its own handpiece
@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 from guidance.errors import UserError
 from guidance.fleet.sources import RecordingRef
-from guidance.fleet.tasks import Job, failed, probe, run_one
+from guidance.fleet.tasks import Job, failed, probe, timed_run_one
 
-OnResult = Callable[[RecordingRef, dict], None]
+# on_result(ref, result, cpu_s, wall_s): a recording's result and what its task cost where it ran
+OnResult = Callable[[RecordingRef, dict, float, float], None]
 
 
 class LocalEngine:
@@ -35,7 +36,7 @@ class LocalEngine:
 
     def run(self, job: Job, refs: list[RecordingRef], out_dir: str, on_result: OnResult) -> None:
         for ref in refs:
-            on_result(ref, run_one(job, ref, out_dir))
+            on_result(ref, *timed_run_one(job, ref, out_dir))
 
     def close(self) -> None:
         pass
@@ -54,9 +55,14 @@ class DaskEngine:
                             field="--engine") from None
         self.cluster: Any = None
         if address is None:
+            import dask
+
             n = workers or os.cpu_count() or 1
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                        silence_logs=logging.ERROR)
+            # dashboard on a free port (never a clash with another cluster on the machine); no statistical
+            # profiler in the workers (it samples the task's thread every 10 ms: measured slower here)
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                            silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         else:
             try:
@@ -83,16 +89,16 @@ class DaskEngine:
     def run(self, job: Job, refs: list[RecordingRef], out_dir: str, on_result: OnResult) -> None:
         from dask.distributed import as_completed
 
-        futures = {self.client.submit(run_one, job, ref, out_dir, key=f"guidance-fleet-{job.command}-{ref.key}",
+        futures = {self.client.submit(timed_run_one, job, ref, out_dir, key=f"guidance-fleet-{job.command}-{ref.key}",
                                       pure=False): ref for ref in refs}
         try:
             for fut in as_completed(futures):
                 ref = futures[fut]
                 try:
-                    res = fut.result()
+                    res, cpu_s, wall_s = fut.result()
                 except Exception as exc:  # the task never returned (KilledWorker, lost cluster): this recording's failure
-                    res = failed(ref, job, f"{type(exc).__name__}: {exc}".splitlines()[0])
-                on_result(ref, res)
+                    res, cpu_s, wall_s = failed(ref, job, f"{type(exc).__name__}: {exc}".splitlines()[0]), 0.0, 0.0
+                on_result(ref, res, cpu_s, wall_s)
                 fut.release()
         finally:
             self.client.cancel(list(futures))

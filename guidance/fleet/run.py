@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -49,13 +50,15 @@ class FleetRun:
     ran: int
     results: list[dict] = field(default_factory=list)  # one per recording, in `recordings` order
     elapsed_s: float = 0.0
+    task_cpu_s: float = 0.0  # CPU seconds the tasks of this run took, summed (each in its worker process)
 
     @property
     def failed(self) -> list[dict]:
         return [r for r in self.results if r["status"] != "ok"]
 
     def lines(self) -> list[str]:
-        rate = f" ({self.ran / self.elapsed_s:.2f} recordings/s)" if self.ran and self.elapsed_s > 0 else ""
+        rate = (f" ({self.ran / self.elapsed_s:.2f} recordings/s, {self.task_cpu_s / self.ran:.2f} CPU s each)"
+                if self.ran and self.elapsed_s > 0 else "")
         out = [f"fleet {self.job.command}: {len(self.recordings)} recording(s): {self.skipped} already done, "
                f"{self.ran} run in {self.elapsed_s:.1f} s on {self.engine} ({self.workers} worker(s)){rate}, "
                f"{len(self.failed)} failed"]
@@ -114,6 +117,13 @@ def _prepare(out: Path, job: Job) -> None:
         write_json_atomic(marker, {**want, "guidance": __version__})
 
 
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
 def result_path(out: Path, key: str) -> Path:
     return out / RESULTS / f"{key}.json"
 
@@ -157,10 +167,11 @@ def run_fleet(job: Job, roots: list[str], out_dir: str | Path, *, engine: str = 
             prog.step(f"{run.skipped} already done", run.skipped)
             t0 = time.monotonic()  # from the first task on: engine start-up is not throughput
 
-            def on_result(ref: RecordingRef, res: dict) -> None:
+            def on_result(ref: RecordingRef, res: dict, cpu_s: float, wall_s: float) -> None:
                 nonlocal n_failed
                 write_json_atomic(result_path(out, ref.key), res)
                 run.ran += 1
+                run.task_cpu_s += cpu_s
                 n_failed += res["status"] != "ok"
                 prog.step(f"{run.ran}/{len(todo)} run, {n_failed} failed")
 
@@ -172,7 +183,8 @@ def run_fleet(job: Job, roots: list[str], out_dir: str | Path, *, engine: str = 
                 fh.write(json.dumps({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                      "command": job.command, "engine": engine, "workers": run.workers,
                                      "recordings": len(refs), "skipped": run.skipped, "ran": run.ran,
-                                     "failed": n_failed, "elapsed_s": round(time.monotonic() - t0, 3),
+                                     "failed": n_failed, "elapsed_s": round(run.elapsed_s or time.monotonic() - t0, 3),
+                                     "task_cpu_s": round(run.task_cpu_s, 3), "load_avg": _load(),
                                      "guidance": __version__}) + "\n")
     else:
         prog.step("all already done", len(refs))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,14 @@ def run_one(job: Job, ref: RecordingRef, out_dir: str) -> dict:
         result.update(facts=None, comparison=None, output=None)
         shutil.rmtree(part, ignore_errors=True)
     return result
+
+
+def timed_run_one(job: Job, ref: RecordingRef, out_dir: str) -> tuple[dict, float, float]:
+    """`run_one` and what it cost where it ran: (result, CPU seconds of the process, wall seconds). The cost goes
+    to the run's log (runs.jsonl), never into the result."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = run_one(job, ref, out_dir)
+    return res, time.process_time() - c0, time.perf_counter() - t0
 
 
 def failed(ref: RecordingRef, job: Job, reason: str) -> dict:

@@ -19,7 +19,7 @@ def cluster():
     """The scheduler address of a local cluster: two worker processes, one thread each."""
     from dask.distributed import LocalCluster
 
-    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                      silence_logs=logging.ERROR)
     try:
         yield c.scheduler_address
