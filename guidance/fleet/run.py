@@ -111,6 +111,8 @@ def _prepare(out: Path, job: Job) -> None:
     elif out.exists() and any(out.iterdir()):
         raise UserError("exists, is not empty and is not a fleet output folder", path=out)
     (out / RESULTS).mkdir(parents=True, exist_ok=True)
+    for torn in (out / RESULTS).glob("*.part"):  # a result being written when the last run was killed
+        torn.unlink()
     if job.command != "report":
         (out / RECORDINGS).mkdir(exist_ok=True)
     if not marker.exists():
@@ -175,7 +177,12 @@ def run_fleet(job: Job, roots: list[str], out_dir: str | Path, *, engine: str = 
                 n_failed += res["status"] != "ok"
                 prog.step(f"{run.ran}/{len(todo)} run, {n_failed} failed")
 
-            eng.run(job, todo, str(out), on_result)
+            try:
+                eng.run(job, todo, str(out), on_result)
+            except KeyboardInterrupt:
+                print(f"\nfleet {job.command}: interrupted with {run.skipped + run.ran} of {len(refs)} recordings done; "
+                      "the same command again resumes", file=stream or sys.stderr)
+                raise
             run.elapsed_s = time.monotonic() - t0
         finally:
             eng.close()

@@ -279,3 +279,22 @@ def test_user_errors_are_one_line_exit_2(recs, tmp_path):
     assert _cli("report", one, "-o", tmp_path / "g", "--quiet").returncode == 0
     r = _cli("reprocess", one, "-o", tmp_path / "g")
     assert r.returncode == 2 and "another output folder" in r.stderr
+
+
+def test_retrack_sets_up_the_vision_the_pipeline_would(recs):
+    """Re-tracking builds its pipeline with vision=False and the worker's cached models: the same parts as
+    GuidancePipeline(vision=True) makes (a change there shows here)."""
+    from guidance.fleet.retrack import _RecordedLatency
+    from guidance.pipeline import GuidancePipeline, PipelineConfig
+    from guidance.session.reader import open_session
+
+    s = open_session(recs["recordings"][0], quiet=True)
+    plan, profile = s.plan(), s.profile()
+    config = PipelineConfig.from_json(s.config())
+    live = GuidancePipeline(plan, profile, config=config, vision=True)
+    try:
+        assert type(live.face) is type(cache.face_tracker(config.tracker, None))
+        assert live.face.config == config.tracker and live.skin is not None and live.shoulders is None
+        assert {"value_ms", "add"} <= set(dir(live.latency)) and {"value_ms", "add"} <= set(dir(_RecordedLatency))
+    finally:
+        live.close()
