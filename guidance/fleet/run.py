@@ -16,6 +16,7 @@ recording whose result says ok, redoes the others, and rewrites the cohort.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from guidance import __version__
 from guidance.errors import UserError
@@ -111,8 +112,6 @@ def _prepare(out: Path, job: Job) -> None:
     elif out.exists() and any(out.iterdir()):
         raise UserError("exists, is not empty and is not a fleet output folder", path=out)
     (out / RESULTS).mkdir(parents=True, exist_ok=True)
-    for torn in (out / RESULTS).glob("*.part"):  # a result being written when the last run was killed
-        torn.unlink()
     if job.command != "report":
         (out / RECORDINGS).mkdir(exist_ok=True)
     if not marker.exists():
@@ -141,12 +140,38 @@ def read_result(out: Path, key: str) -> dict | None:
 def run_fleet(job: Job, roots: list[str], out_dir: str | Path, *, engine: str = "local", address: str | None = None,
               workers: int | None = None, progress: bool = True, stream: Any = None) -> FleetRun:
     """Run `job` on every recording under `roots` into `out_dir`; resumable; writes the cohort report."""
-    from guidance.fleet.cohort import write_cohort
-
     job = check_job(job)
     out = Path(out_dir).resolve()
     refs = find_recordings(roots, exclude=out)
     _prepare(out, job)
+    with _only_run(out):
+        return _run(job, refs, out, engine, address, workers, progress, stream)
+
+
+@contextlib.contextmanager
+def _only_run(out: Path) -> Iterator[None]:
+    """One run at a time in an output folder (two would do the same recordings twice): a lock on OUT/.lock."""
+    fh = open(out / ".lock", "a")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            pass
+        except OSError:
+            raise UserError("another fleet run is writing into this folder", path=out) from None
+        yield
+    finally:
+        fh.close()
+
+
+def _run(job: Job, refs: list[RecordingRef], out: Path, engine: str, address: str | None, workers: int | None,
+         progress: bool, stream: Any) -> FleetRun:
+    from guidance.fleet.cohort import write_cohort
+
+    for torn in (out / RESULTS).glob("*.part"):  # a result being written when the last run was killed
+        torn.unlink()
     todo = []
     for ref in refs:
         r = read_result(out, ref.key)
