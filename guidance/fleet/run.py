@@ -190,7 +190,8 @@ def _run(job: Job, refs: list[RecordingRef], out: Path, engine: str, address: st
         eng = make_engine(engine, address=address, workers=workers)
         try:
             run.workers = eng.workers
-            eng.check([str(out)] + ([job.plan] if job.plan else []) if job.command != "report" else [])
+            # the workers write the new recordings into OUT themselves, and read --plan: they must see both
+            eng.check([] if job.command == "report" else [str(out)] + ([job.plan] if job.plan else []))
             prog.step(f"{run.skipped} already done", run.skipped)
             t0 = time.monotonic()  # from the first task on: engine start-up is not throughput
 

@@ -298,3 +298,18 @@ def test_retrack_sets_up_the_vision_the_pipeline_would(recs):
         assert {"value_ms", "add"} <= set(dir(live.latency)) and {"value_ms", "add"} <= set(dir(_RecordedLatency))
     finally:
         live.close()
+
+
+def test_one_run_at_a_time_in_an_output_folder(recs, tmp_path):
+    import fcntl
+
+    from guidance.errors import UserError
+
+    out = tmp_path / "out"
+    first = run_fleet(Job("report"), [recs["recordings"][0]], out, progress=False)
+    assert first.ran == 1
+    with open(out / ".lock", "a") as held:  # as a run in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="another fleet run is writing into this folder"):
+            run_fleet(Job("report"), [recs["recordings"][0]], out, progress=False)
+    assert run_fleet(Job("report"), [recs["recordings"][0]], out, progress=False).skipped == 1
