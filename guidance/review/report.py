@@ -20,16 +20,18 @@ import os
 import sys
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from guidance.errors import UserError
 from guidance.live.overlay import draw_overlay
-from guidance.session.reader import open_session
+from guidance.session.reader import Session, open_session
 from guidance.session.records import SessionEnd
 from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage
 from guidance.zones.atlas import Atlas, load_atlas
@@ -52,6 +54,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "zone_excluded": "tip in an exclusion zone",
     "zone_not_planned": "tip's zone not in the plan",
     "near_boundary": "too close to the plan's edge for the speed (look-ahead)",
+    "near_exclusion": "too close to an exclusion (beyond its clinical buffer) for the speed (look-ahead)",
     "passes_exceeded": "local passes at the plan's maximum",
     "zone_complete": "zone at target, plan stops at target",
     "internal_error": "the service hit an error",
@@ -85,8 +88,9 @@ def _reason_css(reason: str) -> str:
 class Progress:
     """A one-line text progress bar on stderr; no dependency, silent when disabled."""
 
-    def __init__(self, total: int, enabled: bool = True, stream=None, width: int = 30):
+    def __init__(self, total: int, enabled: bool = True, stream=None, width: int = 30, name: str = "report"):
         self.total = max(total, 1)
+        self.name = name
         self.done = 0
         self.enabled = enabled
         self.stream = stream or sys.stderr
@@ -100,7 +104,7 @@ class Progress:
             return
         self._last = now
         fill = int(self.width * self.done / self.total)
-        self.stream.write(f"\rreport [{'#' * fill}{'.' * (self.width - fill)}] "
+        self.stream.write(f"\r{self.name} [{'#' * fill}{'.' * (self.width - fill)}] "
                           f"{100 * self.done // self.total:3d}% {label[:50]:<50}")
         self.stream.flush()
 
@@ -174,6 +178,34 @@ def session_facts(k: int, tl: Timeline, cov: CoverageMap, live: CoverageMap | No
                     "max": float(np.nanmax(lat)) if np.isfinite(lat).any() else math.nan},
         truncated=tl.session.truncated, warnings=list(tl.warnings),
     )
+
+
+def session_numbers(session: Session, k: int, atlas: Atlas) -> tuple[SessionFacts, Timeline, CoverageMap]:
+    """One session's numbers (timeline, coverage rebuilt from its pulses, facts): what every report of it
+    shows, `guidance report`'s and fleet review's alike (guidance/fleet/)."""
+    tl = build_timeline(session, atlas)
+    cov = CoverageReplay(tl, atlas).final()
+    return session_facts(k, tl, cov, recorded_coverage(tl, atlas)), tl, cov
+
+
+def facts_json(f: SessionFacts) -> dict:
+    """A session's facts as JSON, without what names one report's copy of them (its place in the report, the
+    folder it was read from): not-a-number (a latency never measured) is null."""
+    d = dataclasses.asdict(f)
+    for k in ("index", "dir"):
+        d.pop(k)
+    d["mean_coverage"] = f.mean_coverage
+    return _finite(d)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 # ------------------------------------------------------------------------------------------ pictures
@@ -637,10 +669,8 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
     bodies: list[str] = []
     for k, s in enumerate(sessions, 1):
         prog.step(f"session {k}: timeline")
-        tl = build_timeline(s, atlas)
+        f, tl, cov = session_numbers(s, k, atlas)
         prog.step(f"session {k}: coverage")
-        cov = CoverageReplay(tl, atlas).final()
-        f = session_facts(k, tl, cov, recorded_coverage(tl, atlas))
         facts.append(f)
         parts = [summary_html(f, tl), coverage_html(f, cov, atlas)]
         prog.step(f"session {k}: plots")

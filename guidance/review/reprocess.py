@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.errors import UserError
@@ -79,8 +80,26 @@ class Comparison:
         return out
 
 
+class ReplayClock:
+    """The pipeline's clock while re-judging: the recorded "now" of the frame being judged (`now_ns`)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+# judge_frame(i, record) -> (the new frame record, its landmarks or None): one frame of a re-judging
+FrameJudge = Callable[[int, rec.FrameRecord], tuple[rec.FrameRecord, Any]]
+
+
 def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | None = None,
-              margin_mm: float | None = None, progress=None) -> Comparison:
+              margin_mm: float | None = None, progress=None, source_name: str | None = None) -> Comparison:
+    """Re-judge a recording from its recorded observations into a new recording `out_dir` (+ comparison.json).
+
+    `source_name`: what `reprocessed_from.dir` names (default: the resolved folder; fleet review passes the
+    URL a recording was staged from)."""
     session = open_session(session_dir, quiet=True)
     if not session.frames:
         raise UserError("the recording has no readable frames", path=session.dir / "frames.jsonl")
@@ -95,14 +114,58 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     config = PipelineConfig.from_json(session.config())
     config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, margin_mm=plan.margin_mm,
                                                                       ttl_ms=plan.ttl_ms), shoulder_tracking=False)
-    clock_now = [0]
+    clock = ReplayClock()
     # coverage = the real history; the recorded shoulder line is used instead of a pose model
-    pipe = GuidancePipeline(plan, profile, config=config, camera=camera, clock=lambda: clock_now[0], vision=False)
+    pipe = GuidancePipeline(plan, profile, config=config, camera=camera, clock=clock, vision=False)
+
+    def judge_frame(i: int, r: rec.FrameRecord) -> tuple[rec.FrameRecord, Any]:
+        frame, face, tip, shoulders = rec.observations(r, session.landmarks(i) if r.face.found else None)
+        old = r.gate
+        cam = camera.scaled_to(*frame.size) if camera else CameraModel.default(*frame.size)
+        lookup, d, _ = pipe.judge(frame, face, tip, r.t_decided_ns, armed=r.armed,
+                                  lookahead_ms=old.lookahead_latency_ms, camera=cam, shoulders=shoulders,
+                                  mapping_sigma_mm=old.mapping_sigma_mm)
+        pipe.count(d)
+        new = dataclasses.replace(r, zone=rec.zone_record(lookup), gate=rec.gate_record(d, old.seq, old.lookahead_latency_ms),
+                                  recorded_gate=old, video=None, landmarks=None)
+        return new, face.landmarks if face.found else None
+
+    info = derived_info(session, session_dir, config, source_name=source_name)
+    info["reprocessed_from"].update({"plan_override": plan_path, "margin_override_mm": margin_mm,
+                                     "damage": list(session.damage)})
+    if plan_path:
+        info["plan"] = {"path": str(Path(plan.source).resolve()), "content": read_yaml(plan.source)}
+    cmp = Comparison(damage=list(session.damage), cut_off=not any(e.kind == "session_end" for e in session.events))
+    return rejudge(session, pipe, recorded_plan, out_dir, info, judge_frame, cmp, clock, progress=progress)
+
+
+def derived_info(session: Session, session_dir: str | Path, config: PipelineConfig, *,
+                 source_name: str | None = None) -> dict:
+    """info.json of a recording derived from `session`: its snapshots, less what names the original writing,
+    with `reprocessed_from` and the configuration the new decisions were made with."""
+    info = dict(session.info)
+    for k in ("format", "format_version", "session_id", "started_wall", "t0_ns", "software"):
+        info.pop(k, None)
+    info["reprocessed_from"] = {"dir": source_name or str(Path(session_dir).resolve()),
+                                "session_id": session.info.get("session_id")}
+    info["config"] = config.to_json()
+    return info
+
+
+def rejudge(session: Session, pipe: GuidancePipeline, recorded_plan: Any, out_dir: str | Path, info: dict,
+            judge_frame: FrameJudge, cmp: Comparison, clock: ReplayClock, *, progress=None,
+            before_end: Callable[[], None] | None = None) -> Comparison:
+    """The loop every re-judging shares (reprocess, fleet retrack): each frame judged by `judge_frame` at its
+    recorded "now", the recorded pulses applied after the frame they landed after (to the real history the
+    gate sees, and to "now" if the new decision still permits them), a new recording and comparison.json.
+
+    `pipe`'s plan and coverage are the new plan's; `cmp` may be a subclass carrying more (fleet retrack), which
+    `before_end` completes before the comparison is written."""
+    plan = pipe.plan
+    profile = pipe.profile
     then_cov = CoverageMap.for_plan(recorded_plan, pipe.atlas)
     now_cov = CoverageMap.for_plan(plan, pipe.atlas)
     pulses_after: dict[int, list[rec.PulseEvent]] = {}
-    cmp = Comparison(damage=list(session.damage),
-                     cut_off=not any(e.kind == "session_end" for e in session.events))
     counted = OutcomeLedger()  # a late report replaces its `missing` placeholder: each pulse counted once
     for e in session.events:
         if isinstance(e, rec.PulseEvent) and e.kind in ("pulse", "violation") and e.after_frame is not None:
@@ -113,41 +176,26 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     readable_seqs = _readable_seq_range(session)
     new_permit: dict[int, bool] = {}
 
-    info = dict(session.info)
-    for k in ("format", "format_version", "session_id", "started_wall", "t0_ns", "software"):
-        info.pop(k, None)
-    info["reprocessed_from"] = {"dir": str(Path(session_dir).resolve()), "session_id": session.info.get("session_id"),
-                                "plan_override": plan_path, "margin_override_mm": margin_mm,
-                                "damage": list(session.damage)}
-    if plan_path:
-        info["plan"] = {"path": str(Path(plan.source).resolve()), "content": read_yaml(plan.source)}
-    info["config"] = config.to_json()
     out = SessionRecorder(out_dir, info)
     try:
         n = len(session.frames)
         for i, r in enumerate(session.frames):
-            frame, face, tip, shoulders = rec.observations(r, session.landmarks(i) if r.face.found else None)
             old = r.gate
-            clock_now[0] = r.t_decided_ns
-            cam = camera.scaled_to(*frame.size) if camera else CameraModel.default(*frame.size)
-            lookup, d, _ = pipe.judge(frame, face, tip, r.t_decided_ns, armed=r.armed,
-                                      lookahead_ms=old.lookahead_latency_ms, camera=cam, shoulders=shoulders,
-                                      mapping_sigma_mm=old.mapping_sigma_mm)
-            pipe.count(d)
-            new_permit[i] = d.permit
+            clock.now_ns = r.t_decided_ns
+            new, landmarks = judge_frame(i, r)
+            g = new.gate
+            new_permit[i] = g.permit
             cmp.frames += 1
             cmp.permitted_then += old.permit
-            cmp.permitted_now += d.permit
-            if not d.permit:
-                cmp.denied_now_by_reason[d.reason.value] = cmp.denied_now_by_reason.get(d.reason.value, 0) + 1
-            if (old.permit, old.reason, tuple(old.reasons)) != (d.permit, d.reason.value, tuple(x.value for x in d.reasons)):
+            cmp.permitted_now += g.permit
+            if not g.permit:
+                cmp.denied_now_by_reason[g.reason] = cmp.denied_now_by_reason.get(g.reason, 0) + 1
+            if (old.permit, old.reason, tuple(old.reasons)) != (g.permit, g.reason, tuple(g.reasons)):
                 cmp.decisions_changed += 1
-                key = f"{old.reason} -> {d.reason.value}"
+                key = f"{old.reason} -> {g.reason}"
                 cmp.changes[key] = cmp.changes.get(key, 0) + 1
                 cmp.changed_frames.append(i)
-            new = dataclasses.replace(r, zone=rec.zone_record(lookup), gate=rec.gate_record(d, old.seq, old.lookahead_latency_ms),
-                                      recorded_gate=old, video=None, landmarks=None)
-            out.add_frame(new, None, face.landmarks if face.found else None, jpeg=session.jpeg(i))
+            out.add_frame(new, None, landmarks, jpeg=session.jpeg(i))
             for e in pulses_after.get(i, []):
                 _replay_pulse(e, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, readable_seqs,
                               new_permit, cmp, out)
@@ -158,6 +206,8 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
                 out.add_event(e)
         cmp.coverage_then = {z: then_cov.zone(z).fraction_at_target for z in then_cov.targets}
         cmp.coverage_now = {z: now_cov.zone(z).fraction_at_target for z in plan.zones}
+        if before_end is not None:
+            before_end()
         out.add_event(rec.CoverageSnapshot(session.frames[-1].t_published_ns, coverage=now_cov.to_dict()))
         out.add_event(rec.SessionEnd(session.frames[-1].t_published_ns, comparison=dataclasses.asdict(cmp)))
     finally:
