@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "reprocess",
     "replay",
     "report",
+    "console",
 ]
 
 
