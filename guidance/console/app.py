@@ -383,10 +383,16 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
 
     # ---- live -----------------------------------------------------------------------------------------
     def _live_items(live: LiveSession) -> list[cl.Item]:
-        with console.Db() as db:
-            s = db.get(Session, live.db_id)
-            assert s is not None
-            return console.checklist(s.client, s.plan, live.client.state, running=True)
+        """The checklist while a session runs: the file checks (models' sha256 …) once a minute, the link live."""
+        cached = getattr(live, "checklist_cache", None)
+        if cached is None or time.monotonic() - cached[0] > 60:
+            with console.Db() as db:
+                s = db.get(Session, live.db_id)
+                assert s is not None
+                items = console.checklist(s.client, s.plan, live.client.state, running=True)
+            cached = (time.monotonic(), [i for i in items if i.key != "controller"])
+            live.checklist_cache = cached  # type: ignore[attr-defined]
+        return cached[1] + [cl.controller_item(bool(cfg.run.publish), live.client.state)]
 
     async def live_page(request: Request) -> Response:
         live = console.manager.live

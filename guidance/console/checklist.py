@@ -135,8 +135,9 @@ def controller_item(configured: bool, state: dict | None) -> Item:
     if not configured:
         return Item("controller", "Controller linked", False, False,
                     "no permit endpoint configured: a dry run, no device can fire")
-    if state is None:
-        return Item("controller", "Controller linked", False, True, "checked once the session runs")
+    if state is None:  # before the session starts: checked live, and a failure then blocks arming
+        return Item("controller", "Controller linked", False, False,
+                    "checked once the session runs (a missing link or a refused key then blocks arming)")
     link = str(state.get("link", ""))
     refused = int(state.get("key_refusals", 0) or 0)
     if "refused" in link or refused:
