@@ -1,0 +1,195 @@
+"""`guidance bench VIDEO --stage run --console`: what a console and its browser watching cost the hot path.
+
+Two sessions of the same length on the same video (played in real time, looping, like a camera), each with
+a `guidance controller-sim` linked over CURVE and recording on, armed:
+
+- without: `guidance run` alone (headless);
+- with: `guidance console` starts the same `guidance run` (with `--control`), a headless chromium
+  keeps the live page open (overlay pictures as MJPEG, state over the websocket), the bench arms it
+  through the console's HTTP API as the page's ARM button does.
+
+Both read capture→publish latency back from their recordings; the difference of the p99s is the
+console's cost. The machine's load average is reported with it: on a shared machine the figure
+moves with what else runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from guidance.errors import UserError
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def _guidance(*args: str) -> list[str]:
+    return [sys.executable, "-m", "guidance.cli", *args]
+
+
+def _latency(recording: Path, skip: int = 30) -> dict:
+    lat = []
+    for line in (recording / "frames.jsonl").read_text().splitlines()[skip:]:
+        try:
+            f = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if f.get("armed"):
+            lat.append((f["t_published_ns"] - f["t_capture_ns"]) / 1e6)
+    a = np.asarray(lat)
+    return {"frames": int(a.size), "median_ms": float(np.median(a)) if a.size else float("nan"),
+            "p99_ms": float(np.percentile(a, 99)) if a.size else float("nan")}
+
+
+def _frames(recording: Path) -> int:
+    try:
+        return (recording / "frames.jsonl").read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+class _Http:
+    def __init__(self, base: str):
+        self.base = base
+        self.token = ""
+
+    def get(self, path: str) -> str:
+        html = urllib.request.urlopen(self.base + path, timeout=30).read().decode()
+        m = re.search(r'name="csrf" content="([^"]+)"', html)
+        if m:
+            self.token = m.group(1)
+        return html
+
+    def post(self, path: str, *, form: dict | None = None, data: dict | None = None) -> str:
+        from urllib.parse import urlencode
+        if form is not None:
+            body, ctype = urlencode({**form, "csrf": self.token}).encode(), "application/x-www-form-urlencoded"
+        else:
+            body, ctype = json.dumps(data or {}).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=body, method="POST",
+                                     headers={"Content-Type": ctype, "X-Guidance-Token": self.token})
+        return urllib.request.urlopen(req, timeout=60).read().decode()
+
+
+def _wait(cond, timeout_s: float, what: str) -> None:
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise UserError(f"bench: timed out waiting for {what}")
+
+
+def bench_console(video: str | Path, *, frames: int = 600, plan_zones: tuple[str, ...] = ("forehead_central", "cheek_left",
+                                                                                            "cheek_right", "nose", "chin")) -> dict:
+    from guidance.device_bridge.keys import generate
+    from guidance.sim.demo import _free_port_pair, stop_process
+
+    video = str(Path(video).resolve())
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        raise UserError("the console bench needs Debian's chromium (apt-get install chromium)")
+    out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg())}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        generate(str(tmp / "keys"))
+        port = _free_port_pair()
+        permit = f"tcp://127.0.0.1:{port}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit, "--keys", str(tmp / "keys"), "--trigger",
+                                          "held", "--rate-hz", "8"), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            # --- without a console
+            plan = tmp / "plan.yaml"
+            from guidance.resources import verified_path
+            doc = {"plan_version": 1, "plan_id": "bench", "area": "face", "handpiece_profile":
+                   str(verified_path("handpiece_default", kind="profiles")), "margin_mm": 2.0, "ttl_ms": 60,
+                   "stop_at_target": False, "zones": [{"zone": z, "target_passes": 2, "max_passes": 50} for z in plan_zones]}
+            import yaml
+            plan.write_text(yaml.safe_dump(doc))
+            rec_a = tmp / "without"
+            run = subprocess.Popen(_guidance("run", "--source", video, "--loop", "--plan", str(plan), "--headless", "--arm",
+                                             "--record", str(rec_a), "--publish", permit, "--keys", str(tmp / "keys")),
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                _wait(lambda: _frames(rec_a) >= frames + 30 or run.poll() is not None, frames / 5 + 120, "the session's frames")
+            finally:
+                run.send_signal(signal.SIGINT)  # Ctrl-C: the run loop ends and closes its recording
+                _, err = run.communicate(timeout=60)
+            if _frames(rec_a) < frames:
+                raise UserError(f"bench: guidance run failed: {(err.strip().splitlines() or ['?'])[-1]}")
+            out["without"] = _latency(rec_a)
+            # --- with the console and a browser on its live page
+            from guidance.console.sessions import free_port
+            cport = free_port()
+            data = tmp / "console"
+            con = subprocess.Popen(_guidance("console", "--data", str(data), "--port", str(cport), "--source", video,
+                                             "--loop", "--publish", permit, "--keys", str(tmp / "keys")),
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            browser = None
+            try:
+                http = _Http(f"http://127.0.0.1:{cport}")
+                _wait(lambda: _try(http.get, "/clients"), 60, "the console")
+                http.post("/clients", form={"name": "Bench", "consent_given": "on"})
+                http.get("/clients/1")
+                http.post("/clients/1/plans", data={"name": "bench", "stop_at_target": False, "zones": {
+                    z: {"target_passes": 2, "max_passes": 50} for z in plan_zones}})
+                http.post("/clients/1/sessions", form={"plan": "1", "operator": "bench"})
+                browser = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chromium'}",
+                                            "--remote-debugging-port=0", "--window-size=1366,1024",
+                                            f"http://127.0.0.1:{cport}/live"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                recs = data / "recordings"
+                _wait(lambda: any(p.is_dir() for p in recs.glob("*/*")) and _frames(next(p for p in recs.glob("*/*")
+                                                                                        if p.is_dir())) > 5,
+                      120, "the console's session to run")
+                rec_b = next(p for p in recs.glob("*/*") if p.is_dir())
+
+                def armed() -> bool:
+                    r = json.loads(http.post("/live/arm"))
+                    return bool(r.get("ok"))
+                _wait(armed, 60, "arming through the console (browser watching, controller linked)")
+                start = _frames(rec_b)
+                _wait(lambda: _frames(rec_b) >= start + frames, frames / 5 + 120, "the session's frames")
+                http.post("/live/stop")
+                out["with_console"] = _latency(rec_b)
+            finally:
+                if browser is not None:
+                    stop_process(browser)
+                stop_process(con, timeout_s=20)
+        finally:
+            stop_process(ctrl)
+    out["load_after"] = list(os.getloadavg())
+    out["p99_cost_ms"] = out["with_console"]["p99_ms"] - out["without"]["p99_ms"]
+    out["median_cost_ms"] = out["with_console"]["median_ms"] - out["without"]["median_ms"]
+    return out
+
+
+def _try(fn, *a) -> bool:
+    try:
+        fn(*a)
+        return True
+    except OSError:
+        return False
+
+
+def format_console(r: dict) -> str:
+    a, b = r["without"], r["with_console"]
+    return (f"console cost on the hot path ({r['frames']} armed frames each, real time, recording, CURVE, controller linked):\n"
+            f"  without a console          median {a['median_ms']:.2f} ms  p99 {a['p99_ms']:.2f} ms  ({a['frames']} frames)\n"
+            f"  console + browser watching median {b['median_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms  ({b['frames']} frames)\n"
+            f"  cost: p99 {r['p99_cost_ms']:+.2f} ms, median {r['median_cost_ms']:+.2f} ms; load average (1/5/15 min) "
+            f"before {'/'.join(f'{x:.1f}' for x in r['load_before'])}, after {'/'.join(f'{x:.1f}' for x in r['load_after'])}")
