@@ -11,7 +11,9 @@ which item and why); a *warning* is shown and does not block. Items:
 | handpiece | yes / warning | the profile loads (safety); pivot-calibrated (warning if only the default offset) |
 | camera | warning | a camera calibration is given, and is not older than `MAX_CALIBRATION_AGE_DAYS` |
 | disk | yes | room for `DISK_MINUTES` minutes of recording on the recordings' disk |
-| controller | yes | (live) a controller is linked, and no controller key was refused; without a configured permit endpoint (a dry run: nothing can fire) it is a warning |
+| controller | yes | (live) a controller is linked and no controller key was refused |
+
+Without a permit endpoint (a dry run: nothing can fire) the controller item is a warning.
 """
 
 from __future__ import annotations

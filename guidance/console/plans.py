@@ -37,11 +37,11 @@ def default_handpiece() -> Path:
 def _label_points(atlas: Atlas) -> dict[str, tuple[float, float]]:
     """Each zone's innermost point (chart mm): where its label goes."""
     g = atlas.grid
-    out = {}
+    out: dict[str, tuple[float, float]] = {}
     for z in atlas.zones.values():
         d = np.where(atlas.labels == z.label, atlas.distance_mm, -np.inf)
         i, j = np.unravel_index(int(np.argmax(d)), d.shape)
-        out[z.name] = (g.u0_mm + j * g.cell_mm, g.v0_mm + i * g.cell_mm)
+        out[z.name] = (float(g.u0_mm + j * g.cell_mm), float(g.v0_mm + i * g.cell_mm))
     return out
 
 
@@ -148,7 +148,7 @@ def save_plan(db, client: Client, draft: PlanDraft, plans_dir: Path, *, handpiec
     latest = db.scalars(select(Plan).where(Plan.client_id == client.id, Plan.name == draft.name)
                         .order_by(Plan.version.desc())).first()
     reuse = latest is not None and not plan_used(db, latest)
-    version = latest.version if reuse else (latest.version + 1 if latest else 1)  # type: ignore[union-attr]
+    version = 1 if latest is None else (latest.version if reuse else latest.version + 1)
     plan_id = f"{client.reference}-{slug(draft.name)}-v{version}"
     path = plans_dir / slug(client.reference) / slug(draft.name) / f"v{version}.yaml"
     doc = draft.document(plan_id, handpiece, atlas)

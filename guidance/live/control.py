@@ -80,7 +80,7 @@ class ControlServer:
         self.timeout_ns = int(timeout_s * 1e9)
         self.orphan_stop_ns = int(orphan_stop_s * 1e9)
         self.frame_interval_ns = int(1e9 / frame_fps) if frame_fps > 0 else 0
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 200)
         self.sock.setsockopt(zmq.SNDHWM, 4)
@@ -253,7 +253,7 @@ class ControlClient:
         self.token = token
         self.browsers = browsers
         self.heartbeat_s = heartbeat_s
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 8)

@@ -34,7 +34,7 @@ from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
 from guidance.session.writer import SessionRecorder
 from guidance.vision.capture.camera import load_camera
-from guidance.vision.capture.sources import open_source
+from guidance.vision.capture.sources import FrameSource, open_source
 from guidance.vision.handpiece.profiles import load_handpiece_profile
 from guidance.yamlfile import read_yaml
 from guidance.zones.plan import load_plan
@@ -141,7 +141,7 @@ def run_session(opts: RunOptions) -> RunSummary:
                             "or an explicit --insecure for development", field="--keys")
         bridge = BridgeService(opts.publish, report, keys=keys, insecure=opts.insecure,
                                service_id="guidance")
-    source = None
+    source: FrameSource | None = None
     recorder = None
     display = None
     control = None
@@ -288,7 +288,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             summary.pulses, summary.violations = outcomes.pulses, outcomes.violations
             summary.violation_reasons = dict(outcomes.violation_reasons)
             summary.pulses_lifted, summary.pulses_contact_unknown = outcomes.lifted, outcomes.contact_unknown
-            if ev.kind == "pulse" and ev.deposit(pipeline.coverage, pipeline.profile.electrode_diameter_mm) == "deposited":
+            if ev.kind == "pulse" and ev.deposit(pipeline.coverage, pipeline.profile.electrode_diameter_mm) == "deposited" \
+                    and ev.tip_u is not None and ev.tip_v is not None:
                 scene.add_pulse(ev.tip_u, ev.tip_v)
             if recorder:
                 recorder.add_event(ev)

@@ -1,7 +1,7 @@
 """clients, consent, plans, sessions, notes, photos, users
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-12-04
 """
 
