@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-calibration", metavar="CAM.yaml")
     p.add_argument("--handpiece", metavar="P.yaml", help="handpiece profile for new plans and sessions")
     p.add_argument("--operator", default="", help="default operator name on the start form")
+    p.add_argument("--require-login", action="store_true",
+                   help="ask for a login on 127.0.0.1 too (behind a reverse proxy that serves other machines)")
     p.add_argument("--orphan-stop-s", type=float, default=30.0,
                    help="a session whose console is gone this long stops by itself (default 30)")
     p.add_argument("--add-user", metavar="NAME", help="add (or reset) a login and exit; the password is read from stdin "
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(source=args.source, loop=args.loop, publish=args.publish, keys=args.keys, insecure=args.insecure,
                            camera_calibration=args.camera_calibration, handpiece=args.handpiece,
                            extra_args=["--control-orphan-stop-s", str(args.orphan_stop_s)])
-    cfg = ConsoleConfig(data_dir=data, db_url=args.db, host=args.host, port=args.port, run=settings, operator=args.operator)
+    cfg = ConsoleConfig(data_dir=data, db_url=args.db, host=args.host, port=args.port, run=settings, operator=args.operator,
+                        require_login=args.require_login)
     app = build_app(cfg)
     if cfg.needs_login:
         from sqlalchemy import func, select
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         from guidance.console.db import User
         with app.state.console.Db() as db:
             if not db.scalar(select(func.count()).select_from(User)):
-                raise UserError(f"listening on {args.host} needs a login: add one with "
+                raise UserError(f"{'--require-login' if args.require_login else 'listening on ' + args.host} needs a login: add one with "
                                 f"`guidance console --data {data} --add-user NAME` (and put TLS in front: docs/console.md)",
                                 field="--host")
     import uvicorn

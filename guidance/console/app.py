@@ -51,10 +51,11 @@ class ConsoleConfig:
     port: int = 8470
     run: RunSettings = field(default_factory=RunSettings)
     operator: str = ""  # default operator name on the start form
+    require_login: bool = False  # also on 127.0.0.1 (behind a reverse proxy)
 
     @property
     def needs_login(self) -> bool:
-        return not is_loopback(self.host)
+        return self.require_login or not is_loopback(self.host)
 
 
 class Console:

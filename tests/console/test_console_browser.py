@@ -181,6 +181,10 @@ def test_client_plan_live_session_report_player(world, browser):
     sid = int(d.current_url.rsplit("/", 1)[1])
     assert text(d, "#session-status") == "ended"
     shot(d, "session")
+    d.get(f"{url}/clients/1")
+    assert d.find_elements("css selector", "#photos img") and "ended" in text(d, "#sessions")
+    shot(d, "client_after")
+    d.get(f"{url}/sessions/{sid}")
     d.find_element("id", "open-report").click()
     wait(d, lambda d: d.find_elements("id", "summary-1"), 120, "the report")
     for name in ("summary", "coverage", "timeline", "denials", "violations", "latency"):
@@ -283,3 +287,38 @@ def test_kill_9_console_disarms_and_the_run_stops_by_itself(world, browser):
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def test_login_in_the_browser_beyond_loopback(world, browser, tmp_path):
+    """Listening on 0.0.0.0 (still reached over loopback here): every page asks for a login first."""
+    import subprocess
+    import sys
+
+    from harness import ROOT, wait_http
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "guidance.cli", "console", "--data", str(data), "--add-user", "ada"],
+                       input="a long password\n", capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    from harness import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "guidance.cli", "console", "--data", str(data), "--host", "0.0.0.0",
+                             "--port", str(port), "--source", str(world["video"])], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/login", proc=proc)
+        d = browser()
+        d.get(f"http://127.0.0.1:{port}/clients")
+        wait(d, lambda d: d.current_url.endswith("/login"), what="the login page")
+        shot(d, "login")
+        d.find_element("name", "name").send_keys("ada")
+        d.find_element("name", "password").send_keys("wrong password")
+        d.find_element("id", "login").click()
+        wait(d, lambda d: d.find_elements("id", "login-error"), what="the refusal")
+        d.find_element("name", "name").send_keys("ada")
+        d.find_element("name", "password").send_keys("a long password")
+        d.find_element("id", "login").click()
+        wait(d, lambda d: d.current_url.endswith("/clients"), what="the clients page")
+        assert "Log out ada" in d.page_source
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
