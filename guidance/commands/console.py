@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                                 field="--host")
     import uvicorn
     print(f"guidance console: http://{args.host}:{args.port}/  (data in {data})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio",
+                timeout_graceful_shutdown=5)
     return 0
 
 
