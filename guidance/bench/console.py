@@ -92,8 +92,9 @@ def _wait(cond, timeout_s: float, what: str) -> None:
     raise UserError(f"bench: timed out waiting for {what}")
 
 
-def bench_console(video: str | Path, *, frames: int = 600, plan_zones: tuple[str, ...] = ("forehead_central", "cheek_left",
-                                                                                            "cheek_right", "nose", "chin")) -> dict:
+def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
+                  plan_zones: tuple[str, ...] = ("forehead_central", "cheek_left", "cheek_right", "nose", "chin")) -> dict:
+    """`rounds` pairs, alternating without / with (so a change in the machine's load hits both alike)."""
     from guidance.device_bridge.keys import generate
     from guidance.sim.demo import _free_port_pair, stop_process
 
@@ -101,81 +102,93 @@ def bench_console(video: str | Path, *, frames: int = 600, plan_zones: tuple[str
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         raise UserError("the console bench needs Debian's chromium (apt-get install chromium)")
-    out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg())}
+    out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg()), "rounds": []}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         generate(str(tmp / "keys"))
         port = _free_port_pair()
         permit = f"tcp://127.0.0.1:{port}"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        plan = tmp / "plan.yaml"
+        from guidance.resources import verified_path
+        doc = {"plan_version": 1, "plan_id": "bench", "area": "face", "handpiece_profile":
+               str(verified_path("handpiece_default", kind="profiles")), "margin_mm": 2.0, "ttl_ms": 60,
+               "stop_at_target": False, "zones": [{"zone": z, "target_passes": 2, "max_passes": 50} for z in plan_zones]}
+        import yaml
+        plan.write_text(yaml.safe_dump(doc))
+        from guidance.console.sessions import free_port
+        cport = free_port()
+        data = tmp / "console"
         ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit, "--keys", str(tmp / "keys"), "--trigger",
                                           "held", "--rate-hz", "8"), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+        con = subprocess.Popen(_guidance("console", "--data", str(data), "--port", str(cport), "--source", video,
+                                         "--loop", "--publish", permit, "--keys", str(tmp / "keys")),
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            # --- without a console
-            plan = tmp / "plan.yaml"
-            from guidance.resources import verified_path
-            doc = {"plan_version": 1, "plan_id": "bench", "area": "face", "handpiece_profile":
-                   str(verified_path("handpiece_default", kind="profiles")), "margin_mm": 2.0, "ttl_ms": 60,
-                   "stop_at_target": False, "zones": [{"zone": z, "target_passes": 2, "max_passes": 50} for z in plan_zones]}
-            import yaml
-            plan.write_text(yaml.safe_dump(doc))
-            rec_a = tmp / "without"
-            run = subprocess.Popen(_guidance("run", "--source", video, "--loop", "--plan", str(plan), "--headless", "--arm",
-                                             "--record", str(rec_a), "--publish", permit, "--keys", str(tmp / "keys")),
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            try:
-                _wait(lambda: _frames(rec_a) >= frames + 30 or run.poll() is not None, frames / 5 + 120, "the session's frames")
-            finally:
-                run.send_signal(signal.SIGINT)  # Ctrl-C: the run loop ends and closes its recording
-                _, err = run.communicate(timeout=60)
-            if _frames(rec_a) < frames:
-                raise UserError(f"bench: guidance run failed: {(err.strip().splitlines() or ['?'])[-1]}")
-            out["without"] = _latency(rec_a)
-            # --- with the console and a browser on its live page
-            from guidance.console.sessions import free_port
-            cport = free_port()
-            data = tmp / "console"
-            con = subprocess.Popen(_guidance("console", "--data", str(data), "--port", str(cport), "--source", video,
-                                             "--loop", "--publish", permit, "--keys", str(tmp / "keys")),
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            browser = None
-            try:
-                http = _Http(f"http://127.0.0.1:{cport}")
-                _wait(lambda: _try(http.get, "/clients"), 60, "the console")
-                http.post("/clients", form={"name": "Bench", "consent_given": "on"})
-                http.get("/clients/1")
-                http.post("/clients/1/plans", data={"name": "bench", "stop_at_target": False, "zones": {
-                    z: {"target_passes": 2, "max_passes": 50} for z in plan_zones}})
-                http.post("/clients/1/sessions", form={"plan": "1", "operator": "bench"})
-                browser = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chromium'}",
-                                            "--remote-debugging-port=0", "--window-size=1366,1024",
-                                            f"http://127.0.0.1:{cport}/live"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                recs = data / "recordings"
-                _wait(lambda: any(p.is_dir() for p in recs.glob("*/*")) and _frames(next(p for p in recs.glob("*/*")
-                                                                                        if p.is_dir())) > 5,
-                      120, "the console's session to run")
-                rec_b = next(p for p in recs.glob("*/*") if p.is_dir())
-
-                def armed() -> bool:
-                    r = json.loads(http.post("/live/arm"))
-                    return bool(r.get("ok"))
-                _wait(armed, 60, "arming through the console (browser watching, controller linked)")
-                start = _frames(rec_b)
-                _wait(lambda: _frames(rec_b) >= start + frames, frames / 5 + 120, "the session's frames")
-                http.post("/live/stop")
-                out["with_console"] = _latency(rec_b)
-            finally:
-                if browser is not None:
-                    stop_process(browser)
-                stop_process(con, timeout_s=20)
+            http = _Http(f"http://127.0.0.1:{cport}")
+            _wait(lambda: _try(http.get, "/clients"), 60, "the console")
+            http.post("/clients", form={"name": "Bench", "consent_given": "on"})
+            http.get("/clients/1")
+            http.post("/clients/1/plans", data={"name": "bench", "stop_at_target": False, "zones": {
+                z: {"target_passes": 2, "max_passes": 50} for z in plan_zones}})
+            for k in range(rounds):
+                pair: dict = {"without": _run_alone(tmp / f"without-{k}", video, plan, permit, tmp / "keys", frames, env),
+                        "with_console": _run_in_console(http, exe, tmp / f"chromium-{k}", data, cport, frames, k)}
+                pair["load"] = list(os.getloadavg())
+                out["rounds"].append(pair)
         finally:
+            stop_process(con, timeout_s=20)
             stop_process(ctrl)
     out["load_after"] = list(os.getloadavg())
-    out["p99_cost_ms"] = out["with_console"]["p99_ms"] - out["without"]["p99_ms"]
-    out["median_cost_ms"] = out["with_console"]["median_ms"] - out["without"]["median_ms"]
+    rs = out["rounds"]
+    out["without"] = {k: float(np.median([r["without"][k] for r in rs])) for k in ("median_ms", "p99_ms")}
+    out["with_console"] = {k: float(np.median([r["with_console"][k] for r in rs])) for k in ("median_ms", "p99_ms")}
+    out["p99_cost_ms"] = float(np.median([r["with_console"]["p99_ms"] - r["without"]["p99_ms"] for r in rs]))
+    out["median_cost_ms"] = float(np.median([r["with_console"]["median_ms"] - r["without"]["median_ms"] for r in rs]))
     return out
+
+
+def _run_alone(rec: Path, video: str, plan: Path, permit: str, keys: Path, frames: int, env: dict) -> dict:
+    run = subprocess.Popen(_guidance("run", "--source", video, "--loop", "--plan", str(plan), "--headless", "--arm",
+                                     "--record", str(rec), "--publish", permit, "--keys", str(keys)),
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: _frames(rec) >= frames + 30 or run.poll() is not None, frames / 5 + 120, "the session's frames")
+    finally:
+        run.send_signal(signal.SIGINT)  # Ctrl-C: the run loop ends and closes its recording
+        _, err = run.communicate(timeout=60)
+    if _frames(rec) < frames:
+        raise UserError(f"bench: guidance run failed: {(err.strip().splitlines() or ['?'])[-1]}")
+    return _latency(rec)
+
+
+def _run_in_console(http: _Http, exe: str, profile: Path, data: Path, cport: int, frames: int, k: int) -> dict:
+    from guidance.sim.demo import stop_process
+    recs = data / "recordings"
+    before = {p for p in recs.glob("*/*") if p.is_dir()}
+    http.get("/clients/1")
+    http.post("/clients/1/sessions", form={"plan": "1", "operator": "bench"})
+    browser = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                "--window-size=1366,1024", f"http://127.0.0.1:{cport}/live"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def new_rec() -> Path | None:
+            fresh = [p for p in recs.glob("*/*") if p.is_dir() and p not in before]
+            return fresh[0] if fresh and _frames(fresh[0]) > 5 else None
+        _wait(lambda: new_rec() is not None, 120, "the console's session to run")
+        rec = new_rec()
+        assert rec is not None
+
+        def armed() -> bool:
+            return bool(json.loads(http.post("/live/arm")).get("ok"))
+        _wait(armed, 60, "arming through the console (browser watching, controller linked)")
+        start = _frames(rec)
+        _wait(lambda: _frames(rec) >= start + frames, frames / 5 + 120, "the session's frames")
+        http.post("/live/stop")
+    finally:
+        stop_process(browser)
+    return _latency(rec)
 
 
 def _try(fn, *a) -> bool:
@@ -188,8 +201,14 @@ def _try(fn, *a) -> bool:
 
 def format_console(r: dict) -> str:
     a, b = r["without"], r["with_console"]
-    return (f"console cost on the hot path ({r['frames']} armed frames each, real time, recording, CURVE, controller linked):\n"
-            f"  without a console          median {a['median_ms']:.2f} ms  p99 {a['p99_ms']:.2f} ms  ({a['frames']} frames)\n"
-            f"  console + browser watching median {b['median_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms  ({b['frames']} frames)\n"
+    lines = [f"console cost on the hot path ({r['frames']} armed frames a run, real time, recording, CURVE, controller linked; "
+             f"{len(r['rounds'])} round(s), medians over rounds):",
+             f"  without a console          median {a['median_ms']:.2f} ms  p99 {a['p99_ms']:.2f} ms",
+             f"  console + browser watching median {b['median_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms"]
+    for k, x in enumerate(r["rounds"], 1):
+        lines.append(f"  round {k}: p99 {x['without']['p99_ms']:.2f} -> {x['with_console']['p99_ms']:.2f} ms, median "
+                     f"{x['without']['median_ms']:.2f} -> {x['with_console']['median_ms']:.2f} ms, load "
+                     f"{'/'.join(f'{v:.1f}' for v in x['load'])}")
+    return ("\n".join(lines) + "\n"
             f"  cost: p99 {r['p99_cost_ms']:+.2f} ms, median {r['median_cost_ms']:+.2f} ms; load average (1/5/15 min) "
             f"before {'/'.join(f'{x:.1f}' for x in r['load_before'])}, after {'/'.join(f'{x:.1f}' for x in r['load_after'])}")

@@ -245,6 +245,42 @@ def _check_disarmed_within_1s(rec: Path, t_gone_ns: int, cause: str) -> None:
     print(f"disarmed {(dis[0]['t_ns'] - t_gone_ns) / 1e6:.0f} ms after ({dis[0]['cause']})")
 
 
+def test_a_refused_controller_key_is_shown_and_blocks_arming(world, browser, tmp_path):
+    """A second controller with a key that is not on the service's allow-list: the live page says
+    "controller key refused" and the console will not arm (the checklist names why)."""
+    import subprocess
+    import sys
+
+    from guidance.device_bridge.keys import generate
+    from guidance.sim.demo import stop_process
+    from harness import ROOT
+    other = tmp_path / "other-keys"
+    generate(str(other))
+    url = world["console"].url
+    d = browser()
+    d.get(url + "/clients/1/start")
+    d.find_element("id", "start").click()
+    wait(d, lambda d: d.current_url.endswith("/live"), what="the live page")
+    wait(d, lambda d: banner_word(d) == "DISARMED", 90, "the session to run")
+    rogue = subprocess.Popen([sys.executable, "-m", "guidance.cli", "controller-sim", "--connect", world["permit"],
+                              "--server-key", str(world["keys"] / "service.key"),
+                              "--key", str(other / "controller.key_secret"), "--trigger", "held"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(d, lambda d: "controller key refused" in text(d, "#link"), 60, "the refused key on the live page")
+        d.find_element("id", "btn-arm").click()
+        d.find_element("id", "confirm-arm").click()
+        wait(d, lambda d: "cannot arm" in text(d, "#command-message"), 20, "the refusal")
+        assert "key refused" in text(d, "#command-message")
+        assert banner_word(d) == "DISARMED"
+        shot(d, "live_key_refused")
+    finally:
+        stop_process(rogue)
+        d.find_element("id", "btn-stop").click()
+        d.switch_to.alert.accept()
+        wait(d, lambda d: re.search(r"/sessions/\d+$", d.current_url), 60, "the session page")
+
+
 def test_closing_the_browser_disarms_within_a_second(world, browser):
     d, rec = _armed_session(world, browser)
     t_close = time.monotonic_ns()
