@@ -76,6 +76,17 @@ class Console:
         self.plans_dir = cfg.data_dir / "plans"
         self.recordings_dir = cfg.data_dir / "recordings"
         self.photos_dir = cfg.data_dir / "photos"
+        self._close_interrupted()
+
+    def _close_interrupted(self) -> None:
+        """Sessions a crashed console left as running: their run stopped by itself (orphan stop); say so."""
+        with self.Db() as db:
+            for s in db.scalars(select(Session).where(Session.status.in_(("starting", "running")))).all():
+                s.status = "interrupted"
+                s.summary = recording_summary(Path(s.recording)) if s.recording else None
+                db.add(Note(client_id=s.client_id, session_id=s.id, author="console",
+                            text="the console stopped during this session; the session disarmed and stopped by itself"))
+            db.commit()
 
     # ---- helpers ---------------------------------------------------------------------------------
     def page(self, request: Request, name: str, **ctx: Any) -> HTMLResponse:

@@ -323,6 +323,12 @@ def test_kill_9_console_disarms_and_the_run_stops_by_itself(world, browser):
     except ProcessLookupError:
         alive = False
     assert not alive
+    # a console started again on the same data says what became of the session
+    world["console"] = again = ConsoleProcess(world["base"] / "data", world["video"], publish=world["permit"],
+                                              keys=world["keys"])
+    import urllib.request
+    page = urllib.request.urlopen(again.url + "/clients/1", timeout=30).read().decode()
+    assert "interrupted" in page
 
 
 def test_login_in_the_browser_beyond_loopback(world, browser, tmp_path):
