@@ -102,7 +102,8 @@ def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
         raise UserError("the console bench needs Debian's chromium (apt-get install chromium)")
-    out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg()), "rounds": []}
+    out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg()), "rounds": [],
+                 "control_check": control_check_cost(), "pictures": picture_cost(video)}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         generate(str(tmp / "keys"))
@@ -147,6 +148,57 @@ def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
     out["p99_cost_ms"] = float(np.median([r["with_console"]["p99_ms"] - r["without"]["p99_ms"] for r in rs]))
     out["median_cost_ms"] = float(np.median([r["with_console"]["median_ms"] - r["without"]["median_ms"] for r in rs]))
     return out
+
+
+def control_check_cost(n: int = 20000) -> dict:
+    """What `--control` adds on the capture thread per frame, between two frames: the command queue and the
+    heartbeat watch (`apply_console` in live/run.py with nothing to do), timed alone with a console connected."""
+    import queue as _queue
+
+    from guidance.live.control import ControlClient, ControlServer
+    server = ControlServer("tcp://127.0.0.1:*", token="bench")
+    client = ControlClient(server.endpoint, token="bench")
+    try:
+        _wait(lambda: server.watch().ok, 10, "the control channel")
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            try:
+                server.commands.get_nowait()
+            except _queue.Empty:
+                pass
+            w = server.watch()
+            server.orphaned()
+            times.append((time.perf_counter_ns() - t0) / 1e3)
+            assert w.ok
+    finally:
+        client.close()
+        server.close()
+    a = np.asarray(times)
+    return {"n": n, "median_us": float(np.median(a)), "p99_us": float(np.percentile(a, 99))}
+
+
+def picture_cost(video: str, n: int = 100, fps: float = 15.0) -> dict:
+    """The console's pictures, off the hot path on the overlay thread: draw the overlay and JPEG-encode it."""
+    import cv2
+
+    from guidance.live.control import state_json
+    from guidance.live.overlay import OverlayState, ZoneProgress, draw_overlay
+    from guidance.vision.capture.sources import open_source
+    with open_source(video) as src:
+        img = next(iter(src)).image
+    st = OverlayState(armed=True, permit=False, reason="near_boundary",
+                      progress=[ZoneProgress(f"zone_{k}", 0.3) for k in range(8)])
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        pic = draw_overlay(img, st)
+        cv2.imencode(".jpg", pic, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        state_json(st)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    med = float(np.median(times))
+    return {"n": n, "median_ms": med, "p99_ms": float(np.percentile(times, 99)), "core_share_at_fps": med * fps / 1000.0,
+            "fps": fps}
 
 
 def _run_alone(rec: Path, video: str, plan: Path, permit: str, keys: Path, frames: int, env: dict) -> dict:
@@ -209,6 +261,12 @@ def format_console(r: dict) -> str:
         lines.append(f"  round {k}: p99 {x['without']['p99_ms']:.2f} -> {x['with_console']['p99_ms']:.2f} ms, median "
                      f"{x['without']['median_ms']:.2f} -> {x['with_console']['median_ms']:.2f} ms, load "
                      f"{'/'.join(f'{v:.1f}' for v in x['load'])}")
+    c = r["control_check"]
+    lines.append(f"  the console's check on the capture thread between frames: median {c['median_us']:.1f} us, "
+                 f"p99 {c['p99_us']:.1f} us ({c['n']} checks)")
+    p = r["pictures"]
+    lines.append(f"  its pictures, on the overlay thread (off the hot path): {p['median_ms']:.2f} ms each (p99 {p['p99_ms']:.2f}), "
+                 f"{100 * p['core_share_at_fps']:.0f}% of a core at {p['fps']:g}/s")
     return ("\n".join(lines) + "\n"
             f"  cost: p99 {r['p99_cost_ms']:+.2f} ms, median {r['median_cost_ms']:+.2f} ms; load average (1/5/15 min) "
             f"before {'/'.join(f'{x:.1f}' for x in r['load_before'])}, after {'/'.join(f'{x:.1f}' for x in r['load_after'])}")

@@ -196,3 +196,31 @@ def test_plan_rows_link_to_their_sessions(db):
     s, c, plans = db
     p, _ = save_plan(s, c, PlanDraft("x", {"nose": (1, 2)}, []), plans)
     assert isinstance(p, Plan) and s.get(Plan, p.id).client.reference == "C0001"
+
+
+def test_a_session_that_cannot_start_is_failed_with_its_reason(tmp_path):
+    """`guidance run` refuses a missing camera file: the session is marked failed, the reason kept as a note."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from guidance.console.app import ConsoleConfig, build_app
+    from guidance.console.sessions import RunSettings
+    app = build_app(ConsoleConfig(data_dir=tmp_path / "data", run=RunSettings(source=str(tmp_path / "no-camera.avi"))))
+    client = TestClient(app, base_url="http://127.0.0.1")
+    token = _csrf(client.get("/clients").text)
+    client.post("/clients", data={"name": "Ada", "csrf": token, "consent_given": "on"})
+    client.post("/clients/1/plans", json={"name": "f", "zones": {"nose": {"target_passes": 1, "max_passes": 2}}},
+                headers={"X-Guidance-Token": token})
+    r = client.post("/clients/1/sessions", data={"plan": "1", "operator": "op", "csrf": token}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/live"
+    live = app.state.console.manager.live
+    t_end = time.monotonic() + 60
+    while time.monotonic() < t_end and not live.ended:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert live.ended and "no-camera.avi" in (live.error or "")
+    page = client.get("/clients/1").text
+    assert "failed" in page and "no-camera.avi" in page
+    r = client.post("/live/arm", headers={"X-Guidance-Token": token})
+    assert r.status_code == 409 and not r.json()["ok"]
