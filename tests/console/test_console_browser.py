@@ -26,6 +26,7 @@ SHOTS = os.environ.get("GUIDANCE_CONSOLE_SCREENSHOTS")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    chromium_driver(fresh_profile()).quit()  # skips at once where chromium or chromium-driver is missing
     base = tmp_path_factory.mktemp("console")
     video = simulated_video(base)
     from guidance.device_bridge.keys import generate
@@ -153,7 +154,7 @@ def test_client_plan_live_session_report_player(world, browser):
     assert banner_word(d) == "DISARMED"
     arm(d)
     seen: dict[str, str] = {}
-    t_end = time.monotonic() + 120
+    t_end = time.monotonic() + 240  # a loaded machine permits rarely (camera_stalled): the video loops until it does
     while time.monotonic() < t_end:
         w = banner_word(d)
         if w in ("PERMIT", "DENY") and w not in seen:
