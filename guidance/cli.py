@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "replay",
     "report",
     "fleet",
+    "console",
 ]
 
 

@@ -455,16 +455,11 @@ def histogram_svg(values: np.ndarray, label: str, width: int = 560, bins: int = 
 
 # ------------------------------------------------------------------------------------------ HTML
 
-CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1180px}
-h1{font-size:22px} h2{font-size:18px;border-bottom:2px solid #0072B2;padding-bottom:2px;margin-top:28px}
-h3{font-size:15px;margin:18px 0 6px}
-table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef3f8} td.n{text-align:right;font-variant-numeric:tabular-nums}
-.warn{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px} .ok{color:#006b4f} .bad{color:#b03000}
-.lab{font:11px system-ui,sans-serif;fill:#333} .none{color:#777} img{border:1px solid #ccc}
-.session{border-top:4px solid #333;margin-top:36px} .legend span{display:inline-block;padding:0 8px;margin-right:6px}
-"""
+def _templates():
+    """The report's Jinja2 templates (guidance/review/templates/), shared with the console's review pages."""
+    from guidance.review.templating import environment
+    return environment()
+
 
 
 def _e(x: object) -> str:
@@ -646,15 +641,16 @@ class ReportResult:
         return out
 
 
-def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thumbnails: int = 24,
-                 progress: bool = True) -> ReportResult:
-    """Build the report for one or more recordings and write it atomically."""
-    out = Path(output)
-    if not out.parent.is_dir():
-        raise UserError("folder does not exist", path=out.parent)
-    if out.is_dir():
-        raise UserError("is a folder; give an HTML file name", path=out)
-    atlas = load_atlas()
+def report_sessions(session_dirs: list[str | Path], *, max_thumbnails: int = 24, progress: bool = True,
+                    atlas: Atlas | None = None) -> dict:
+    """The template context of a report on these recordings: title, cohort table and one body per session.
+
+    `report.html` renders it as the standalone file; the console renders the same `report_body.html`
+    inside its own page.
+    """
+    from markupsafe import Markup
+
+    atlas = atlas or load_atlas()
     sessions = []
     for d in session_dirs:
         with warnings.catch_warnings():
@@ -666,7 +662,7 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
     n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
     prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
     facts: list[SessionFacts] = []
-    bodies: list[str] = []
+    bodies: list[dict] = []
     for k, s in enumerate(sessions, 1):
         prog.step(f"session {k}: timeline")
         f, tl, cov = session_numbers(s, k, atlas)
@@ -679,17 +675,27 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
         parts.append(violations_html(f, tl, max_thumbnails, prog))
         parts.append(latency_html(f, tl))
         prog.step(f"session {k}: done")
-        bodies.append(f'<div class="session" id="session-{k}"><h1>{k}. Session {_e(f.session_id)}</h1>'
-                      + "".join(parts) + "</div>")
+        bodies.append({"index": k, "session_id": f.session_id, "sections": Markup("".join(parts))})
     title = ("Session report" if len(facts) == 1 else f"Cohort report: {len(facts)} sessions")
-    cohort = cohort_html(facts) if len(facts) > 1 else ""
-    doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-           f"<h1>{_e(title)}</h1><p>Made by guidance from {len(facts)} recording(s) on "
-           f"{datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>{cohort}{''.join(bodies)}</body></html>\n")
+    return {"title": title, "facts": facts, "sessions": bodies, "progress": prog,
+            "cohort": Markup(cohort_html(facts)) if len(facts) > 1 else "",
+            "made": datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
+def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thumbnails: int = 24,
+                 progress: bool = True) -> ReportResult:
+    """Build the report for one or more recordings and write it atomically."""
+    out = Path(output)
+    if not out.parent.is_dir():
+        raise UserError("folder does not exist", path=out.parent)
+    if out.is_dir():
+        raise UserError("is a folder; give an HTML file name", path=out)
+    ctx = report_sessions(session_dirs, max_thumbnails=max_thumbnails, progress=progress)
+    doc = _templates().get_template("report.html").render(**ctx)
     tmp = out.with_name(out.name + ".part")
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, out)
+    prog = ctx["progress"]
     prog.step("written")
     prog.finish()
-    return ReportResult(out, facts)
+    return ReportResult(out, ctx["facts"])

@@ -119,7 +119,8 @@ def add_pulses(src: Path, dst: Path, every: int = 3) -> list[dict]:
                           "controller": "test", "controller_boot": "0" * 16, "pulse_seq": 1000 + len(added),
                           "outcome": "coverage", "reason": "ok", "t_ctrl_ns": None, "time_source": "permit",
                           "permit_seq": f["gate"]["seq"], "zone": z.get("zone"), "tip_u": u, "tip_v": v,
-                          "duration_us": 2000, "intensity_pct": 60.0, "energy_mj": None, "contact": True})
+                          "duration_us": 2000, "intensity_pct": 60.0, "energy_mj": None,
+                          "contact": True})  # in skin contact: deposits, as the live rule (PulseEvent.deposit) says
     assert len(added) >= 3, "the simulated session should track the tip on the face"
     body = [e for e in events if e["kind"] not in ("coverage", "session_end", "disarm")]
     tail = [e for e in events if e["kind"] in ("disarm",)]
