@@ -27,6 +27,21 @@ class UserError(Exception):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class UserNotice(UserWarning):
+    """Something a user should know that does not stop the command (a video that ended early).
+
+    Issued with `warnings.warn(UserNotice(...))` by library code; the CLI prints it as one line,
+    `guidance COMMAND: warning: ...`, never with Python's file-and-line decoration.
+    """
+
+
+def notice(message: str) -> None:
+    """Issue a `UserNotice` (one line on stderr when running under the CLI)."""
+    import warnings
+
+    warnings.warn(UserNotice(message), stacklevel=2)
+
+
 class ModelIntegrityError(UserError):
     """A model file is missing or does not match its recorded sha256."""
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from guidance.live.overlay import OverlayState, draw_overlay
-from guidance.vision.capture.video_out import AtomicVideoWriter
+from guidance.vision.capture.video_out import StreamVideoWriter
 
 WINDOW = "guidance"
 
@@ -31,7 +31,7 @@ class Display:
         self.keys: queue.Queue[int] = queue.Queue()
         self.dropped = 0
         self.written = 0
-        self._writer: AtomicVideoWriter | None = None
+        self._writer: StreamVideoWriter | None = None  # Matroska: playable even after a kill -9
         self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
         self._error: BaseException | None = None
         self._thread.start()
@@ -56,7 +56,7 @@ class Display:
                 img = draw_overlay(image, state)
                 if self.out:
                     if self._writer is None:
-                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+                        self._writer = StreamVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
                     self._writer.write(img)
                     self.written += 1
                 if self.window:
