@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from guidance.session.reader import open_session
     from guidance.review.player import PlayOptions, parse_keys, play, snapshot
-    from guidance.review.timeline import build_timeline
+    from guidance.review.timeline import build_timeline, session_notes
 
     if args.snapshot is not None and not args.output:
         raise UserError("--snapshot needs -o PNG", field="--output")
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once below, in plain words
         session = open_session(args.session)
-    for w in session.warnings:
-        print(f"guidance replay: warning: {args.session}: {w}", file=sys.stderr)
+    for note in session_notes(session):  # damage and a cut, one line each; the player shows what it can
+        print(f"guidance replay: warning: {args.session}: {note}", file=sys.stderr)
     tl = build_timeline(session)
     if args.snapshot is not None:
         snapshot(tl, args.snapshot, args.output)

@@ -31,7 +31,7 @@ from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
 from guidance.session.writer import SessionRecorder
-from guidance.vision.capture.camera import load_camera
+from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
 from guidance.vision.handpiece.profiles import load_handpiece_profile
@@ -177,6 +177,8 @@ def run_session(opts: RunOptions) -> RunSummary:
     try:
         kwargs = _source_kwargs(opts)
         source = open_source(opts.source, **kwargs)
+        if camera is not None and source.size is not None:
+            check_camera_fits(camera, *source.size)
         pipeline = GuidancePipeline(plan, profile, config=config, camera=camera,
                                     publish=bridge.publish if bridge else None)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)

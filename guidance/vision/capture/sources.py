@@ -53,6 +53,7 @@ class FrameSource:
     name: str = ""
     fps: float = 0.0
     dropped: int = 0
+    size: tuple[int, int] | None = None  # (width, height) of the first frame, known once the source is open
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -127,6 +128,7 @@ class VideoFileSource(FrameSource):
             self._cap.release()
             raise SourceError("no decodable frame (corrupt, empty or not a video)", path=self.path)
         self._peeked: tuple[np.ndarray, float] | None = (image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0))
+        self.size = tuple(resize) if resize else (image.shape[1], image.shape[0])  # type: ignore[assignment]
         self._t0_ns = time.monotonic_ns()
 
     def frame_time_ns(self, index: int) -> int:
@@ -141,7 +143,8 @@ class VideoFileSource(FrameSource):
             return got
         ok, image = self._cap.read()
         if not ok or image is None:
-            return self._end()
+            self._end()
+            return None
         return image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
 
     def _skip(self) -> float | None:
@@ -163,7 +166,6 @@ class VideoFileSource(FrameSource):
             if n and n - k > max(3, n // 100):  # containers round their count by a frame or two
                 notice(f"{self.path}: video ended after {k} of the {n} frames its header announces "
                        "(cut short or damaged)")
-        return None
 
     def _next_pts_ns(self, pos_ms: float) -> int:
         pts_ns = int(round(pos_ms * 1e6)) if pos_ms and pos_ms > 0 else int(round(self._index * 1e9 / self.fps))
@@ -259,6 +261,7 @@ class ImageSequenceSource(FrameSource):
         self._cache: dict[Path, np.ndarray] = {}
         # the first image is decoded now: an unreadable one fails before the caller has made anything
         self._first: np.ndarray | None = self._decode(files[0])
+        self.size = (self._first.shape[1], self._first.shape[0])
         self._t0_ns = time.monotonic_ns()
 
     @staticmethod
@@ -322,6 +325,8 @@ class CameraSource(FrameSource):
             while self._slot is None and self._failed is None and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
             why = self._failed or (None if self._slot is not None else f"no frame for {self._stall:.1f} s after opening")
+            if self._slot is not None:
+                self.size = (self._slot[1].shape[1], self._slot[1].shape[0])
         if why:
             self.close()
             raise SourceError(why, path=self.name)
