@@ -7,7 +7,11 @@ still raises normally so it is noticed.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 
 class UserError(Exception):
@@ -24,7 +28,13 @@ class UserError(Exception):
         if field:
             parts.append(field)
         prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        super().__init__(one_line(f"{prefix}: {message}" if prefix else message))
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """One line of at most `limit` characters: a value echoed from a bad file cannot flood the terminal."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class UserNotice(UserWarning):
@@ -48,3 +58,27 @@ class ModelIntegrityError(UserError):
 
 class SourceError(UserError):
     """A frame source could not be opened or failed while reading."""
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Native libraries that print straight to file descriptor 2 (libjpeg's "Corrupt JPEG data: ...") are
+    silenced for the duration: a damaged image is reported by us, once, in words. Python's own writes to
+    sys.stderr are unaffected outside the block; with no real stderr (captured), nothing is changed."""
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else -1
+    except (AttributeError, ValueError, OSError):
+        fd = -1
+    if fd < 0:
+        yield
+        return
+    sys.__stderr__.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from guidance.errors import UserError
-from guidance.resources import check_if_bundled
+from guidance.resources import check_if_bundled, exists, is_file
 
 
 # A settings file is small and shallow; these bound what a damaged or hostile one can cost to read.
@@ -66,9 +66,10 @@ def _check_shape(doc: Any, path: Path) -> None:
 def read_yaml(path: str | Path, what: str = "file") -> Any:
     """The parsed document; a missing file or bad YAML is a UserError naming the file (and the line)."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"is a folder, not a {what}", path=path)
-    if not path.is_file():
+    if exists(path) and not is_file(path):
+        raise UserError(f"is a folder, not a {what}" if path.is_dir() else f"not a regular file (a {what} is expected)",
+                        path=path)
+    if not is_file(path):
         raise UserError(f"{what} not found", path=path)
     check_if_bundled(path)
     try:

@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once below, in plain words
         session = open_session(args.session)
+    tl = build_timeline(session)  # a recording with nothing to play is refused before any warning
     for note in session_notes(session):  # damage and a cut, one line each; the player shows what it can
         print(f"guidance replay: warning: {args.session}: {note}", file=sys.stderr)
-    tl = build_timeline(session)
     if args.snapshot is not None:
         snapshot(tl, args.snapshot, args.output)
         print(f"snapshot: {args.output}")

@@ -641,20 +641,22 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
         raise UserError("is a folder; give an HTML file name", path=out)
     atlas = load_atlas()
     sessions = []
-    for d in session_dirs:
+    timelines = []
+    for d in session_dirs:  # every session is read (or refused) before a word is printed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report states the cut itself
             s = open_session(d)
+        sessions.append(s)
+        timelines.append(build_timeline(s, atlas))
+    for d, s in zip(session_dirs, sessions):
         for note in session_notes(s):  # damage and a cut, one line each; the report says more
             print(f"guidance report: warning: {d}: {note}", file=sys.stderr)
-        sessions.append(s)
     n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
     prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
     facts: list[SessionFacts] = []
     bodies: list[str] = []
-    for k, s in enumerate(sessions, 1):
+    for k, tl in enumerate(timelines, 1):
         prog.step(f"session {k}: timeline")
-        tl = build_timeline(s, atlas)
         prog.step(f"session {k}: coverage")
         cov = CoverageReplay(tl, atlas).final()
         f = session_facts(k, tl, cov, recorded_coverage(tl, atlas))

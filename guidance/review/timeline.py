@@ -152,7 +152,9 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
     """Series and events of an opened recording (truncated ones too: up to the last good record)."""
     d = session.dir
     if not session.frames:
-        raise UserError("the recording has no frames", path=d / "frames.jsonl")
+        notes = session_notes(session)
+        raise UserError("the recording has no readable frames" + (f" ({notes[0]})" if notes else ""),
+                        path=d / "frames.jsonl")
     plan = session.plan(atlas)
     diameter = session.electrode_diameter_mm()
     frames = session.frames

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
-from guidance.errors import UserError
+from guidance.errors import UserError, native_stderr_silenced
 from guidance.session.records import (FORMAT, FORMAT_VERSION, LANDMARK_BYTES, Event, FrameRecord, Record,
                                       RecordError, event_from_json, upgrade_v1_event, upgrade_v1_frame)
 from guidance.session.writer import EVENTS, FRAMES, INFO, LANDMARKS, VIDEO
@@ -76,7 +76,10 @@ class Session:
 
     def image(self, i: int) -> np.ndarray | None:
         data = self.jpeg(i)
-        return None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if data is None:
+            return None
+        with native_stderr_silenced():  # a damaged JPEG is None here, not lines of libjpeg on stderr
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
     def landmarks(self, i: int) -> np.ndarray | None:
         k = self.frames[i].landmarks

@@ -31,7 +31,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from guidance.errors import SourceError, notice
+from guidance.errors import SourceError, native_stderr_silenced, notice
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -266,7 +266,8 @@ class ImageSequenceSource(FrameSource):
 
     @staticmethod
     def _decode(f: Path) -> np.ndarray:
-        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        with native_stderr_silenced():  # libjpeg/libpng complaints: we say "cannot decode" once
+            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError("cannot decode image", path=f)
         return image
