@@ -61,6 +61,10 @@ class Comparison:
     coverage_now: dict[str, float] = field(default_factory=dict)
     changed_frames: list[int] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)  # what the reader could not read (see Session.damage)
+    # Frames judged after an unreadable one while the skin-speed track still missed it (positions in the new
+    # recording; about a second at most): not exact re-runs, so a difference there is counted apart.
+    frames_after_damage: list[int] = field(default_factory=list)
+    changed_after_damage: int = 0
     cut_off: bool = False  # the recording ends without a session_end (kill -9, power loss)
 
     def lines(self) -> list[str]:
@@ -73,6 +77,9 @@ class Comparison:
                        + "; figures below cover the readable records only")
         out.append(f"{self.frames} frames: {self.decisions_changed} decisions differ "
                    f"(permitted then {self.permitted_then}, now {self.permitted_now})")
+        if self.frames_after_damage:
+            out.append(f"  {len(self.frames_after_damage)} frame(s) just after unreadable ones were judged without "
+                       f"their full motion history ({self.changed_after_damage} differ; not counted above)")
         for k, v in sorted(self.changes.items(), key=lambda kv: -kv[1])[:8]:
             out.append(f"  {k}: {v}")
         out.append(f"pulses: {self.pulses} delivered, {len(self.pulses_blocked_now)} would now be blocked"
@@ -190,7 +197,11 @@ def _reprocess_into(out_dir: Path, session: Session, session_dir: str | Path, pl
         for e in pulses_after.get(-1, []):  # reached coverage before the first readable frame
             _replay_pulse(e, -1, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, readable_seqs,
                           new_permit, cmp, out)
+        incomplete = False  # the skin-speed track misses an unreadable frame (see Comparison.frames_after_damage)
         for i, r in enumerate(session.frames):
+            number = session.frame_numbers[i]
+            if number != (session.frame_numbers[i - 1] + 1 if i else 0):
+                incomplete = True
             lm = session.landmarks(i) if r.face.found else None
             if r.face.found and lm is None and r.landmarks is not None:
                 cmp.damage.append(f"landmarks.f32 record {r.landmarks} (frame line {session.frame_numbers[i] + 1}): "
@@ -209,11 +220,18 @@ def _reprocess_into(out_dir: Path, session: Session, session_dir: str | Path, pl
             cmp.permitted_now += d.permit
             if not d.permit:
                 cmp.denied_now_by_reason[d.reason.value] = cmp.denied_now_by_reason.get(d.reason.value, 0) + 1
-            if (old.permit, old.reason, tuple(old.reasons)) != (d.permit, d.reason.value, tuple(x.value for x in d.reasons)):
+            differs = (old.permit, old.reason, tuple(old.reasons)) != (d.permit, d.reason.value,
+                                                                        tuple(x.value for x in d.reasons))
+            if incomplete:
+                cmp.frames_after_damage.append(i)
+                cmp.changed_after_damage += differs
+            elif differs:
                 cmp.decisions_changed += 1
                 key = f"{old.reason} -> {d.reason.value}"
                 cmp.changes[key] = cmp.changes.get(key, 0) + 1
                 cmp.changed_frames.append(i)
+            if _same_speed(old.speed_mm_s, d.speed_mm_s):
+                incomplete = False  # the track has forgotten the missing frame (or restarted): exact again
             new = dataclasses.replace(r, zone=rec.zone_record(lookup), gate=rec.gate_record(d, old.seq, old.lookahead_latency_ms),
                                       recorded_gate=old, video=None, landmarks=None)
             out.add_frame(new, None, face.landmarks if face.found else None, jpeg=session.jpeg(i))
@@ -233,6 +251,14 @@ def _reprocess_into(out_dir: Path, session: Session, session_dir: str | Path, pl
         out.close()
     write_json_atomic(out_dir / "comparison.json", dataclasses.asdict(cmp))
     return cmp
+
+
+def _same_speed(a: float | None, b: float | None) -> bool:
+    """The skin speed the live gate used and the re-run's, equal to well below any effect on a decision (its
+    smoothing forgets a missing frame by a factor of about 0.6 a frame: within a second at 30 fps)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 1e-6
 
 
 def _readable_seq_range(session: Session) -> tuple[int, int] | None:
