@@ -48,7 +48,7 @@ COMMAND_MODULES = [
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake on the command line is one line too (the usage is one `--help` away)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 

@@ -65,14 +65,15 @@ def native_stderr_silenced() -> Iterator[None]:
     """Native libraries that print straight to file descriptor 2 (libjpeg's "Corrupt JPEG data: ...") are
     silenced for the duration: a damaged image is reported by us, once, in words. Python's own writes to
     sys.stderr are unaffected outside the block; with no real stderr (captured), nothing is changed."""
+    stream = sys.__stderr__
     try:
-        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else -1
+        fd = stream.fileno() if stream is not None else -1
     except (AttributeError, ValueError, OSError):
         fd = -1
-    if fd < 0:
+    if stream is None or fd < 0:
         yield
         return
-    sys.__stderr__.flush()
+    stream.flush()
     saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
