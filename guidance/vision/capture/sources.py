@@ -301,8 +301,10 @@ class CameraSource(FrameSource):
     frame arrives for `stall_timeout_s` the source raises instead of hanging.
     """
 
-    def __init__(self, spec: int | str, *, stall_timeout_s: float = 2.0, size: tuple[int, int] | None = None):
+    def __init__(self, spec: int | str, *, stall_timeout_s: float = 2.0, size: tuple[int, int] | None = None,
+                 max_frames: int | None = None):
         self.name = str(spec)
+        self._max = max_frames
         self._cap = cv2.VideoCapture(spec)
         if not self._cap.isOpened():
             raise SourceError("cannot open camera", path=str(spec))
@@ -348,6 +350,8 @@ class CameraSource(FrameSource):
                 self._cond.notify_all()
 
     def read(self) -> Frame | None:
+        if self._max is not None and self._index >= self._max:
+            return None
         deadline = time.monotonic() + self._stall
         with self._cond:
             while self._slot is None:
