@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 
 from guidance.errors import UserError
+from guidance.outputs import output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     if args.headless and args.snapshot is None and not args.out and not args.screenshot:
         raise UserError("headless replay needs --out VIDEO, --snapshot FRAME -o PNG or --screenshot PNG",
                         field="--headless")
-    if not args.speed > 0:
-        raise UserError("must be positive", field="--speed")
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UserError("must be a positive number", field="--speed")
+    for value, flag in ((args.out, "--out"), (args.output, "--output"), (args.screenshot, "--screenshot")):
+        if value:
+            output_file(value, flag)  # before the recording is read, not after it has been played
     keys = parse_keys(args.keys) if args.keys else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once below, in plain words
