@@ -21,9 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true", help="no CURVE (development and tests only)")
     p.add_argument("--record", metavar="DIR", help="record the session into a new folder")
     p.add_argument("--headless", action="store_true", help="no window")
-    p.add_argument("--out", metavar="VIDEO.mp4", help="write the overlay video")
+    p.add_argument("--out", metavar="VIDEO.mkv", help="write the overlay video (Matroska: stays playable if the run "
+                   "is killed)")
     p.add_argument("--arm", action="store_true", help="arm at start (scripted sessions; live use arms with the key)")
-    p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible")
+    p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible (each frame "
+                   "stamped when read, as a camera stamps what it grabs)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--start-at-ns", type=int, metavar="T", help="a video file's playback starts at this monotonic "
                    "time (ns): frame i is released at T + i/fps (simulated sessions, with controller-sim --t0-ns)")

@@ -17,7 +17,7 @@ import numpy as np
 
 from guidance.live.control import state_json
 from guidance.live.overlay import OverlayState, draw_overlay
-from guidance.vision.capture.video_out import AtomicVideoWriter
+from guidance.vision.capture.video_out import StreamVideoWriter
 
 WINDOW = "guidance"
 
@@ -34,7 +34,7 @@ class Display:
         self.keys: queue.Queue[int] = queue.Queue()
         self.dropped = 0
         self.written = 0
-        self._writer: AtomicVideoWriter | None = None
+        self._writer: StreamVideoWriter | None = None  # Matroska: playable even after a kill -9
         self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
         self._error: BaseException | None = None
         self._thread.start()
@@ -64,7 +64,7 @@ class Display:
                     self.control.offer_frame(img, state_json(state))
                 if self.out:
                     if self._writer is None:
-                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+                        self._writer = StreamVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
                     self._writer.write(img)
                     self.written += 1
                 if self.window:

@@ -14,7 +14,10 @@ when the console's heartbeat stops or no browser watches it.
 
 from __future__ import annotations
 
+import math
+import os
 import queue
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,14 +30,16 @@ from guidance import __version__
 from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.errors import UserError
 from guidance.live.display import Display
+from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
 from guidance.session.writer import SessionRecorder
-from guidance.vision.capture.camera import load_camera
-from guidance.vision.capture.sources import FrameSource, open_source
+from guidance.vision.capture.camera import check_camera_fits, load_camera
+from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
+from guidance.vision.capture.video_out import STREAM_SUFFIXES
 from guidance.vision.handpiece.profiles import load_handpiece_profile
 from guidance.yamlfile import read_yaml
 from guidance.zones.plan import load_plan
@@ -95,9 +100,10 @@ def _snapshot_yaml(path: Path) -> dict:
 
 
 def _startup(opts: RunOptions):
-    """Everything a user can get wrong, checked before anything starts."""
+    """Everything a user can get wrong in the files and numbers, checked before anything starts."""
     if opts.control and opts.arm:
         raise UserError("with a console, arming is the console's (confirmed) decision", field="--arm")
+    _check_options(opts)
     plan = load_plan(opts.plan)
     profile = load_handpiece_profile(opts.handpiece or plan.handpiece_profile)
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
@@ -106,6 +112,46 @@ def _startup(opts: RunOptions):
     for name in ("face_detection_short_range", config.tracker.landmark_model):
         verified_path(name)
     return plan, profile, camera, config, manifest
+
+
+def _check_options(opts: RunOptions) -> None:
+    """The numbers and the output paths: a wrong one ends here, before a port, a camera or a file is opened."""
+    if opts.max_frames is not None and opts.max_frames < 1:
+        raise UserError("must be at least 1", field="--max-frames")
+    if not (math.isfinite(opts.face_lost_disarm_s) and 0 < opts.face_lost_disarm_s <= 3600):
+        raise UserError("must be a number of seconds above 0 (at most 3600)", field="--face-lost-disarm-s")
+    if opts.start_at_ns is not None and not _is_video_file(opts.source):
+        raise UserError("only for a video file played in real time", field="--start-at-ns")
+    if opts.start_at_ns is not None and not opts.realtime:
+        raise UserError("only for a video file played in real time (not with --no-realtime)", field="--start-at-ns")
+    if opts.record:
+        new_folder(opts.record, "--record")
+    if opts.out:
+        if Path(opts.out).suffix.lower() not in STREAM_SUFFIXES:
+            raise UserError("the overlay video is Matroska, which stays playable if the run is killed: "
+                            "give a name ending in .mkv", path=opts.out, field="--out")
+        output_file(opts.out, "--out", what="video file")
+    if not opts.headless and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                                       or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("no display for the window (set DISPLAY, or run --headless)", field="--headless")
+
+
+def _is_video_file(source: str) -> bool:
+    s = str(source)
+    return not s.isdigit() and "://" not in s and Path(s).suffix.lower() not in IMAGE_SUFFIXES \
+        and not any(ch in s for ch in "*?[") and not Path(s).is_dir()
+
+
+def _source_kwargs(opts: RunOptions) -> dict[str, Any]:
+    """How the source keeps time: a video file in real time keeps its own clock (or the given start time);
+    a file or images read as fast as possible are stamped when read (no clock of their own); a camera
+    stamps what it grabs."""
+    s = str(opts.source)
+    if s.isdigit() or "://" in s:
+        return {}
+    if _is_video_file(s) and opts.realtime:
+        return {"realtime": True} if opts.start_at_ns is None else {"realtime": True, "start_at_ns": opts.start_at_ns}
+    return {"stamp_on_read": True}
 
 
 def session_info(opts: RunOptions, plan: Any, profile: Any, camera: Any, config: PipelineConfig, manifest: dict,
@@ -149,20 +195,15 @@ def run_session(opts: RunOptions) -> RunSummary:
         if opts.control:
             from guidance.live.control import ControlServer
             control = ControlServer(opts.control, frame_fps=opts.control_fps, orphan_stop_s=opts.control_orphan_stop_s)
-        video_file = not str(opts.source).isdigit() and "://" not in str(opts.source) \
-            and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir()
-        kwargs: dict[str, Any] = {"realtime": True} if opts.realtime and video_file else {}
-        if opts.start_at_ns is not None:
-            if not kwargs:
-                raise UserError("only for a video file played in real time", field="--start-at-ns")
-            kwargs["start_at_ns"] = opts.start_at_ns
         if opts.loop:
-            if not video_file:
+            if not _is_video_file(opts.source):
                 raise UserError("only for a video file", field="--loop")
             from guidance.live.looping import LoopingVideoSource
             source = LoopingVideoSource(opts.source, realtime=opts.realtime)
         else:
-            source = open_source(opts.source, **kwargs)
+            source = open_source(opts.source, **_source_kwargs(opts))
+        if camera is not None and source.size is not None:
+            check_camera_fits(camera, *source.size)
         pipeline = GuidancePipeline(plan, profile, config=config, camera=camera,
                                     publish=bridge.publish if bridge else None)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)

@@ -33,7 +33,7 @@ from guidance.errors import UserError
 from guidance.live.overlay import draw_overlay
 from guidance.session.reader import Session, open_session
 from guidance.session.records import SessionEnd
-from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage
+from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage, session_notes
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.atlas_render import render_atlas
 from guidance.zones.coverage import CoverageMap
@@ -140,8 +140,22 @@ class SessionFacts:
     coverage: dict[str, dict]  # per planned zone: fraction_at_target, cells_over_max, pulses, mean_passes ...
     coverage_matches_live: bool | None  # None: the live coverage was not saved (cut-off recording)
     latency_ms: dict[str, float]
-    truncated: bool
+    truncated: bool  # cut off or damaged: something could not be read
     warnings: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)  # beyond a torn end (Session.damage)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+    @property
+    def cut_off(self) -> bool:
+        return any(w not in self.damage for w in self.warnings)
+
+    @property
+    def state(self) -> str:
+        """How the recording reads: damaged, cut off, or complete."""
+        return "damaged" if self.damaged else ("cut off" if self.cut_off else "complete")
 
     @property
     def mean_coverage(self) -> float:
@@ -176,7 +190,7 @@ def session_facts(k: int, tl: Timeline, cov: CoverageMap, live: CoverageMap | No
         violations_by_reason=tl.violations_by_reason(), coverage=zones, coverage_matches_live=matches,
         latency_ms={"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
                     "max": float(np.nanmax(lat)) if np.isfinite(lat).any() else math.nan},
-        truncated=tl.session.truncated, warnings=list(tl.warnings),
+        truncated=tl.session.truncated, warnings=list(tl.warnings), damage=list(tl.session.damage),
     )
 
 
@@ -507,9 +521,12 @@ def summary_html(f: SessionFacts, tl: Timeline) -> str:
         ("violations", f'<b class="{"bad" if f.violations else "ok"}">{f.violations}</b>'),
     ]
     warn = ""
-    if f.truncated:
-        warn = ('<p class="warn"><b>Cut-off recording.</b> Everything up to the last good record is shown. '
-                + "; ".join(_e(w) for w in f.warnings) + "</p>")
+    if f.damaged:
+        warn += ('<p class="warn bad"><b>Damaged recording.</b> Parts of it could not be read; the figures '
+                 "below cover the readable records only: " + "; ".join(_e(w) for w in f.damage) + "</p>")
+    if f.cut_off:
+        warn += ('<p class="warn"><b>Cut-off recording.</b> Everything up to the last good record is shown. '
+                 + "; ".join(_e(w) for w in f.warnings if w not in f.damage) + "</p>")
     return f'<section id="summary-{f.index}"><h2>Session summary</h2>{warn}{_kv_table(rows)}</section>'
 
 
@@ -616,7 +633,7 @@ def cohort_html(facts: list[SessionFacts]) -> str:
         f'<td class="n{" bad" if f.violations else ""}">{f.violations}</td>'
         f'<td class="n">{100 * f.permitted_frames / max(f.armed_frames, 1):.1f}%</td>'
         f'<td class="n">{100 * f.mean_coverage:.1f}%</td><td>{_e(next(iter(f.denied_frames), "–"))}</td>'
-        f'<td class="n">{_num(f.latency_ms["p99"])}</td><td>{"cut off" if f.truncated else "complete"}</td></tr>'
+        f'<td class="n">{_num(f.latency_ms["p99"])}</td><td>{f.state}</td></tr>'
         for f in facts)
     tot_p = sum(f.pulses for f in facts)
     tot_v = sum(f.violations for f in facts)
@@ -637,7 +654,7 @@ class ReportResult:
         out = [f"report: {self.path} ({len(self.facts)} session(s))"]
         for f in self.facts:
             out.append(f"  {f.index}. {f.session_id}: {f.frames} frames, {f.pulses} pulses, {f.violations} violations"
-                       + (" (cut-off recording)" if f.truncated else ""))
+                       + (f" ({f.state} recording)" if f.truncated else ""))
         return out
 
 
@@ -652,21 +669,25 @@ def report_sessions(session_dirs: list[str | Path], *, max_thumbnails: int = 24,
 
     atlas = atlas or load_atlas()
     sessions = []
-    for d in session_dirs:
+    timelines = []
+    for d in session_dirs:  # every session is read (or refused) before a word is printed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report states the cut itself
             s = open_session(d)
-        for w in s.warnings:
-            print(f"guidance report: warning: {d}: {w}", file=sys.stderr)
         sessions.append(s)
+        timelines.append(build_timeline(s, atlas))
+    for d, s in zip(session_dirs, sessions):
+        for note in session_notes(s):  # damage and a cut, one line each; the report says more
+            print(f"guidance report: warning: {d}: {note}", file=sys.stderr)
     n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
     prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
     facts: list[SessionFacts] = []
     bodies: list[dict] = []
-    for k, s in enumerate(sessions, 1):
+    for k, tl in enumerate(timelines, 1):
         prog.step(f"session {k}: timeline")
-        f, tl, cov = session_numbers(s, k, atlas)
         prog.step(f"session {k}: coverage")
+        cov = CoverageReplay(tl, atlas).final()
+        f = session_facts(k, tl, cov, recorded_coverage(tl, atlas))  # as session_numbers, on the timeline built above
         facts.append(f)
         parts = [summary_html(f, tl), coverage_html(f, cov, atlas)]
         prog.step(f"session {k}: plots")

@@ -127,8 +127,12 @@ def add_pulses(src: Path, dst: Path, every: int = 3) -> list[dict]:
     end = next(e for e in events if e["kind"] == "session_end")
     merged = sorted(body + added, key=lambda e: e["t_ns"])
     pulses = [e for e in merged if e["kind"] == "pulse"]  # the live run's own pulses too, in order
-    for e in pulses:
-        if e.get("tip_u") is not None:
+    for e in pulses:  # the live app's rule (PulseEvent.deposit): only pulses in skin contact deposit
+        if e.get("contact") is False:
+            cov.lifted_pulses += 1
+        elif e.get("contact") is None:
+            cov.contact_unknown_pulses += 1
+        elif e.get("tip_u") is not None:
             cov.deposit_pulse(e["tip_u"], e["tip_v"], diameter)
         else:
             cov.unplaced_pulses += 1
