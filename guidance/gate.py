@@ -30,6 +30,9 @@ class Reason(str, Enum):
     NO_FACE = "no_face"
     FACE_STALE = "face_stale"
     LOW_PRESENCE = "low_presence"
+    BAND_UNREGISTERED = "band_unregistered"
+    BAND_LOST = "band_lost"
+    BAND_MOVED = "band_moved"
     TIP_LOST = "tip_lost"
     TIP_LOW_CONFIDENCE = "tip_low_confidence"
     CALIBRATION_MISSING = "calibration_missing"
@@ -98,6 +101,9 @@ class GateInput:
     # None when no exclusion applies (another surface). Must reach the required distance too.
     exclusion_clearance_mm: float | None = None
     exclusion: str | None = None  # which exclusion that is
+    # Scalp sessions carry the head by the head band, not the face: None for a face session (the face checks
+    # apply), else the band's state this frame: "ok", "unregistered", "lost" or "moved" (anything else: lost).
+    head_band: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,11 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
         fails.append(Reason.NOT_ARMED)
     if not (0 <= frame_age_ms <= p.max_frame_age_ms):
         fails.append(Reason.CAMERA_STALLED)
-    if not _true(g.face_found):
+    if g.head_band is not None:  # a scalp session: the band, registered to the face, carries the head
+        if g.head_band != "ok":
+            fails.append({"unregistered": Reason.BAND_UNREGISTERED, "moved": Reason.BAND_MOVED}.get(
+                g.head_band, Reason.BAND_LOST))
+    elif not _true(g.face_found):
         fails.append(Reason.NO_FACE)
     else:
         if g.t_face_ns is None or not (0 <= (g.t_capture_ns - g.t_face_ns) / 1e6 <= p.max_face_age_ms):

@@ -35,7 +35,9 @@ from guidance.vision.face.skin_memory import FillReport, SkinMemory
 from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
 from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
-from guidance.vision.handpiece.profiles import HandpieceProfile
+from guidance.vision.face.head_band import (BandHead, HeadBandRegistration, HeadPoseSample, HeadReferenceTracker,
+                                            Registration)
+from guidance.vision.handpiece.profiles import HandpieceProfile, load_head_band
 from guidance.vision.handpiece.silhouette import PosePredictor, Silhouette, pose_of
 from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
@@ -63,6 +65,15 @@ class PipelineConfig:
     skin_memory: bool = True
     silhouette_pad_px: float = 4.0
     mapping_sigma: MappingSigmaModel = MappingSigmaModel()
+    # Scalp sessions (a plan with a zone on the scalp surface): the head band carries the head (docs/scalp.md).
+    head_band: str = "head_band_default"  # band profile, a file or a bundled name
+    # Face poses within this yaw of the camera register the band and check it has not slipped; beyond it the
+    # face tracker's pose is too coarse to compare with (tens of mm at 60 degrees).
+    band_face_max_yaw_deg: float = 20.0
+    band_registration_frames: int = 15  # simultaneous band and face poses averaged into the registration
+    # 1-sigma floor (mm) of a scalp point carried by the band: the face pose's own bias, which averaging the
+    # registration does not remove (measured: docs/scalp.md). The registration's spread adds to it.
+    band_sigma_mm: float = 2.0
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -128,6 +139,7 @@ class FrameResult:
     armed: bool
     lookahead_latency_ms: float  # the pipeline latency the look-ahead used for this frame
     shoulders: ShoulderObservation | None = None  # what the zone lookup used (None: no pose model running)
+    head_band: BandHead | None = None  # scalp sessions: the head from the band (None: a face session)
 
     @property
     def latency_ms(self) -> float:
@@ -186,6 +198,12 @@ class GuidancePipeline:
         if vision and self.config.shoulder_tracking and any(self.atlas.zones[z].surface in ("neck", "decolletage")
                                                              for z in plan.zones):
             self.shoulders = ShoulderTracker()
+        # Scalp sessions: the head band, registered to the face's head frame while the face is near frontal,
+        # carries the head (and the scalp zones) when the face turns away; the gate judges the band instead
+        # of the face (reasons band_unregistered, band_lost, band_moved).
+        self.scalp = any(self.atlas.zones[z].surface == "scalp" for z in plan.zones)
+        self.band_body = load_head_band(self.config.head_band) if self.scalp and vision else None
+        self.head_ref: HeadReferenceTracker | None = None
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
@@ -209,6 +227,9 @@ class GuidancePipeline:
             w, h = frame.size
             cam = self.camera.scaled_to(w, h) if self.camera else CameraModel.default(w, h)
             self.hand = HandpieceTracker(self.profile, cam)
+            if self.band_body is not None:
+                self.head_ref = HeadReferenceTracker(
+                    self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames))
             if self.config.skin_memory:
                 self.silhouette = Silhouette(self.profile, cam)
         return self.hand
@@ -270,16 +291,26 @@ class GuidancePipeline:
 
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
               armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
-              shoulders: ShoulderObservation | None = None,
-              mapping_sigma_mm: float | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+              shoulders: ShoulderObservation | None = None, mapping_sigma_mm: float | None = None,
+              head_band: BandHead | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
-        look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py).
+        look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py), or in a
+        scalp session the band's (`head_band.sigma_mm`); `head_band`: a scalp session's head from the band.
         Returns the lookup, the decision and the time the lookup finished.
         """
         lookup = None
-        if tip is not None and tip.valid and face.found:
+        if self.scalp:
+            band_state = head_band.state if head_band is not None else "lost"
+            if tip is not None and tip.valid and head_band is not None and band_state == "ok":
+                assert head_band.pose is not None and tip.tip_px is not None, "an ok band has a pose, a tip its pixel"
+                cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
+                cam = cam.scaled_to(*frame.size)
+                face_frame = self.mapper.prepare(face, frame.size, cam) if face.found else None
+                lookup = self.mapper.locate_on_band(head_band.pose.R, head_band.pose.t_mm, tip.tip_px[0],
+                                                    tip.tip_px[1], cam, face_frame)
+        elif tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
             assert tip.tip_px is not None, "a valid tip has its pixel"
             lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
@@ -287,13 +318,15 @@ class GuidancePipeline:
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)
         on_chart = lookup is not None and lookup.chart_mm is not None
         speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
-        decision = decide(self.policy, self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed,
-                                                        mapping_sigma_mm), now_ns)
+        g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
+        if self.scalp:
+            g = dataclasses.replace(g, head_band=head_band.state if head_band is not None else "lost")
+        decision = decide(self.policy, g, now_ns)
         return lookup, decision, t_zone
 
     def process(self, frame: Frame) -> FrameResult:
         assert self.face is not None, "a pipeline made with vision=False only judges recorded observations"
-        face = tip = lookup = shoulders = None
+        face = tip = lookup = shoulders = band_head = None
         armed = self.state.armed and not self.state.paused
         lookahead = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
@@ -303,19 +336,28 @@ class GuidancePipeline:
             # computation as one after the other, so every decision is unchanged.
             hand = self._tracker_for(frame)
             pending = self._stage.submit(self._timed, hand.process, frame.image, frame.t_capture_ns, frame.index)
+            band_pending = None
+            if self.head_ref is not None:  # the band's markers, on the stage thread after the handpiece's
+                band_pending = self._stage.submit(self.head_ref.track, frame.image, frame.t_capture_ns)
             try:
                 face = self.face.process(self._unoccluded(frame))
                 t_face = self.clock()
             finally:
                 tip, t_tip = pending.result()  # never leave the stage thread working on a frame we moved past
+                band = band_pending.result() if band_pending is not None else None
+            if band is not None:
+                band_head = self._band_head(band, face)
             self._remember_skin(frame, face, tip)
-            self._watch_face(face, frame)
+            self._watch_face(face, frame, band_head)
             mapping_sigma = self._mapping_sigma(face, tip)
+            if self.scalp:  # the skin point's mapping uncertainty is the band's, not the face mesh's
+                mapping_sigma = band_head.sigma_mm if band_head is not None else None
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
             lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
-                                                  shoulders=shoulders, mapping_sigma_mm=mapping_sigma)
+                                                  shoulders=shoulders, mapping_sigma_mm=mapping_sigma,
+                                                  head_band=band_head)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -333,7 +375,28 @@ class GuidancePipeline:
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           armed, lookahead, shoulders)
+                           armed, lookahead, shoulders, band_head)
+
+    def _band_head(self, band: Any, face: FaceObservation) -> BandHead:
+        """This frame's head from the band: the face pose is given to it (registration, slip check) only when
+        the face is found, its pose valid and within `band_face_max_yaw_deg` of facing the camera."""
+        assert self.head_ref is not None
+        sample = None
+        pose = face.head_pose if face.found else None
+        if (pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence
+                and abs(pose.euler_deg()[0]) <= self.config.band_face_max_yaw_deg):
+            sample = HeadPoseSample(pose.R, np.asarray(pose.tvec_mm, float), face.t_capture_ns)
+        obs = self.head_ref.combine(band, sample)
+        reg = self.head_ref.registration.result
+        return BandHead.of(obs, reg, sample is not None, self._band_sigma(reg))
+
+    def _band_sigma(self, reg: Registration) -> float | None:
+        """1-sigma (mm) of a scalp point carried by the band: the floor, and the registration's mean error
+        (its RMS spread, the rotation at a 120 mm lever to the scalp, over the square root of its samples)."""
+        if not reg.registered or reg.samples < 1:
+            return None
+        random = float(np.hypot(reg.spread_mm, np.radians(reg.spread_deg) * 120.0)) / float(np.sqrt(reg.samples))
+        return float(np.hypot(self.config.band_sigma_mm, random))
 
     def _unoccluded(self, frame: Frame) -> Frame:
         """The frame with the handpiece's predicted silhouette filled with the skin last seen there.
@@ -387,11 +450,18 @@ class GuidancePipeline:
         else:
             st.denies[decision.reason.value] = st.denies.get(decision.reason.value, 0) + 1
 
-    def _watch_face(self, face: FaceObservation, frame: Frame) -> None:
-        if face.found:
+    def _watch_face(self, face: FaceObservation, frame: Frame, band_head: BandHead | None = None) -> None:
+        """Disarm after `face_lost_disarm_s` without the head: the face, or in a scalp session the band
+        (before it is registered the band is 'found' whenever the face is, so registration can happen armed)."""
+        if self.scalp:
+            found = band_head is not None and (band_head.state == "ok"
+                                               or (band_head.state == "unregistered" and face.found))
+        else:
+            found = face.found
+        if found:
             self.state.face_lost_since_ns = None
             return
         if self.state.face_lost_since_ns is None:
             self.state.face_lost_since_ns = frame.t_capture_ns
         elif self.state.armed and frame.t_capture_ns - self.state.face_lost_since_ns > self.face_lost_disarm_ns:
-            self.set_armed(False, "face lost")
+            self.set_armed(False, "head band lost" if self.scalp else "face lost")

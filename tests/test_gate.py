@@ -58,6 +58,11 @@ def test_all_conditions_met_permits():
     (dict(local_passes=3), Reason.PASSES_EXCEEDED),
     (dict(zone_complete=True, stop_at_target=True), Reason.ZONE_COMPLETE),
     (dict(armed=1), Reason.NOT_ARMED),  # only a real boolean arms
+    (dict(head_band="unregistered"), Reason.BAND_UNREGISTERED),
+    (dict(head_band="lost"), Reason.BAND_LOST),
+    (dict(head_band="moved"), Reason.BAND_MOVED),
+    (dict(head_band="registered"), Reason.BAND_LOST),  # an unknown state is no band
+    (dict(head_band=""), Reason.BAND_LOST),
 ])
 def test_each_condition_denies_with_its_code(change, reason):
     d = decide(POLICY, good(**change), NOW)
@@ -73,6 +78,14 @@ def test_first_failure_is_the_reason_and_all_are_listed():
     d = decide(POLICY, good(armed=False, tip_valid=False, boundary_mm=0.0), NOW)
     assert d.reason == Reason.NOT_ARMED
     assert d.reasons == (Reason.NOT_ARMED, Reason.TIP_LOST, Reason.NEAR_BOUNDARY)
+
+
+def test_scalp_session_judges_the_band_not_the_face():
+    # The face turned away: a scalp session with its band tracked and registered may still permit ...
+    assert decide(POLICY, good(head_band="ok", face_found=False, t_face_ns=None, presence=0.0), NOW).permit
+    # ... and the band's state comes where the face checks come in the order.
+    d = decide(POLICY, good(head_band="lost", face_found=False, tip_valid=False), NOW)
+    assert d.reasons == (Reason.BAND_LOST, Reason.TIP_LOST)
 
 
 def test_policy_error_is_a_deny():

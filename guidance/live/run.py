@@ -20,6 +20,7 @@ import queue
 import sys
 import time
 from collections import deque
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ from guidance.session.writer import SessionRecorder
 from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
-from guidance.vision.handpiece.profiles import load_handpiece_profile
+from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.yamlfile import read_yaml
+from guidance.zones.atlas import load_atlas
 from guidance.zones.plan import load_plan
 
 KEYS_HELP = "a arm/disarm  p pause  z zones  c coverage  i inset  m mesh  q quit"
@@ -73,6 +75,7 @@ class RunOptions:
     control_fps: float = 15.0  # overlay pictures a second to the console
     control_orphan_stop_s: float = 30.0  # stop when no console has been heard for this long
     loop: bool = False  # play a video file again and again, like a camera
+    head_band: str | None = None  # scalp plans: the head band profile (default: the bundled head_band_default)
 
 
 @dataclass
@@ -108,6 +111,11 @@ def _startup(opts: RunOptions):
     profile = load_handpiece_profile(opts.handpiece or plan.handpiece_profile)
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
     config = PipelineConfig.for_plan(plan, face_lost_disarm_s=opts.face_lost_disarm_s)
+    if opts.head_band is not None:
+        config = dataclasses.replace(config, head_band=opts.head_band)
+    atlas = load_atlas()
+    if opts.head_band is not None or any(atlas.zones[z].surface == "scalp" for z in plan.zones if z in atlas.zones):
+        load_head_band(config.head_band)  # a bad band profile ends here (one line, exit 2)
     manifest = read_manifest()
     for name in ("face_detection_short_range", config.tracker.landmark_model):
         verified_path(name)

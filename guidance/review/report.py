@@ -47,6 +47,9 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "no_face": "no face tracked",
     "face_stale": "the face track was too old",
     "low_presence": "face presence below threshold",
+    "band_unregistered": "head band not registered to the face yet",
+    "band_lost": "head band not tracked",
+    "band_moved": "head band slipped on the head",
     "tip_lost": "handpiece tip not tracked",
     "tip_low_confidence": "tip tracked with low confidence",
     "calibration_missing": "calibration required and missing",
@@ -80,7 +83,8 @@ def _reason_css(reason: str) -> str:
         return C_PERMIT
     if reason in ("not_armed", "service_stopping"):
         return C_OFF
-    if reason in ("no_face", "face_stale", "low_presence", "tip_lost", "tip_low_confidence", "camera_stalled"):
+    if reason in ("no_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved", "tip_lost",
+                  "tip_low_confidence", "camera_stalled"):
         return C_TRACK
     return C_DENY
 

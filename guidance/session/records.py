@@ -185,6 +185,24 @@ class ShoulderRecord(Record):
 
 
 @dataclass(frozen=True)
+class HeadBandRecord(Record):
+    """Scalp sessions: the head as the head band carried it (what the lookup and the gate used)."""
+
+    state: str  # ok | unregistered | lost | moved: the gate's band input
+    band_valid: bool = False  # the band's own pose was found this frame
+    band_reason: str = ""  # why not
+    registered: bool = False
+    samples: int = 0  # face/band pose pairs the registration averaged
+    spread_mm: float | None = None  # their RMS spread in translation
+    spread_deg: float | None = None  # and in rotation
+    rvec: tuple[float, float, float] | None = None  # head -> camera from the band (state ok)
+    tvec_mm: tuple[float, float, float] | None = None
+    sigma_mm: float | None = None  # 1-sigma of a scalp point carried by the band
+    face_used: bool = False  # a near-frontal face pose was given to the band this frame
+    disagreement_mm: float | None = None  # band head vs face head, translation, when both were there
+
+
+@dataclass(frozen=True)
 class ZoneRecord(Record):
     """Where the tip's pixel landed on the skin."""
 
@@ -236,6 +254,7 @@ class FrameRecord(Record):
     video_skipped: bool = False  # the writer was too far behind to encode this frame's image
     landmarks: int | None = None  # record index in landmarks.f32
     recorded_gate: GateRecord | None = None  # re-processed recordings: the decision as first recorded
+    head_band: HeadBandRecord | None = None  # scalp sessions only: the head as the head band carried it
 
     @property
     def latency_ms(self) -> float:
@@ -260,6 +279,35 @@ def shoulder_record(sh: Any) -> ShoulderRecord:
                           left_px=_floats(sh.left_px), right_px=_floats(sh.right_px),
                           visibility=_floats(sh.visibility) or (0.0, 0.0),
                           nose_px=None if lm is None else (float(lm[0][0]), float(lm[0][1])))
+
+
+def head_band_record(b: Any) -> HeadBandRecord:
+    """The record of a vision.face.head_band.BandHead."""
+    reg = b.registration
+    return HeadBandRecord(
+        state=str(b.state), band_valid=bool(b.band_valid), band_reason=str(b.band_reason),
+        registered=bool(reg is not None and reg.registered), samples=int(reg.samples) if reg is not None else 0,
+        spread_mm=_finite_or_none(reg.spread_mm) if reg is not None else None,
+        spread_deg=_finite_or_none(reg.spread_deg) if reg is not None else None,
+        rvec=None if b.pose is None else _floats(b.pose.rvec),
+        tvec_mm=None if b.pose is None else _floats(b.pose.t_mm),
+        sigma_mm=_finite_or_none(b.sigma_mm), face_used=bool(b.face_used),
+        disagreement_mm=_finite_or_none(b.disagreement_mm))
+
+
+def band_head(r: FrameRecord) -> Any:
+    """A scalp session's head from the band as recorded, for re-processing (None: a face session)."""
+    from guidance.vision.face.head_band import BandHead, Registration
+    from guidance.vision.rigid import RigidPose
+
+    b = r.head_band
+    if b is None:
+        return None
+    pose = None if b.rvec is None or b.tvec_mm is None else RigidPose.from_rvec(np.asarray(b.rvec), np.asarray(b.tvec_mm))
+    nan = float("nan")
+    reg = Registration(b.registered, "", None, b.samples, nan if b.spread_mm is None else b.spread_mm,
+                       nan if b.spread_deg is None else b.spread_deg)
+    return BandHead(b.state, pose, b.band_valid, b.band_reason, reg, b.face_used, b.disagreement_mm, b.sigma_mm)
 
 
 def zone_record(z: Any) -> ZoneRecord | None:
@@ -304,6 +352,7 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         zone=zone_record(z),
         gate=gate_record(d, result.seq, result.lookahead_latency_ms),
         shoulders=None if result.shoulders is None else shoulder_record(result.shoulders),
+        head_band=None if getattr(result, "head_band", None) is None else head_band_record(result.head_band),
     )
 
 

@@ -256,15 +256,22 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
 
 
 def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, plan: str | Path,
-                      max_frames: int | None, rate_hz: float, log) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    """Steps 1-3: simulate, keys, controller simulator and `guidance run`; a failing step raises its own line."""
+                      max_frames: int | None, rate_hz: float, log,
+                      simulated: Path | None = None) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """Steps 1-3: simulate, keys, controller simulator and `guidance run`; a failing step raises its own line.
+
+    `simulated`: a simulation folder made already (e.g. `sim/scalp.py`): step 1 is skipped."""
     sim, keys, session = out / "simulation", out / "keys", out / "session"
-    log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
-    # 640x480: the resolution the performance budget is stated for
-    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
-    if max_frames:
-        cmd += ["--max-frames", str(max_frames)]
-    _step(cmd, env, "guidance simulate")
+    if simulated is not None:
+        sim = simulated
+    else:
+        log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
+        # 640x480: the resolution the performance budget is stated for
+        cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size",
+                        "640x480")
+        if max_frames:
+            cmd += ["--max-frames", str(max_frames)]
+        _step(cmd, env, "guidance simulate")
     _step(_guidance("keys", "generate", str(keys)), env, "guidance keys generate")
     port = _free_port_pair()
     permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"

@@ -27,7 +27,7 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
-from guidance.zones.surfaces import cast_ray
+from guidance.zones.surfaces import cast_ray, intersect_scalp, ray_in_head_frame
 
 _EPS = 1e-9
 _BARY_TOL = 1e-6
@@ -212,6 +212,26 @@ class ZoneMapper:
         if frame is None:
             return ZoneLookup(False, None, None, None, None, None, None, None, (float(x_px), float(y_px)))
         return frame.locate(float(x_px), float(y_px))
+
+    def locate_on_band(self, R: np.ndarray, t_mm: np.ndarray, x_px: float, y_px: float, camera: CameraModel,
+                       face: FaceFrame | None = None) -> ZoneLookup:
+        """Scalp sessions: an image point on the scalp carried by the head pose from the head band.
+
+        The face mesh, when the face is tracked and the point lies on it, still wins (a face zone: not in a
+        scalp plan). Otherwise the camera ray meets the scalp ellipsoid of the head frame; chart points the
+        face mesh covers are never scalp (off-surface, so the gate denies), as in `FaceFrame.locate`.
+        """
+        x, y = float(x_px), float(y_px)
+        if face is not None and face.hit(x, y) is not None:
+            return face.locate(x, y)
+        pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), camera.K, camera.dist).reshape(2)
+        o, d = ray_in_head_frame(np.asarray(R, float), np.asarray(t_mm, float), np.array([pt[0], pt[1], 1.0]))
+        hit = intersect_scalp(o, d, self.chart.surfaces["scalp"])
+        if hit is not None and not self.on_face_mesh(*hit.chart_mm):
+            zone, dist = self.atlas.zone_at(*hit.chart_mm)
+            if zone is not None and "scalp" in zone.carried_on:
+                return ZoneLookup(True, zone.name, zone.kind, "scalp", hit.chart_mm, dist, None, None, (x, y))
+        return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, None, None, None, None, None, (x, y))
 
     def locate_tip(self, observation, tip_cam_mm: np.ndarray, camera: CameraModel,
                    image_size: tuple[int, int] | None = None) -> ZoneLookup:

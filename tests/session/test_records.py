@@ -23,6 +23,9 @@ DENY = rec.GateRecord(False, "near_boundary", ("near_boundary", "passes_exceeded
 SHOULDERS = rec.ShoulderRecord(True, "ok", 123, (400.5, 300.25), (200.5, 301.0), (0.99, 0.98), (320.0, 200.0))
 FRAME = rec.FrameRecord(7, (640, 480), 1, 2, 3, 4, 5, 6, True, FACE, GATE, TIP, ZONE, SHOULDERS, (100, 2000), False, 3,
                         DENY)
+BAND = rec.HeadBandRecord("ok", True, "", True, 15, 1.25, 0.5, (0.1, 3.0, 0.2), (1.0, -40.0, 450.0), 2.1, False,
+                          None)
+SCALP = dataclasses.replace(FRAME, head_band=BAND)
 BARE = rec.FrameRecord(0, (640, 480), 1, 1, 1, 1, 1, 1, False, rec.FaceRecord(False, 0.0), DENY)
 
 EVENTS = [
@@ -46,7 +49,7 @@ def roundtrip(r):
     return type(r).from_json(json.loads(json.dumps(r.to_json(), allow_nan=False)))
 
 
-@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, FRAME, BARE], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, BAND, FRAME, SCALP, BARE], ids=lambda r: type(r).__name__)
 def test_every_frame_record_kind_reads_back_exactly(r):
     assert roundtrip(r) == r
 
@@ -109,7 +112,7 @@ def test_the_format_doc_lists_every_field_of_every_record():
     """docs/recording.md is checked against the records: no field missing, none stale."""
     sections = _doc_sections()
     kinds = [rec.FrameRecord, rec.FaceRecord, rec.PoseRecord, rec.TipRecord, rec.ZoneRecord, rec.GateRecord,
-             rec.ShoulderRecord] + [c for c in rec.EVENT_KINDS.values() if c.__bases__[0] is not rec.PulseEvent]
+             rec.ShoulderRecord, rec.HeadBandRecord] + [c for c in rec.EVENT_KINDS.values() if c.__bases__[0] is not rec.PulseEvent]
     for cls in kinds:
         assert cls.__name__ in sections, f"docs/recording.md has no section for {cls.__name__}"
         assert sections[cls.__name__] == {f.name for f in dataclasses.fields(cls)}, cls.__name__

@@ -46,6 +46,8 @@ class HeadPoseObservation:
     band_valid: bool
     band_reason: str
     face_band_disagreement_mm: float | None  # when both were available this frame
+    band_head: RigidPose | None = None  # the head pose from the band alone (registered, seen, not moved)
+    state: str = "lost"  # for a session carried by the band: ok | unregistered | lost | moved
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,29 @@ class Registration:
     samples: int
     spread_mm: float
     spread_deg: float
+
+
+@dataclass(frozen=True)
+class BandHead:
+    """What a scalp session's lookup and gate take from the head band in one frame (recorded; re-processing
+    rebuilds it). `state`: ok | unregistered | lost | moved; `pose`: head -> camera from the band alone, when ok."""
+
+    state: str
+    pose: RigidPose | None
+    band_valid: bool = False
+    band_reason: str = ""
+    registration: Registration | None = None
+    face_used: bool = False  # a near-frontal face pose was given this frame (registration, slip check)
+    disagreement_mm: float | None = None
+    sigma_mm: float | None = None  # 1-sigma of a scalp point carried by the band (registration and band pose)
+
+    @classmethod
+    def of(cls, obs: HeadPoseObservation, registration: Registration, face_used: bool,
+           sigma_mm: float | None) -> "BandHead":
+        pose = obs.band_head if obs.state == "ok" else None
+        return cls(obs.state if pose is not None or obs.state != "ok" else "lost", pose, obs.band_valid,
+                   obs.band_reason, registration, face_used, obs.face_band_disagreement_mm,
+                   sigma_mm if pose is not None else None)
 
 
 class HeadBandRegistration:
@@ -118,13 +143,17 @@ class HeadReferenceTracker:
         self._moved = False
 
     def process(self, image: np.ndarray, t_capture_ns: int, face: HeadPoseSample | None) -> HeadPoseObservation:
+        return self.combine(self.track(image, t_capture_ns), face)
+
+    def track(self, image: np.ndarray, t_capture_ns: int) -> BodyPose:
+        """The band's own pose in this frame (markers only; no face needed, so it can run beside the face)."""
         h, w = image.shape[:2]
         if (w, h) != self.camera.size:
             self.camera = self.camera.scaled_to(w, h)
         band = estimate_body_pose(self.band, self.detector.detect(image), self.camera, t_capture_ns,
                                   self._prior, self.limits)
         self._prior = band if band.valid else None
-        return self.combine(band, face)
+        return band
 
     def combine(self, band: BodyPose, face: HeadPoseSample | None) -> HeadPoseObservation:
         t = band.t_capture_ns
@@ -146,16 +175,30 @@ class HeadReferenceTracker:
             reg = self.registration.add(band, fresh_face)
             if reg.registered:
                 self._moved = False
+        band_head = None
+        if band.valid and not self._moved and self.registration.result.registered:
+            assert band.pose is not None and self.registration.result.band_to_head is not None
+            band_head = band.pose.compose(self.registration.result.band_to_head)
+        if self._moved:
+            state = "moved"
+        elif not self.registration.result.registered:
+            state = "unregistered"
+        elif not band.valid:
+            state = "lost"
+        else:
+            state = "ok"
         if fresh_face is not None:
             return HeadPoseObservation(t, True, "", np.asarray(fresh_face.R, float),
                                        np.asarray(fresh_face.t_mm, float), "face", band.valid, band.reason,
-                                       disagreement)
+                                       disagreement, band_head, state)
         if from_band is not None and not self._moved:
-            return HeadPoseObservation(t, True, "", from_band.R, from_band.t_mm, "band", True, "", None)
+            return HeadPoseObservation(t, True, "", from_band.R, from_band.t_mm, "band", True, "", None, band_head,
+                                       state)
         if self._moved:
             reason = BAND_MOVED
         elif band.valid:
             reason = self.registration.result.reason or NOT_REGISTERED
         else:
             reason = NO_HEAD
-        return HeadPoseObservation(t, False, reason, None, None, "", band.valid, band.reason, disagreement)
+        return HeadPoseObservation(t, False, reason, None, None, "", band.valid, band.reason, disagreement, band_head,
+                                   state)

