@@ -46,6 +46,8 @@ from guidance.zones.mapper import ZoneLookup, ZoneMapper
 from guidance.zones.skin_speed import SkinSpeed
 from guidance.zones.plan import TreatmentPlan
 
+# Scalp sessions: a band-carried skin point's sigma grows as 1 / cos(incidence), up to this many times.
+MIN_INCIDENCE_COS = 0.25
 # A planned zone counts as complete (for stop_at_target) at this share of cells at target.
 ZONE_COMPLETE_FRACTION = 0.98
 
@@ -69,11 +71,16 @@ class PipelineConfig:
     head_band: str = "head_band_default"  # band profile, a file or a bundled name
     # Face poses within this yaw of the camera register the band and check it has not slipped; beyond it the
     # face tracker's pose is too coarse to compare with (tens of mm at 60 degrees).
-    band_face_max_yaw_deg: float = 20.0
+    band_face_max_yaw_deg: float = 12.0
     band_registration_frames: int = 15  # simultaneous band and face poses averaged into the registration
-    # 1-sigma floor (mm) of a scalp point carried by the band: the face pose's own bias, which averaging the
-    # registration does not remove (measured: docs/scalp.md). The registration's spread adds to it.
-    band_sigma_mm: float = 2.0
+    # The band counts as slipped (re-registered) after this many consecutive frames in which a near-frontal
+    # face pose disagrees with it by more than 8 mm; each such frame is denied band_moved meanwhile.
+    band_slip_frames: int = 10
+    # 1-sigma (mm) of a scalp point carried by the band where the camera sees the skin square on: the face
+    # pose's own bias (mostly depth), which averaging the registration does not remove (5-6 mm at the cranium
+    # in the rendered session, docs/scalp.md). The registration's spread adds to it; the lookup divides it by
+    # the cosine of the ray's incidence on the scalp.
+    band_sigma_mm: float = 5.0
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -229,7 +236,8 @@ class GuidancePipeline:
             self.hand = HandpieceTracker(self.profile, cam)
             if self.band_body is not None:
                 self.head_ref = HeadReferenceTracker(
-                    self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames))
+                    self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
+                    moved_after=self.config.band_slip_frames)
             if self.config.skin_memory:
                 self.silhouette = Silhouette(self.profile, cam)
         return self.hand
@@ -296,20 +304,25 @@ class GuidancePipeline:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
-        look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py), or in a
-        scalp session the band's (`head_band.sigma_mm`); `head_band`: a scalp session's head from the band.
+        look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py); a scalp
+        session ignores it and takes the band's (`head_band.sigma_mm`, over the cosine of the ray's incidence
+        on the scalp); `head_band`: a scalp session's head from the band (None there: the band is lost).
         Returns the lookup, the decision and the time the lookup finished.
         """
         lookup = None
         if self.scalp:
+            mapping_sigma_mm = head_band.sigma_mm if head_band is not None else None
             band_state = head_band.state if head_band is not None else "lost"
             if tip is not None and tip.valid and head_band is not None and band_state == "ok":
                 assert head_band.pose is not None and tip.tip_px is not None, "an ok band has a pose, a tip its pixel"
                 cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
                 cam = cam.scaled_to(*frame.size)
                 face_frame = self.mapper.prepare(face, frame.size, cam) if face.found else None
-                lookup = self.mapper.locate_on_band(head_band.pose.R, head_band.pose.t_mm, tip.tip_px[0],
-                                                    tip.tip_px[1], cam, face_frame)
+                lookup, cos = self.mapper.locate_on_band(head_band.pose.R, head_band.pose.t_mm, tip.tip_px[0],
+                                                         tip.tip_px[1], cam, face_frame)
+                # the band's head error, mostly along the line of sight, moves a grazing skin point the most
+                if head_band.sigma_mm is not None and lookup.surface == "scalp":
+                    mapping_sigma_mm = head_band.sigma_mm / max(cos, MIN_INCIDENCE_COS)
         elif tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
             assert tip.tip_px is not None, "a valid tip has its pixel"
@@ -350,8 +363,8 @@ class GuidancePipeline:
             self._remember_skin(frame, face, tip)
             self._watch_face(face, frame, band_head)
             mapping_sigma = self._mapping_sigma(face, tip)
-            if self.scalp:  # the skin point's mapping uncertainty is the band's, not the face mesh's
-                mapping_sigma = band_head.sigma_mm if band_head is not None else None
+            if self.scalp:  # the skin point's mapping uncertainty is the band's (judge scales it by incidence)
+                mapping_sigma = None
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
@@ -383,9 +396,19 @@ class GuidancePipeline:
         assert self.head_ref is not None
         sample = None
         pose = face.head_pose if face.found else None
+        max_yaw = self.config.band_face_max_yaw_deg
         if (pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence
-                and abs(pose.euler_deg()[0]) <= self.config.band_face_max_yaw_deg):
-            sample = HeadPoseSample(pose.R, np.asarray(pose.tvec_mm, float), face.t_capture_ns)
+                and abs(pose.euler_deg()[0]) <= max_yaw):
+            # Once registered, the band's own head pose (far the better one off frontal) must say frontal too:
+            # a face pose turned to the side can read frontal, and tens of mm off.
+            reg = self.head_ref.registration.result
+            if reg.registered and band.valid and band.pose is not None and reg.band_to_head is not None:
+                R = band.pose.R @ reg.band_to_head.R
+                frontal = abs(float(np.degrees(np.arcsin(-np.clip(R[2, 0], -1.0, 1.0))))) <= max_yaw
+            else:
+                frontal = not reg.registered
+            if frontal:
+                sample = HeadPoseSample(pose.R, np.asarray(pose.tvec_mm, float), face.t_capture_ns)
         obs = self.head_ref.combine(band, sample)
         reg = self.head_ref.registration.result
         return BandHead.of(obs, reg, sample is not None, self._band_sigma(reg))

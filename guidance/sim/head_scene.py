@@ -179,11 +179,26 @@ class HeadScene:
             normal[idx] = nrm[better]
             kind[idx] = k
 
-        self._neck(head, D, take)
-        self._cranium(head, D, take)
+        # Rays are cast only in the columns the head (and band) can cover: a sphere of 150 mm about the cranium.
+        sel = self._columns(head)
+        Ds = D[sel]
+
+        def take_roi(idx: np.ndarray, s: np.ndarray, col: np.ndarray, nrm: np.ndarray) -> None:
+            """Hits of the analytic shapes: idx indexes the selected rays, s their ray parameters."""
+            full = sel[idx]
+            z = s[idx] * Ds[idx, 2]
+            better = z < depth[full]
+            full = full[better]
+            depth[full] = z[better]
+            colour[full] = col[better]
+            normal[full] = nrm[better]
+            kind[full] = 1
+
+        self._neck(head, Ds, take_roi)
+        self._cranium(head, Ds, take_roi)
         self._face(head, take)
         if band is not None:
-            self._band(band, D, take, band_half_axes_mm, band_half_height_mm)
+            self._band(band, Ds, take_roi, band_half_axes_mm, band_half_height_mm)
         # shading
         img = self.background.reshape(-1, 3).copy()
         fg = kind > 0
@@ -196,11 +211,19 @@ class HeadScene:
 
     @staticmethod
     def _take_sub(take, idx: np.ndarray, s: np.ndarray, col: np.ndarray, nrm: np.ndarray) -> None:
-        mask = np.zeros(len(s), bool)
-        mask[idx] = True
-        # take() expects per-masked-pixel arrays in index order
-        take(s, mask, col, nrm, 1)
+        take(idx, s, col, nrm)  # idx: hit rays in index order, col and nrm one row per hit
 
+    def _columns(self, head: RigidPose, radius_mm: float = 150.0) -> np.ndarray:
+        """Flat pixel indices of the image columns a sphere about the cranium's centre can cover."""
+        w, h = self.size
+        c = head.apply(np.asarray(self.surfaces["scalp"]["centre_mm"], float)[None, :])[0]
+        if c[2] <= radius_mm:
+            return np.arange(w * h)
+        x = self.camera.K[0, 0] * c[0] / c[2] + self.camera.K[0, 2]
+        r = self.camera.K[0, 0] * radius_mm / np.sqrt(c[2] ** 2 - radius_mm ** 2) + 8.0
+        x0, x1 = int(max(0, np.floor(x - r))), int(min(w, np.ceil(x + r)))
+        cols = np.arange(x0, x1)
+        return (np.arange(h)[:, None] * w + cols[None, :]).ravel()
     def _cranium(self, head: RigidPose, D: np.ndarray, take) -> None:
         sc = self.surfaces["scalp"]
         o = -head.R.T @ head.t_mm

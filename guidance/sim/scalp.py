@@ -81,10 +81,12 @@ class ScalpScript:
     fps: float = 30.0
     frontal_s: float = 2.0
     turn_s: float = 6.0
-    back_s: float = 2.0
+    back_s: float = 4.0
     turn_deg: float = 180.0
     distance_mm: float = 520.0  # camera to the cranium's centre
-    camera_down_deg: float = 20.0
+    camera_down_deg: float = 5.0
+    tilt_back_deg: float = 25.0  # the head tilts back this much over the turn (with its back to the camera, the
+    # crown comes towards it, as a client seated below a standing practitioner's camera would show it)
     sway_deg: float = 5.0  # yaw sway while frontal
     stroke_hz: float = 0.5  # one stroke out and back per 2 s
     stroke_half_deg: float = 22.0  # stroke half-length along the parallel (degrees of head longitude)
@@ -108,6 +110,11 @@ class ScalpScript:
             x = (t - self.frontal_s) / self.turn_s
             return self.turn_deg * (x - np.sin(2 * np.pi * x) / (2 * np.pi))  # smooth start and stop
         return self.turn_deg
+
+    def turned(self, t: float) -> float:
+        """How far through the turn (0 before, 1 after), smooth."""
+        x = float(np.clip((t - self.frontal_s) / max(self.turn_s, 1e-6), 0.0, 1.0))
+        return x - np.sin(2 * np.pi * x) / (2 * np.pi)
 
     def tip_chart(self, t: float, scalp: dict) -> tuple[float, float]:
         """(theta, phi) in radians on the scalp ellipsoid: longitude about the meridian facing the camera, and
@@ -149,12 +156,13 @@ def scalp_point(theta: float, phi: float, scalp: dict) -> tuple[np.ndarray, np.n
 
 
 def head_pose(script: ScalpScript, t: float, scalp: dict) -> RigidPose:
-    """Head frame -> camera at time t: yaw about the head's vertical through the cranium's centre, seen from
-    a camera looking down by `camera_down_deg`, with a small sway while frontal."""
+    """Head frame -> camera at time t: yaw about the head's vertical through the cranium's centre and a tilt
+    back growing over the turn, seen from a camera looking down by `camera_down_deg`, with a small sway."""
     c = np.asarray(scalp["centre_mm"], float)
     yaw = cv2.Rodrigues(np.array([0.0, np.radians(script.yaw_deg(t)), 0.0]))[0]
+    bow = cv2.Rodrigues(np.array([np.radians(-script.tilt_back_deg * script.turned(t)), 0.0, 0.0]))[0]
     down = cv2.Rodrigues(np.array([np.radians(script.camera_down_deg), 0.0, 0.0]))[0]
-    R = down @ yaw
+    R = down @ yaw @ bow
     sway = np.array([6.0 * np.sin(2 * np.pi * 0.37 * t), 3.0 * np.sin(2 * np.pi * 0.29 * t), 0.0])
     centre_cam = np.array([0.0, 25.0, script.distance_mm]) + sway
     return RigidPose(R, centre_cam - R @ c)

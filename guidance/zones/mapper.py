@@ -214,24 +214,30 @@ class ZoneMapper:
         return frame.locate(float(x_px), float(y_px))
 
     def locate_on_band(self, R: np.ndarray, t_mm: np.ndarray, x_px: float, y_px: float, camera: CameraModel,
-                       face: FaceFrame | None = None) -> ZoneLookup:
+                       face: FaceFrame | None = None) -> tuple[ZoneLookup, float]:
         """Scalp sessions: an image point on the scalp carried by the head pose from the head band.
 
         The face mesh, when the face is tracked and the point lies on it, still wins (a face zone: not in a
         scalp plan). Otherwise the camera ray meets the scalp ellipsoid of the head frame; chart points the
         face mesh covers are never scalp (off-surface, so the gate denies), as in `FaceFrame.locate`.
+        Also returns the cosine of the angle between the ray and the scalp's normal there (1 where the ray
+        meets the skin square on; NaN without a scalp hit): an error of the head pose along the line of sight
+        moves the skin point by about that error over this cosine.
         """
         x, y = float(x_px), float(y_px)
         if face is not None and face.hit(x, y) is not None:
-            return face.locate(x, y)
+            return face.locate(x, y), 1.0
         pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), camera.K, camera.dist).reshape(2)
         o, d = ray_in_head_frame(np.asarray(R, float), np.asarray(t_mm, float), np.array([pt[0], pt[1], 1.0]))
-        hit = intersect_scalp(o, d, self.chart.surfaces["scalp"])
+        sc = self.chart.surfaces["scalp"]
+        hit = intersect_scalp(o, d, sc)
         if hit is not None and not self.on_face_mesh(*hit.chart_mm):
             zone, dist = self.atlas.zone_at(*hit.chart_mm)
             if zone is not None and "scalp" in zone.carried_on:
-                return ZoneLookup(True, zone.name, zone.kind, "scalp", hit.chart_mm, dist, None, None, (x, y))
-        return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, None, None, None, None, None, (x, y))
+                n = (hit.point_head_mm - np.asarray(sc["centre_mm"], float)) / np.asarray(sc["semi_axes_mm"], float) ** 2
+                cos = abs(float(n @ d)) / float(np.linalg.norm(n))
+                return ZoneLookup(True, zone.name, zone.kind, "scalp", hit.chart_mm, dist, None, None, (x, y)), cos
+        return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, None, None, None, None, None, (x, y)), float("nan")
 
     def locate_tip(self, observation, tip_cam_mm: np.ndarray, camera: CameraModel,
                    image_size: tuple[int, int] | None = None) -> ZoneLookup:

@@ -132,7 +132,11 @@ class HeadBandRegistration:
 
 class HeadReferenceTracker:
     def __init__(self, band: MarkerBody, camera: CameraModel, registration: HeadBandRegistration | None = None,
-                 max_disagreement_mm: float = 8.0, limits: PoseLimits = PoseLimits()):
+                 max_disagreement_mm: float = 8.0, limits: PoseLimits = PoseLimits(), moved_after: int = 1):
+        """`moved_after`: consecutive frames of disagreement before the band counts as slipped and is
+        registered again; a frame that disagrees short of that is still not trusted (state `moved` for
+        that frame: a scalp session's gate denies it), so a face pose's passing glitch costs a frame, not
+        the registration."""
         self.band = band
         self.camera = camera
         self.registration = registration or HeadBandRegistration()
@@ -141,6 +145,8 @@ class HeadReferenceTracker:
         self.detector = MarkerDetector(band.dictionary, band.ids)
         self._prior: BodyPose | None = None
         self._moved = False
+        self.moved_after = max(1, int(moved_after))
+        self._disagree_run = 0
 
     def process(self, image: np.ndarray, t_capture_ns: int, face: HeadPoseSample | None) -> HeadPoseObservation:
         return self.combine(self.track(image, t_capture_ns), face)
@@ -165,21 +171,28 @@ class HeadReferenceTracker:
             assert reg.band_to_head is not None, "a registered Registration carries its transform"
             from_band = band.pose.compose(reg.band_to_head)
         disagreement = None
+        doubt = False  # the face disagrees with the band this frame, not (yet) for long enough to re-register
         if from_band is not None and fresh_face is not None:
             disagreement = float(np.linalg.norm(from_band.t_mm - np.asarray(fresh_face.t_mm, float)))
             if disagreement > self.max_disagreement_mm:
-                self._moved = True  # the band slipped on the head: re-register from scratch
-                self.registration.reset()
+                self._disagree_run += 1
+                if self._disagree_run >= self.moved_after:
+                    self._moved = True  # the band slipped on the head: re-register from scratch
+                    self.registration.reset()
+                    self._disagree_run = 0
                 from_band = None
+                doubt = not self._moved
+            else:
+                self._disagree_run = 0
         if band.valid and fresh_face is not None and not self.registration.result.registered:
             reg = self.registration.add(band, fresh_face)
             if reg.registered:
                 self._moved = False
         band_head = None
-        if band.valid and not self._moved and self.registration.result.registered:
+        if band.valid and not self._moved and not doubt and self.registration.result.registered:
             assert band.pose is not None and self.registration.result.band_to_head is not None
             band_head = band.pose.compose(self.registration.result.band_to_head)
-        if self._moved:
+        if self._moved or doubt:
             state = "moved"
         elif not self.registration.result.registered:
             state = "unregistered"
