@@ -37,6 +37,7 @@ from guidance.session.reader import open_session
 from guidance.sim.demo import Acceptance, _guidance, _simulate_and_run, _step, verify
 from guidance.sim.ground_truth import load_ground_truth
 from guidance.sim.scalp import ScalpScript, simulate_scalp
+from guidance.zones.chart import load_chart
 from guidance.zones.plan import load_plan
 
 PLAN = "scalp"  # the bundled example plan (guidance/data/plans/scalp.yaml)
@@ -84,6 +85,21 @@ def _stats(x: list[float]) -> dict[str, float]:
     return {"n": len(x), "median": float(np.median(x)), "p90": float(np.percentile(x, 90)), "max": float(np.max(x))}
 
 
+def chart_error_mm(a: tuple[float, float], b: tuple[float, float], scalp: dict) -> float:
+    """Distance between two scalp chart points, across the chart's seam at the back of the head.
+
+    Chart u is longitude times the parallel's radius, so at the back (longitude +-180 degrees) u jumps by the
+    parallel's whole length; two points either side of that seam are close on the skin."""
+    v = 0.5 * (a[1] + b[1])
+    phi = (scalp["v_offset_mm"] - v) / scalp["meridian_radius_mm"]
+    phi_top = (scalp["v_offset_mm"] - scalp["v_top_mm"]) / scalp["meridian_radius_mm"]
+    period = 2 * math.pi * scalp["equator_radius_mm"] * max(math.cos(phi), 0.0) / max(math.cos(phi_top), 1e-6)
+    du = a[0] - b[0]
+    if period > 1e-6:
+        du -= period * round(du / period)
+    return math.hypot(du, a[1] - b[1])
+
+
 def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str | Path = PLAN) -> ScalpFigures:
     """The per-frame scalp figures of a recorded session against its simulation's truth."""
     gt = load_ground_truth(sim_dir)
@@ -91,6 +107,7 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
     fps = float(info["fps"])
     plan = load_plan(plan_path)
     session = open_session(session_dir, quiet=True)
+    scalp = load_chart().surfaces["scalp"]
     f = ScalpFigures()
     errors: list[float] = []
     by_phase: dict[str, list[float]] = {}
@@ -117,7 +134,7 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
             elif not g.plan_distance_mm >= -plan.margin_mm:  # NaN counts as outside
                 f.permits_outside_plan.append(where)
         if g.contact and r.zone is not None and r.zone.chart_mm is not None:
-            e = math.hypot(r.zone.chart_mm[0] - g.chart_u_mm, r.zone.chart_mm[1] - g.chart_v_mm)
+            e = chart_error_mm(r.zone.chart_mm, (g.chart_u_mm, g.chart_v_mm), scalp)
             errors.append(e)
             by_phase.setdefault(g.segment_type, []).append(e)
         if g.contact and g.plan_distance_mm >= plan.margin_mm + USABLE_EXTRA_MM:

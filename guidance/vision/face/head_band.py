@@ -156,8 +156,13 @@ class HeadReferenceTracker:
         h, w = image.shape[:2]
         if (w, h) != self.camera.size:
             self.camera = self.camera.scaled_to(w, h)
-        band = estimate_body_pose(self.band, self.detector.detect(image), self.camera, t_capture_ns,
-                                  self._prior, self.limits)
+        found = self.detector.detect(image)
+        if len(found.corners_px) < 2 and not found.searched_full_frame:
+            # The detector looks near the last markers first; the band's next plates come into view beside
+            # them as the head turns, outside that window: one marker alone (ambiguous) means look everywhere.
+            self.detector.reset()
+            found = self.detector.detect(image)
+        band = estimate_body_pose(self.band, found, self.camera, t_capture_ns, self._prior, self.limits)
         self._prior = band if band.valid else None
         return band
 
