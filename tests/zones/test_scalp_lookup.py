@@ -31,7 +31,8 @@ def _pixel(head: RigidPose, p_head: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("yaw,tilt,theta_deg,phi_deg", [(0, 0, 0, 40), (0, 0, 30, 60), (90, 10, 90, 50),
-                                                     (180, 25, 180, 65), (180, 25, 160, 58), (-120, 20, -120, 70)])
+                                                     (180, 25, 180, 65), (180, 25, 160, 58), (180, 25, 200, 62),
+                                                     (-120, 20, -120, 70)])
 def test_a_scalp_point_seen_by_the_camera_maps_to_its_own_chart_point(mapper, yaw, tilt, theta_deg, phi_deg):
     sc = mapper.chart.surfaces["scalp"]
     head = _head(yaw, tilt)
