@@ -145,7 +145,7 @@ def scalp_point(theta: float, phi: float, scalp: dict) -> tuple[np.ndarray, np.n
     """Head-frame point and outward normal on the scalp ellipsoid at (theta, phi), and its chart (u, v) —
     the inverse of ``surfaces.scalp_chart``."""
     c, a = np.asarray(scalp["centre_mm"], float), np.asarray(scalp["semi_axes_mm"], float)
-    theta = float((theta + np.pi) % (2 * np.pi) - np.pi)  # the chart's longitude is in [-pi, pi): its seam at the back
+    theta = float(np.pi - (np.pi - theta) % (2 * np.pi))  # the chart's longitude is in (-pi, pi]: its seam at the back
     q = np.array([np.sin(theta) * np.cos(phi), -np.sin(phi), -np.cos(theta) * np.cos(phi)])
     p = c + a * q
     n = (p - c) / a ** 2
