@@ -2,7 +2,8 @@
 """Regenerate the figures of docs/scalp.md: one rendered scalp session (default script: 2 s frontal, a 6 s turn
 to the back, 4 s at the back, 30 fps), run end to end, checked against its truth.
 
-Usage: python docs/make_scalp_figures.py OUT_DIR      (about 3 minutes on 2 cores; OUT_DIR new or empty)
+Usage: python docs/make_scalp_figures.py OUT_DIR      (about 4 minutes on 2 cores; OUT_DIR new or empty)
+       python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from guidance.sim.demo import verify
 from guidance.sim.scalp import ScalpScript
-from guidance.sim.scalp_session import run_scalp_session
+from guidance.sim.scalp_session import PLAN, ScalpResult, run_scalp_session, scalp_figures
 
 
 def _pct(x: float) -> str:
@@ -19,11 +21,17 @@ def _pct(x: float) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--from":
+        out = Path(args[1])
+        sim, session = out / "simulation", out / "session"
+        r = ScalpResult(verify(sim, session, out / "controller.jsonl", PLAN), scalp_figures(sim, session, PLAN), sim,
+                        session)
+    elif len(args) == 1:
+        r = run_scalp_session(Path(args[0]), script=ScalpScript())
+    else:
+        print(__doc__.strip(), file=sys.stderr)
         return 2
-    script = ScalpScript()
-    r = run_scalp_session(Path(sys.argv[1]), script=script)
     f, a = r.figures, r.acceptance
     e = f.chart_error_mm
     rows = [

@@ -77,10 +77,10 @@ class PipelineConfig:
     # face pose disagrees with it by more than 8 mm; each such frame is denied band_moved meanwhile.
     band_slip_frames: int = 10
     # 1-sigma (mm) of a scalp point carried by the band where the camera sees the skin square on: the face
-    # pose's own bias (mostly depth), which averaging the registration does not remove (5-6 mm at the cranium
-    # in the rendered session, docs/scalp.md). The registration's spread adds to it; the lookup divides it by
-    # the cosine of the ray's incidence on the scalp.
-    band_sigma_mm: float = 5.0
+    # pose's own bias (mostly depth), which averaging the registration does not remove (3-7 mm at the head,
+    # up to 17 mm on the skin at the back in the rendered session, docs/scalp.md). The registration's spread
+    # adds to it; the lookup divides it by the cosine of the ray's incidence on the scalp.
+    band_sigma_mm: float = 8.0
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
