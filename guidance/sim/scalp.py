@@ -25,7 +25,11 @@ Everything is written as ``guidance simulate`` writes it (``simulated.avi``,
 ``ground_truth.csv``, ``info.json``), so ``guidance controller-sim
 --contact-truth``, ``guidance run`` and the demo's ground-truth check read it
 unchanged. ``info.json`` also carries the head's true pose per frame
-(``head_poses``: rvec, tvec) and the band's true pose on the head.
+(``head_poses``: rvec, tvec) and the band's true pose on the head. The
+ground-truth columns mean what docs/simulate.md says, except: ``face_found``
+is the truth's "the face is towards the camera" (yaw within 90 degrees),
+``source_frame`` is -1 (no source video), ``segment``/``segment_type`` are
+0 frontal, 1 turn, 2 back, and ``skin_x_px``/``skin_y_px`` are empty.
 """
 
 from __future__ import annotations
