@@ -108,6 +108,24 @@ def test_a_nan_tip_offset_is_refused_at_start(tmp_path, video):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["markers"][0].__setitem__("size_mm", -30.0), "markers.0.size_mm"),
+    (lambda d: d.__setitem__("kind", "handpiece"), "kind"),
+])
+def test_a_bad_head_band_is_refused_at_start(tmp_path, video, change, field):
+    """A scalp plan's head band (--head-band): a wrong profile is one line at start, not a session of band_lost."""
+    doc = yaml.safe_load(verified_path("head_band_default", kind="profiles").read_text())
+    change(doc)
+    band = tmp_path / "band.yaml"
+    band.write_text(yaml.safe_dump(doc))
+    r = cli("run", "--source", video, "--plan", verified_path("scalp", kind="plans"), "--head-band", band,
+            "--headless", "--record", tmp_path / "r")
+    one_line_error(r, "band.yaml", field)
+    assert not (tmp_path / "r").exists()
+    r = cli("run", "--source", video, "--plan", PLAN, "--head-band", tmp_path / "none.yaml", "--headless")
+    one_line_error(r, "none.yaml")  # named, even for a face plan: the user asked for it
+
+
 GOOD_K = [[640.0, 0.0, 320.0], [0.0, 640.0, 180.0], [0.0, 0.0, 1.0]]
 
 
