@@ -51,7 +51,7 @@ def test_the_tip_lands_on_the_chart_and_coverage_follows_the_truth(session):
     print(f"\nscalp session: chart error {e}, by phase {result.figures.chart_error_by_phase_mm}, usable share "
           f"{result.figures.usable_share:.2f} {result.figures.usable_share_by_phase}, coverage max diff "
           f"{result.acceptance.coverage_max_diff_pp:.1f} pp, pulses {result.acceptance.pulses_fired}")
-    assert e["n"] >= 30 and e["median"] < 12.0 and e["p90"] < 20.0, e  # measured: docs/scalp.md
+    assert e["n"] >= 30 and e["median"] < 12.0 and e["p90"] < 25.0, e  # measured: docs/scalp.md (7.9 / 18.3 here)
     assert result.acceptance.coverage_max_diff_pp <= 3.0, (result.acceptance.coverage_service,
                                                          result.acceptance.coverage_truth)
 
