@@ -8,7 +8,7 @@ import json
 from guidance.bench import stages as bench
 from guidance.errors import UserError
 
-STAGES = ("face", "markers", "zones", "bridge", "run", "occlusion")
+STAGES = ("face", "markers", "band", "zones", "bridge", "run", "occlusion")
 DEFAULT_STAGES = ("face", "markers", "zones", "bridge")
 
 
@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "permit publish -> controller receive over loopback with CURVE, and gate costs.")
     p.add_argument("video", help="video to track (e.g. the sample single_face.mp4)")
     p.add_argument("--stage", type=_stages, default=DEFAULT_STAGES,
-                   help="comma-separated: face,markers,zones,bridge,run (default: face,markers,zones,bridge); "
+                   help="comma-separated: face,markers,band,zones,bridge,run (default: face,markers,zones,bridge); "
+                        "band = the head band's markers and pose on a rendered scalp session (docs/scalp.md); "
                         "run = the whole live app in real time with overlay video, recording and CURVE permits; "
                         "occlusion = tip chart error per landmark model on a `guidance simulate` video (accuracy, not speed)")
     p.add_argument("--plan", default="full_face", help="plan for the run stage (default: the bundled full_face)")
@@ -67,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         result["markers"] = m
         text.append("marker detection + tip pose (640x480): "
                     + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    if "band" in args.stage:
+        from guidance.bench.band import run_band_bench
+        bd = run_band_bench(frames=min(args.frames, 300))
+        result["band"] = bd
+        text.append("head band detection + pose (640x480, scalp session): "
+                    + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in bd.items()))
     if "zones" in args.stage:
         import cv2
 
