@@ -284,7 +284,7 @@ class HeadScene:
         s1, s2 = _vcyl_hit(o, d, 0.0, 0.0, axes[0], axes[1])
         cands = []
         for s in (s1, s2):
-            y = o[1] + s * d[:, 1]
+            y = o[1] + np.where(np.isfinite(s), s, 0.0) * d[:, 1]  # a miss (inf) is dropped by s below anyway
             cands.append(np.where((s > 0) & (np.abs(y) <= half_h), s, np.inf))
         s = _first_valid(cands)
         idx = np.flatnonzero(np.isfinite(s))
@@ -356,7 +356,7 @@ class HeadScene:
         s1, s2 = _vcyl_hit(o, d, float(nk["axis_x_mm"]), float(nk["axis_z_mm"]), r, r)
         cands = []
         for s in (s1, s2):
-            y = o[1] + s * d[:, 1]
+            y = o[1] + np.where(np.isfinite(s), s, 0.0) * d[:, 1]  # a miss (inf) is dropped by s below anyway
             cands.append(np.where((s > 0) & (y >= float(nk["y_top_mm"])) & (y <= NECK_LENGTH_MM), s, np.inf))
         s = _first_valid(cands)
         idx = np.flatnonzero(np.isfinite(s))
