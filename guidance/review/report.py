@@ -47,9 +47,12 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "no_face": "no face tracked",
     "face_stale": "the face track was too old",
     "low_presence": "face presence below threshold",
+    "patch_lost": "skin reference patch not seen",
+    "patch_stale": "the skin patch pose was too old (markers hidden)",
     "tip_lost": "handpiece tip not tracked",
     "tip_low_confidence": "tip tracked with low confidence",
     "calibration_missing": "calibration required and missing",
+    "patch_far": "tip too far from the skin patch (move the patch)",
     "off_surface": "tip not over the treatable surface",
     "zone_excluded": "tip in an exclusion zone",
     "zone_not_planned": "tip's zone not in the plan",
@@ -80,7 +83,8 @@ def _reason_css(reason: str) -> str:
         return C_PERMIT
     if reason in ("not_armed", "service_stopping"):
         return C_OFF
-    if reason in ("no_face", "face_stale", "low_presence", "tip_lost", "tip_low_confidence", "camera_stalled"):
+    if reason in ("no_face", "face_stale", "low_presence", "patch_lost", "patch_stale", "tip_lost", "tip_low_confidence",
+                  "camera_stalled"):
         return C_TRACK
     return C_DENY
 

@@ -185,6 +185,19 @@ class ShoulderRecord(Record):
 
 
 @dataclass(frozen=True)
+class PatchRecord(Record):
+    """Body plans: the skin reference patch pose the zone lookup went through (vision/body/patch.py)."""
+
+    found: bool
+    reason: str = ""  # why there is no pose measured on this frame ("held": an earlier frame's pose, kept)
+    t_capture_ns: int = 0  # capture time of the frame the pose was measured on (the gate's patch age)
+    rvec: tuple[float, float, float] | None = None  # patch frame -> camera (Rodrigues)
+    tvec_mm: tuple[float, float, float] | None = None
+    rms_px: float | None = None
+    markers: tuple[int, ...] = ()  # marker ids the pose was fitted to
+
+
+@dataclass(frozen=True)
 class ZoneRecord(Record):
     """Where the tip's pixel landed on the skin."""
 
@@ -193,6 +206,8 @@ class ZoneRecord(Record):
     surface: str | None
     chart_mm: tuple[float, float] | None = None
     boundary_mm: float | None = None  # signed distance to this zone's edge; > 0 inside
+    patch_distance_mm: float | None = None  # body plans: the skin point's chart distance from the patch centre
+    curvature_mm: float | None = None  # body plans: the curvature part of the mapping sigma at that point
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,7 @@ class FrameRecord(Record):
     video_skipped: bool = False  # the writer was too far behind to encode this frame's image
     landmarks: int | None = None  # record index in landmarks.f32
     recorded_gate: GateRecord | None = None  # re-processed recordings: the decision as first recorded
+    patch: PatchRecord | None = None  # body plans: the skin patch pose the lookup used
 
     @property
     def latency_ms(self) -> float:
@@ -267,7 +283,27 @@ def zone_record(z: Any) -> ZoneRecord | None:
     if z is None:
         return None
     return ZoneRecord(zone=z.zone, kind=z.kind, surface=z.surface, chart_mm=_floats(z.chart_mm),
-                      boundary_mm=_finite_or_none(z.boundary_mm))
+                      boundary_mm=_finite_or_none(z.boundary_mm),
+                      patch_distance_mm=_finite_or_none(getattr(z, "patch_distance_mm", None)),
+                      curvature_mm=_finite_or_none(getattr(z, "curvature_mm", None)))
+
+
+def patch_record(p: Any) -> PatchRecord:
+    """The record of a vision.body.patch.PatchObservation: what re-processing needs to map through it again."""
+    return PatchRecord(found=bool(p.found), reason=str(p.reason), t_capture_ns=int(p.t_capture_ns),
+                       rvec=_floats(p.rvec), tvec_mm=_floats(p.tvec_mm),  # type: ignore[arg-type]
+                       rms_px=_finite_or_none(p.rms_px), markers=tuple(int(i) for i in p.marker_ids))
+
+
+def patch_observation(r: "FrameRecord") -> Any:
+    """The PatchObservation the live gate used at this frame, rebuilt from its record (None: not a body plan)."""
+    from guidance.vision.body.patch import PatchObservation
+
+    p = r.patch
+    if p is None:
+        return None
+    return PatchObservation(r.index, p.t_capture_ns, p.found, p.reason, p.rvec, p.tvec_mm, p.rms_px, p.markers, None,
+                            p.reason == "held")
 
 
 def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRecord:
@@ -304,6 +340,7 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         zone=zone_record(z),
         gate=gate_record(d, result.seq, result.lookahead_latency_ms),
         shoulders=None if result.shoulders is None else shoulder_record(result.shoulders),
+        patch=None if getattr(result, "patch", None) is None else patch_record(result.patch),
     )
 
 

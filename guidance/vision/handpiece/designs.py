@@ -141,6 +141,9 @@ class PatchDesign:
     marker_mm: float = 18.0  # black square side (25 px at 45 cm for a 640 px wide webcam)
     pitch_mm: float = 22.0  # plate side: the plates touch, one white card
     border_mm: float = 3.0  # white card beyond the outer plates (the cut line)
+    # The printed face above the skin where the card touches it: laminated card (0.5 mm) on double-sided
+    # medical tape (1 mm). The skin plane is this far behind the markers' plane.
+    standoff_mm: float = 1.5
     name: str = "skin reference patch, 2 x 4 markers"
 
     @property

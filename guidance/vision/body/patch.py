@@ -1,0 +1,109 @@
+"""The skin reference patch: its pose every frame, the plane that stands for the skin near it.
+
+The patch (`designs.PatchDesign`) is a rigid card of eight markers stuck on the
+skin. It is found and posed exactly like the handpiece clip and the head band
+(`marker_detect.MarkerDetector`, `marker_pose.estimate_body_pose`: edge-fitted
+corners, a joint PnP over every marker seen, the single-marker rules, and the
+pose covariance from the corner fit), so a handpiece passing over part of the
+card costs markers, not the pose.
+
+A frame whose markers give no pose (the handpiece hides the card, a marker
+misread) keeps the last pose for `hold_ns` (100 ms) with its own capture time,
+flagged `held`: the gate compares that time with the frame's and denies
+`patch_stale` beyond its `max_patch_age_ms` (40), `patch_lost` once nothing is
+held. The skin moves slowly under a patch (breathing, a shift in the chair), but
+it moves: an old pose is never passed off as this frame's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.handpiece.designs import PatchDesign
+from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.marker_pose import BodyPose, PoseLimits, estimate_body_pose
+from guidance.vision.rigid import RigidPose
+
+HELD = "held"  # PatchObservation.reason of a pose kept from an earlier frame
+
+
+@dataclass(frozen=True)
+class PatchObservation:
+    """The patch in one frame. `t_capture_ns` is the capture time of the frame its pose was measured on."""
+
+    frame_index: int
+    t_capture_ns: int
+    found: bool
+    reason: str  # "" when measured on this frame; why not otherwise (marker_pose reasons), "held" when kept
+    rvec: tuple[float, float, float] | None  # patch frame -> camera (Rodrigues)
+    tvec_mm: tuple[float, float, float] | None
+    rms_px: float | None
+    marker_ids: tuple[int, ...]
+    cov6: np.ndarray | None  # covariance of (rvec, tvec) from the corner fit
+    held: bool = False
+    t_processed_ns: int = 0
+
+    @property
+    def pose(self) -> RigidPose | None:
+        if self.rvec is None or self.tvec_mm is None:
+            return None
+        return RigidPose.from_rvec(np.asarray(self.rvec, float), np.asarray(self.tvec_mm, float))
+
+    @property
+    def normal_cam(self) -> np.ndarray | None:
+        """The patch plane's normal in the camera frame, pointing into the skin (the patch's +z)."""
+        p = self.pose
+        return None if p is None else p.R[:, 2].copy()
+
+
+def lost(frame_index: int, t_capture_ns: int, reason: str) -> PatchObservation:
+    return PatchObservation(frame_index, t_capture_ns, False, reason, None, None, None, (), None, False,
+                            time.monotonic_ns())
+
+
+class PatchTracker:
+    """Detect and pose the skin patch each frame; hold the last pose briefly (flagged) when a frame gives none."""
+
+    def __init__(self, camera: CameraModel, design: PatchDesign = PatchDesign(), limits: PoseLimits = PoseLimits(),
+                 hold_ns: int = 100_000_000):
+        self.camera = camera
+        self.design = design
+        self.body = design.body()
+        self.limits = limits
+        self.hold_ns = int(hold_ns)
+        self.detector = MarkerDetector(self.body.dictionary, self.body.ids)
+        self._prior: BodyPose | None = None
+        self._last: PatchObservation | None = None
+
+    def reset(self) -> None:
+        self._prior = self._last = None
+        self.detector.reset()
+
+    def process(self, image: np.ndarray, t_capture_ns: int, frame_index: int) -> PatchObservation:
+        h, w = image.shape[:2]
+        if (w, h) != self.camera.size:
+            self.camera = self.camera.scaled_to(w, h)
+        det = self.detector.detect(image)
+        body = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
+        return self.observe(body, frame_index, t_capture_ns)
+
+    def observe(self, body: BodyPose, frame_index: int, t_capture_ns: int) -> PatchObservation:
+        if body.valid and body.pose is not None:
+            self._prior = body
+            r, t = body.pose.rvec, body.pose.t_mm
+            obs = PatchObservation(frame_index, t_capture_ns, True, "", (float(r[0]), float(r[1]), float(r[2])),
+                                   (float(t[0]), float(t[1]), float(t[2])), float(body.rms_px), tuple(body.ids_used),
+                                   body.cov6, False, time.monotonic_ns())
+            self._last = obs
+            return obs
+        if body.tentative is not None:
+            self._prior = body
+        last = self._last
+        if last is not None and 0 <= t_capture_ns - last.t_capture_ns <= self.hold_ns:
+            return PatchObservation(frame_index, last.t_capture_ns, True, HELD, last.rvec, last.tvec_mm, last.rms_px,
+                                    last.marker_ids, last.cov6, True, time.monotonic_ns())
+        return lost(frame_index, t_capture_ns, body.reason)
