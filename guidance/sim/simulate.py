@@ -159,20 +159,46 @@ def _plan_fields(sim: SimPath, atlas: Atlas, zone_name: str | None, u: float, v:
     return in_plan, atlas.region_distance_mm(tuple(plan.zones), u, v)
 
 
-def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path, *,
+def _commit(tmp: Path, out_dir: Path) -> None:
+    """Put the finished temporary folder in place of OUT_DIR (replacing an old one only once all is written)."""
+    os.chmod(tmp, 0o755)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def simulate(face_video: str | Path | None, path_file: str | Path, out_dir: str | Path, *,
              profile_path: str | Path | None = None, camera: CameraModel | None = None, force: bool = False,
              max_frames: int | None = None, progress: Callable[[int, int], None] | None = None,
              size: tuple[int, int] | None = None) -> SimResult:
-    """Render `path_file` into `face_video`; write SIM_DIR (video, ground truth, path copy, info)."""
-    face_video, path_file, out_dir = Path(face_video), Path(path_file), Path(out_dir)
+    """Render `path_file` into `face_video`; write SIM_DIR (video, ground truth, path copy, info).
+
+    A body path (its plan has `area: body`) needs no face video: the body is rendered (sim/body.py)."""
+    path_file, out_dir = Path(path_file), Path(out_dir)
     atlas = load_atlas()
-    chart = load_chart()
-    skin = ChartToSkin(chart, load_canonical_face())
     sim = load_path(path_file, atlas)
     path_file = Path(sim.source)  # a bundled path named by its name resolves to its file
-    traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     if profile_path is None:
         profile_path = sim.plan.handpiece_profile if sim.plan is not None else DEFAULT_PROFILE
+    if sim.is_body:
+        from guidance.sim.body import simulate_body
+        profile = load_handpiece_profile(profile_path)
+        if out_dir.exists() and any(out_dir.iterdir()) and not force:
+            raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
+        n, fps, duration, drawn, contact = simulate_body(sim, out_dir, profile=profile, profile_path=profile_path,
+                                                         camera=camera, size=size, max_frames=max_frames,
+                                                         progress=progress, commit=_commit)
+        return SimResult(out_dir, n, fps, duration, drawn, contact)
+    if face_video is None:
+        raise UserError("a face path needs a face video", field="--face-video")
+    face_video = Path(face_video)
+    chart = load_chart()
+    skin = ChartToSkin(chart, load_canonical_face())
+    traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     profile = load_handpiece_profile(profile_path)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
@@ -218,14 +244,7 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
             "contact_frames": int(sum(r.contact for r in rows)),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _commit(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,15 +20,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.handpiece.designs import PatchDesign
-from guidance.vision.handpiece.marker_detect import MarkerDetector
+from guidance.vision.handpiece.marker_detect import MarkerDetections, MarkerDetector
 from guidance.vision.handpiece.marker_pose import BodyPose, PoseLimits, estimate_body_pose
 from guidance.vision.rigid import RigidPose
 
 HELD = "held"  # PatchObservation.reason of a pose kept from an earlier frame
+# A marker whose corners fit the others' pose this much worse than the median marker (and worse than
+# OUTLIER_MIN_PX) is left out and the pose refitted: a handpiece plate over part of a marker moves its
+# corners 1-3 px, which the joint fit absorbs below its 1.5 px RMS limit but not without tilting the plane.
+OUTLIER_RATIO = 3.0
+OUTLIER_MIN_PX = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,31 @@ class PatchTracker:
             self.camera = self.camera.scaled_to(w, h)
         det = self.detector.detect(image)
         body = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
+        for _ in range(2):  # at most two partly hidden markers left out
+            worst = self._outlier(body, det)
+            if worst is None:
+                break
+            det = MarkerDetections({i: c for i, c in det.corners_px.items() if i != worst}, det.duplicate_ids,
+                                   det.searched_full_frame)
+            refit = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
+            if not refit.valid:
+                break
+            body = refit
         return self.observe(body, frame_index, t_capture_ns)
+
+    def _outlier(self, body: BodyPose, det: MarkerDetections) -> int | None:
+        """The marker that fits the joint pose clearly worse than the others (kept while 3 would remain)."""
+        if not body.valid or body.pose is None or len(body.ids_used) < 4:
+            return None
+
+        per = {}
+        for i in body.ids_used:
+            px, _ = cv2.projectPoints(self.body.corners_mm[i], body.pose.rvec, body.pose.t_mm, self.camera.K,
+                                      self.camera.dist)
+            per[i] = float(np.sqrt(np.mean(np.sum((px.reshape(-1, 2) - det.corners_px[i]) ** 2, axis=1))))
+        worst = max(per, key=per.__getitem__)
+        rest = float(np.median([v for k, v in per.items() if k != worst]))
+        return worst if per[worst] > max(OUTLIER_MIN_PX, OUTLIER_RATIO * rest) else None
 
     def observe(self, body: BodyPose, frame_index: int, t_capture_ns: int) -> PatchObservation:
         if body.valid and body.pose is not None:
