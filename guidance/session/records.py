@@ -291,7 +291,7 @@ def zone_record(z: Any) -> ZoneRecord | None:
 def patch_record(p: Any) -> PatchRecord:
     """The record of a vision.body.patch.PatchObservation: what re-processing needs to map through it again."""
     return PatchRecord(found=bool(p.found), reason=str(p.reason), t_capture_ns=int(p.t_capture_ns),
-                       rvec=_floats(p.rvec), tvec_mm=_floats(p.tvec_mm),  # type: ignore[arg-type]
+                       rvec=_floats(p.rvec), tvec_mm=_floats(p.tvec_mm),
                        rms_px=_finite_or_none(p.rms_px), markers=tuple(int(i) for i in p.marker_ids))
 
 

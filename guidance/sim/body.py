@@ -44,7 +44,7 @@ from guidance.sim.path import SimPath, Trajectory, build_trajectory
 from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.handpiece.designs import PatchDesign
-from guidance.vision.handpiece.profiles import HandpieceProfile, load_handpiece_profile
+from guidance.vision.handpiece.profiles import HandpieceProfile
 from guidance.vision.rigid import RigidPose
 from guidance.zones.atlas import Atlas
 from guidance.zones.body_atlas import BodyArea, load_body_area
@@ -96,10 +96,8 @@ def skin_texture(seed: int, half_mm: float = _TEX_HALF_MM, px_per_mm: float = _T
     img = np.empty((n, n, 3), np.float32)
     img[:] = base
     for sigma_mm, amp in ((40.0, 10.0), (8.0, 6.0), (1.5, 4.0), (0.4, 3.0)):
-        noise = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
-        noise = cv2.GaussianBlur(noise, (0, 0), sigma_mm * px_per_mm)
-        noise *= amp / max(float(noise.std()), 1e-6)
-        img += noise[..., None] * np.array([0.8, 0.9, 1.0], np.float32)
+        noise = cv2.GaussianBlur(rng.normal(0.0, 1.0, (n, n)).astype(np.float32), (0, 0), sigma_mm * px_per_mm)
+        img += (noise * (amp / max(float(noise.std()), 1e-6)))[..., None] * np.array([0.8, 0.9, 1.0], np.float32)
     for _ in range(int(n * n / (px_per_mm * 60) ** 2)):  # moles, about one per 60 x 60 mm
         c = (int(rng.uniform(0, n)), int(rng.uniform(0, n)))
         cv2.circle(img, c, int(rng.uniform(0.6, 1.5) * px_per_mm), (70, 90, 125), -1, cv2.LINE_AA)
@@ -273,11 +271,12 @@ def simulate_body(sim: SimPath, out_dir: Path, *, profile: HandpieceProfile, pro
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return n_out, fps, traj.duration_s, info["face_found_frames"], info["contact_frames"]
+    return n_out, fps, traj.duration_s, int(sum(r.face_found for r in rows)), int(sum(r.contact for r in rows))
 
 
 def _render_body(sim: SimPath, traj: Trajectory, atlas: Atlas, scene: BodyScene, profile: HandpieceProfile,
-                 camera: CameraModel, fps: float, n_out: int, video_path: Path, progress) -> tuple[list, list]:
+                 camera: CameraModel, fps: float, n_out: int, video_path: Path,
+                 progress) -> tuple[list[GTFrame], list[dict]]:
     from guidance.sim.simulate import Hand, _plan_fields, _rotation_rate
 
     w, h = camera.size
@@ -285,7 +284,7 @@ def _render_body(sim: SimPath, traj: Trajectory, atlas: Atlas, scene: BodyScene,
     rng = np.random.default_rng(int(opts["seed"]))
     body = BodyRenderer(camera, scene)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
-    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),
+    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h),
                              [cv2.VIDEOWRITER_PROP_QUALITY, 95])
     if not writer.isOpened():
         raise UserError("cannot write an MJPG video here", path=video_path)
@@ -322,6 +321,7 @@ def _render_body(sim: SimPath, traj: Trajectory, atlas: Atlas, scene: BodyScene,
                                                exposure_s=float(opts["exposure_s"]), blur_samples=n_blur,
                                                noise_sigma=float(opts["noise_sigma"]), rng=rng)
             gt = truth[1]
+            assert gt.tip_px is not None and gt.tip_mm is not None, "the handpiece has a tip"
             skin_px = body.markers.project(point)[0]
             facing = bool(normal @ point < 0)
             prev = (tip, pose)
