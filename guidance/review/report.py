@@ -676,7 +676,7 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
         f, tl, cov = session_numbers(s, k, atlas)
         prog.step(f"session {k}: coverage")
         facts.append(f)
-        parts = [summary_html(f, tl), coverage_html(f, cov, atlas)]
+        parts = [summary_html(f, tl), coverage_html(f, cov, cov.atlas)]  # a body plan's coverage: its patch chart
         prog.step(f"session {k}: plots")
         parts += [timeline_html(f, tl), denials_html(f, tl)]
         prog.step(f"session {k}: violations")

@@ -61,12 +61,27 @@ class BodyLookup(ZoneLookup):
         return d
 
 
-def curvature_error_mm(u_mm: float, v_mm: float, tan_view: float, radius_mm: tuple[float, float]) -> float:
-    """How far the plane mapping may put (u, v) from the skin point, for skin of these (smallest) radii."""
+def _curvature_at(u_mm: float, v_mm: float, tan_view: float, radius_mm: tuple[float, float]) -> float:
     ru, rv = radius_mm
-    s = u_mm * u_mm / (2 * ru) + v_mm * v_mm / (2 * rv)
-    arc = math.hypot(abs(u_mm) ** 3 / (6 * ru * ru), abs(v_mm) ** 3 / (6 * rv * rv))
+    s = u_mm * u_mm / (2 * ru) + v_mm * v_mm / (2 * rv)  # depth behind the plane (at least this, for an arc)
+    arc = math.hypot(abs(u_mm) ** 3 / (6 * ru * ru), abs(v_mm) ** 3 / (6 * rv * rv))  # arc longer than chord
     return s * tan_view + arc
+
+
+def curvature_error_mm(u_mm: float, v_mm: float, tan_view: float, radius_mm: tuple[float, float]) -> float:
+    """How far the plane mapping may put (u, v) from the skin point, for skin of these (smallest) radii.
+
+    Both terms shorten the distance from the patch, so the skin point is further out than (u, v): the terms are
+    evaluated there (a few fixed-point steps of e = f(d + e)), not at the mapped point.
+    """
+    d = math.hypot(u_mm, v_mm)
+    e = _curvature_at(u_mm, v_mm, tan_view, radius_mm)
+    if d < 1e-9:
+        return e
+    for _ in range(4):
+        k = (d + e) / d
+        e = _curvature_at(u_mm * k, v_mm * k, tan_view, radius_mm)
+    return e
 
 
 class PatchMapper:
