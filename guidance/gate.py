@@ -28,6 +28,7 @@ class Reason(str, Enum):
     NOT_ARMED = "not_armed"
     CAMERA_STALLED = "camera_stalled"
     NO_FACE = "no_face"
+    OTHER_FACE = "other_face"
     FACE_STALE = "face_stale"
     LOW_PRESENCE = "low_presence"
     PATCH_LOST = "patch_lost"
@@ -107,6 +108,9 @@ class GateInput:
     # pose found (patch_found), measured on a frame at most max_patch_age_ms before this one (t_patch_ns), and
     # the skin point inside the area's ellipse where the patch plane is trusted (patch_in_range).
     reference: str = "face"
+    # Face plans with the client's face locked: the client's face is not found but another face is (face_found
+    # is then False): denied other_face rather than no_face.
+    other_face: bool = False
     patch_found: bool = False
     t_patch_ns: int | None = None
     patch_in_range: bool = False
@@ -176,7 +180,7 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
         elif g.t_patch_ns is None or not (0 <= (g.t_capture_ns - g.t_patch_ns) / 1e6 <= p.max_patch_age_ms):
             fails.append(Reason.PATCH_STALE)
     elif not _true(g.face_found):
-        fails.append(Reason.NO_FACE)
+        fails.append(Reason.OTHER_FACE if _true(g.other_face) else Reason.NO_FACE)
     else:
         if g.t_face_ns is None or not (0 <= (g.t_capture_ns - g.t_face_ns) / 1e6 <= p.max_face_age_ms):
             fails.append(Reason.FACE_STALE)

@@ -201,6 +201,8 @@ class GuidancePipeline:
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
+        if armed and self.face is not None:
+            self.face.lock_client()  # the face tracked when the session is armed is the client's, kept
         if armed != self.state.armed:
             self.state.armed = armed
             self.events.append((records.Arm if armed else records.Disarm)(self.clock(), cause=cause))
@@ -266,7 +268,7 @@ class GuidancePipeline:
             armed=armed,
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
-            presence=float(face.presence),
+            presence=float(face.presence), other_face=not face.found and getattr(face, "other_faces", 0) > 0,
             tip_valid=tip is not None and tip.valid,
             tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,

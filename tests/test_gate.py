@@ -37,6 +37,7 @@ def test_all_conditions_met_permits():
     (dict(t_capture_ns=NOW - 200 * MS, t_face_ns=NOW - 200 * MS), Reason.CAMERA_STALLED),
     (dict(t_capture_ns=NOW + 5 * MS), Reason.CAMERA_STALLED),  # from the future: not trusted either
     (dict(face_found=False), Reason.NO_FACE),
+    (dict(face_found=False, other_face=True), Reason.OTHER_FACE),  # the client's face lost, another one seen
     (dict(t_face_ns=NOW - 100 * MS), Reason.FACE_STALE),
     (dict(t_face_ns=None), Reason.FACE_STALE),
     (dict(presence=0.2), Reason.LOW_PRESENCE),
@@ -230,3 +231,13 @@ def test_the_patch_reasons_keep_their_documented_place():
     table = [c for c in re.findall(r"^\| `(\w+)` \|", doc, re.M) if c in order]
     assert table.index("patch_lost") == table.index("low_presence") + 1
     assert table.index("patch_far") == table.index("off_surface") - 1
+
+
+def test_another_face_never_stands_in_for_the_client():
+    """other_face only says why the client's face is missing: with the client's face found it changes nothing."""
+    assert decide(POLICY, good(other_face=True), NOW).permit
+    d = decide(POLICY, good(face_found=False, other_face=True), NOW)
+    assert d.reasons[0] == Reason.OTHER_FACE and Reason.NO_FACE not in d.reasons
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    table = re.findall(r"^\| `(\w+)` \|", doc, re.M)
+    assert table.index("other_face") == table.index("no_face") + 1

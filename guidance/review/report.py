@@ -45,6 +45,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "not_armed": "the session was not armed",
     "camera_stalled": "the newest frame was too old",
     "no_face": "no face tracked",
+    "other_face": "another face, not the client's, in view (the client's lost)",
     "face_stale": "the face track was too old",
     "low_presence": "face presence below threshold",
     "patch_lost": "skin reference patch not seen",
@@ -83,7 +84,7 @@ def _reason_css(reason: str) -> str:
         return C_PERMIT
     if reason in ("not_armed", "service_stopping"):
         return C_OFF
-    if reason in ("no_face", "face_stale", "low_presence", "patch_lost", "patch_stale", "tip_lost", "tip_low_confidence",
+    if reason in ("no_face", "other_face", "face_stale", "low_presence", "patch_lost", "patch_stale", "tip_lost", "tip_low_confidence",
                   "camera_stalled"):
         return C_TRACK
     return C_DENY

@@ -151,6 +151,8 @@ class FaceRecord(Record):
     presence: float
     redetected: bool = False
     pose: PoseRecord | None = None
+    other_faces: int = 0  # the client's face is locked and these faces seen this frame are not the client's
+    client: bool = False  # a client's face is locked (then `found` is about the client's face)
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,8 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         face=FaceRecord(found=bool(f.found), presence=float(f.presence), redetected=bool(f.redetected),
                         pose=None if pose is None else PoseRecord(
                             _floats(pose.rvec), _floats(pose.tvec_mm),  # type: ignore[arg-type]
-                            float(pose.reprojection_px), bool(pose.valid))),
+                            float(pose.reprojection_px), bool(pose.valid)),
+                        other_faces=int(getattr(f, "other_faces", 0)), client=bool(getattr(f, "client", False))),
         tip=None if t is None else TipRecord(
             valid=bool(t.valid), reason=str(t.reason), px=_floats(t.tip_px), mm=_floats(t.tip_mm),
             speed_mm_s=_finite_or_none(t.speed_mm_s), confidence=float(t.confidence),
@@ -362,7 +365,8 @@ def observations(r: FrameRecord, landmarks: np.ndarray | None) -> tuple[Any, Any
                         r.t_capture_ns)
     found = r.face.found and landmarks is not None
     face = FaceObservation(r.index, r.t_capture_ns, r.t_face_ns, found, r.face.presence,
-                           landmarks if found else None, landmarks if found else None, None, pose, r.face.redetected, {})
+                           landmarks if found else None, landmarks if found else None, None, pose, r.face.redetected, {},
+                           r.face.other_faces, r.face.client)
     tip = None
     if r.tip is not None:
         t = r.tip

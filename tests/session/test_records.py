@@ -24,6 +24,7 @@ SHOULDERS = rec.ShoulderRecord(True, "ok", 123, (400.5, 300.25), (200.5, 301.0),
 FRAME = rec.FrameRecord(7, (640, 480), 1, 2, 3, 4, 5, 6, True, FACE, GATE, TIP, ZONE, SHOULDERS, (100, 2000), False, 3,
                         DENY)
 BARE = rec.FrameRecord(0, (640, 480), 1, 1, 1, 1, 1, 1, False, rec.FaceRecord(False, 0.0), DENY)
+OTHER = rec.FaceRecord(False, 0.25, True, None, 2, True)  # the client's face lost, two other faces seen
 PATCH = rec.PatchRecord(True, "held", 123, (0.1, 3.1, -0.05), (10.5, -20.25, 450.125), 0.21, (20, 21, 26))
 BODY_ZONE = rec.ZoneRecord("abdomen_upper_left", "treat", "body", (30.5, -60.25), 4.5, 67.5, 1.25)
 BODY = rec.FrameRecord(9, (640, 480), 1, 1, 1, 1, 1, 1, True, rec.FaceRecord(False, 0.0), GATE, TIP, BODY_ZONE,
@@ -50,7 +51,7 @@ def roundtrip(r):
     return type(r).from_json(json.loads(json.dumps(r.to_json(), allow_nan=False)))
 
 
-@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, FRAME, BARE, PATCH, BODY_ZONE, BODY],
+@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, FRAME, BARE, PATCH, BODY_ZONE, BODY, OTHER],
                          ids=lambda r: type(r).__name__)
 def test_every_frame_record_kind_reads_back_exactly(r):
     assert roundtrip(r) == r
