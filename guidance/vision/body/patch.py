@@ -26,7 +26,8 @@ import numpy as np
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.handpiece.designs import PatchDesign
 from guidance.vision.handpiece.marker_detect import MarkerDetections, MarkerDetector
-from guidance.vision.handpiece.marker_pose import BodyPose, PoseLimits, estimate_body_pose
+from guidance.vision.handpiece.marker_pose import (BodyPose, PoseLimits, _fit_covariance, _reproj_rms,
+                                                   estimate_body_pose)
 from guidance.vision.rigid import RigidPose
 
 HELD = "held"  # PatchObservation.reason of a pose kept from an earlier frame
@@ -94,18 +95,51 @@ class PatchTracker:
         if (w, h) != self.camera.size:
             self.camera = self.camera.scaled_to(w, h)
         det = self.detector.detect(image)
-        body = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
+        body = self._from_prior(det, t_capture_ns)
+        if body is None:
+            body = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
         for _ in range(2):  # at most two partly hidden markers left out
             worst = self._outlier(body, det)
             if worst is None:
                 break
             det = MarkerDetections({i: c for i, c in det.corners_px.items() if i != worst}, det.duplicate_ids,
                                    det.searched_full_frame)
-            refit = estimate_body_pose(self.body, det, self.camera, t_capture_ns, self._prior, self.limits)
+            refit = self._from_prior(det, t_capture_ns) or estimate_body_pose(self.body, det, self.camera, t_capture_ns,
+                                                                              self._prior, self.limits)
             if not refit.valid:
                 break
             body = refit
         return self.observe(body, frame_index, t_capture_ns)
+
+    def _from_prior(self, det: MarkerDetections, t_ns: int) -> BodyPose | None:
+        """Three or more markers and last frame's pose: one iterative fit of all their corners from that pose.
+
+        The skin barely moves between frames and several markers of a flat card have no mirror ambiguity, so the
+        general search (every marker's two candidate poses as seeds) is not needed; it stays the fallback when
+        this fit does not hold (None)."""
+        prior, lim = self._prior, self.limits
+        if prior is None or not prior.valid or prior.pose is None or not 0 < t_ns - prior.t_capture_ns <= lim.prior_max_age_ns:
+            return None
+        if any(i in self.body.corners_mm for i in det.duplicate_ids):
+            return None
+        ids = [i for i in sorted(det.corners_px) if i in self.body.corners_mm and float(np.mean(np.linalg.norm(
+            det.corners_px[i] - np.roll(det.corners_px[i], -1, 0), axis=1))) >= lim.min_marker_side_px]
+        if len(ids) < 3:
+            return None
+        obj = np.concatenate([self.body.corners_mm[i] for i in ids])
+        img = np.concatenate([det.corners_px[i] for i in ids])
+        ok, rvec, tvec = cv2.solvePnP(obj, img, self.camera.K, self.camera.dist, prior.pose.rvec.reshape(3, 1).copy(),
+                                      prior.pose.t_mm.reshape(3, 1).copy(), useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok:
+            return None
+        pose = RigidPose.from_rvec(rvec, tvec)
+        rms = _reproj_rms(obj, img, pose, self.camera)
+        depth = pose.apply(np.array([self.body.centre_mm(i) for i in ids]))[:, 2]
+        if not rms <= lim.max_rms_px or depth.min() < lim.min_depth_mm or depth.max() > lim.max_depth_mm:
+            return None
+        cov = _fit_covariance(obj, pose, self.camera, max(rms, lim.corner_noise_floor_px))
+        return BodyPose(True, "", pose, rms, tuple(ids), 4 * len(ids), float("inf"), cov, t_ns)
 
     def _outlier(self, body: BodyPose, det: MarkerDetections) -> int | None:
         """The marker that fits the joint pose clearly worse than the others (kept while 3 would remain)."""
