@@ -99,7 +99,7 @@ def locate_figure() -> np.ndarray:
                     cv2.LINE_AA)
         cv2.putText(img, z.zone if z is not None else "-", (x + 5, y - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour, 1,
                     cv2.LINE_AA)
-    return img[40:460, 180:820]
+    return cv2.resize(img[40:460, 180:820], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
 
 
 def main(argv: list[str]) -> int:

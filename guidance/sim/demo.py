@@ -185,7 +185,7 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
     out.mkdir(parents=True, exist_ok=True)
     sim, keys, session = out / "simulation", out / "keys", out / "session"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    t0 = time.monotonic()
+    t_start = time.monotonic()
     log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
     # 640x480: the resolution the performance budget is stated for
     cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
@@ -227,7 +227,7 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
     (out / "acceptance.json").write_text(json.dumps({**asdict(acc), "safe": acc.safe, "coverage_ok": acc.coverage_ok,
                                                      "passed": acc.passed}, indent=2))
     log("")
-    log(f"done in {time.monotonic() - t0:.0f} s; outputs in {out.resolve()}:")
+    log(f"done in {time.monotonic() - t_start:.0f} s; outputs in {out.resolve()}:")
     log(f"  overlay video  {out / 'overlay.mp4'}")
     log(f"  recording      {session}")
     if report_path:
