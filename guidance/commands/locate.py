@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     result, k = locate_on_faces(ZoneMapper(), faces, args.x, args.y, (w, h), camera)
     if args.json:
         box = None
-        if k is not None:
-            lm = faces[k].landmarks[:, :2]
+        landmarks = faces[k].landmarks if k is not None else None
+        if landmarks is not None:
+            lm = landmarks[:, :2]
             box = [round(float(v), 1) for v in (*lm.min(axis=0), *lm.max(axis=0))]
         print(json.dumps({**result.to_json(), "face": k, "faces": len(faces), "face_box": box}))
         return 0

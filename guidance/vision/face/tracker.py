@@ -310,10 +310,8 @@ class FaceTracker:
                 continue
             boxes.append(box)
             pose = None
-            if self.pose is not None:
-                self.pose.reset()
-                pose = self.pose.estimate(lm, camera, t_capture_ns)
-                self.pose.reset()
+            if self.pose is not None:  # a fresh estimator per face: no prior from another face or the track
+                pose = HeadPoseEstimator(self.pose.canonical).estimate(lm, camera, t_capture_ns)
             size = float(np.linalg.norm(lm[33, :2] - lm[263, :2]))
             out.append((size, FaceObservation(-1, t_capture_ns, time.monotonic_ns(), True, presence, lm, lm, roi, pose,
                                               True, {})))
