@@ -248,7 +248,8 @@ def simulate(face_video: str | Path | None, path_file: str | Path, out_dir: str 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SimResult(out_dir, n_out, fps, traj.duration_s, info["face_found_frames"], info["contact_frames"])
+    return SimResult(out_dir, n_out, fps, traj.duration_s, int(sum(r.face_found for r in rows)),
+                     int(sum(r.contact for r in rows)))
 
 
 def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, profile: HandpieceProfile,
@@ -262,7 +263,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
     tracker = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL), camera)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
     # OpenCV's own MJPEG writer: it honours the quality setting (FFmpeg's ignores it)
-    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),
+    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h),
                              [cv2.VIDEOWRITER_PROP_QUALITY, 95])
     if not writer.isOpened():
         raise UserError("cannot write an MJPG video here", path=video_path)
@@ -285,6 +286,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
             tip_px = tip_mm = skin_px = None
             speed, facing, visible = nan, False, ""
             if pose_ok and point is not None:
+                assert obs.head_pose is not None and obs.landmarks_raw is not None, "pose_ok: a face with its pose"
                 R, t = obs.head_pose.R, np.asarray(obs.head_pose.tvec_mm, float)
                 placed: PlacedPoint = skin.place(point, obs.landmarks_raw, R, t, camera)
                 tip = placed.cam_mm + placed.normal_cam * s.height_mm
