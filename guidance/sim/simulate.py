@@ -229,7 +229,8 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SimResult(out_dir, n_out, fps, traj.duration_s, info["face_found_frames"], info["contact_frames"])
+    return SimResult(out_dir, n_out, fps, traj.duration_s, int(sum(r.face_found for r in rows)),
+                     int(sum(r.contact for r in rows)))
 
 
 def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, profile: HandpieceProfile,
@@ -243,7 +244,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
     tracker = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL), camera)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
     # OpenCV's own MJPEG writer: it honours the quality setting (FFmpeg's ignores it)
-    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),
+    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h),
                              [cv2.VIDEOWRITER_PROP_QUALITY, 95])
     if not writer.isOpened():
         raise UserError("cannot write an MJPG video here", path=video_path)
@@ -260,13 +261,13 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
             zone, bnd = atlas.zone_at(u, v)
             in_plan, plan_d = _plan_fields(sim, atlas, zone.name if zone else None, u, v)
             obs = tracker.process(Frame(i, t_ns, bg))
-            pose_ok = obs.found and obs.head_pose is not None and obs.head_pose.valid
+            head = obs.head_pose if obs.found and obs.head_pose is not None and obs.head_pose.valid else None
             point = skin.locate(u, v)
             nan = float("nan")
             tip_px = tip_mm = skin_px = None
             speed, facing, visible = nan, False, ""
-            if pose_ok and point is not None:
-                R, t = obs.head_pose.R, np.asarray(obs.head_pose.tvec_mm, float)
+            if head is not None and point is not None and obs.landmarks_raw is not None:
+                R, t = head.R, np.asarray(head.tvec_mm, float)
                 placed: PlacedPoint = skin.place(point, obs.landmarks_raw, R, t, camera)
                 tip = placed.cam_mm + placed.normal_cam * s.height_mm
                 pose = hand.hold(tip, R, t, dt)
@@ -293,7 +294,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
                 image = np.clip(bg.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
             writer.write(image)
             rows.append(GTFrame(
-                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=bool(pose_ok), segment=s.segment,
+                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=head is not None, segment=s.segment,
                 segment_type=s.kind, contact=s.contact, height_mm=float(s.height_mm), chart_u_mm=u, chart_v_mm=v,
                 true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "", boundary_mm=float(bnd),
                 in_plan=in_plan, plan_distance_mm=float(plan_d),
