@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bench",
     "media",
     "demo",
+    "evaluate",
     "controller_sim",
     "keys",
     "tip",
