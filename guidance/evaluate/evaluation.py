@@ -264,15 +264,15 @@ class EvaluationOptions:
 
 
 def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    jobs = opts.jobs if opts.jobs is not None else default_jobs()
+    if jobs < 1:
+        raise UserError("must be at least 1", field="--jobs")
     face_sets = load_face_sets()
     faces = list(opts.faces) if opts.faces else face_sets.evaluation_videos
     specs = plan_sessions(faces, list(opts.paths), opts.plans)
     out = Path(opts.out)
     if out.exists() and any(out.iterdir()) and not opts.force:
         raise UserError("output folder exists and is not empty (choose another, or --force to add to it)", path=out)
-    jobs = opts.jobs or default_jobs()
-    if jobs < 1:
-        raise UserError("must be at least 1", field="--jobs")
     slots = default_jobs()
     if jobs > slots:
         log(f"note: --jobs {jobs} on {slots + 1} cores: at most {slots} realtime run(s) at once, the other "
