@@ -242,6 +242,10 @@ def checklist(results: list[SessionResult], faces: dict[str, Pool], total: Pool)
          None if c.share is None else c.share < BEYOND_3_SIGMA,
          "no contact frame with a sigma" if c.share is None else
          f"{100 * c.share:.1f} % of {c.contact_frames} ({c.beyond})")
+    starved = [r for r in ok if r.figures.health.get("starved")]
+    if starved:
+        item("every realtime run kept up (skipped or stale frames <= 10 %)", False,
+             f"{len(starved)} of {len(ok)} starved (machine load): their permit shares and pulses reflect the load")
     failed = [r for r in results if r.figures is None]
     if failed:
         item("every session ran", False, f"{len(failed)} of {len(results)} failed: the items above cover the others")
@@ -325,7 +329,10 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
                     f"so far): permits in contact on an exclusion {f.permits.exclusion_contact}, pulses fired "
                     f"{f.pulses_fired}, usable permit share "
                     f"{'n/a' if share is None else f'{share:.2f}'}, tip error median "
-                    f"{stats(f.tip_errors_mm).get('median', float('nan')):.2f} mm")
+                    f"{stats(f.tip_errors_mm).get('median', float('nan')):.2f} mm"
+                    + ("; STARVED run (machine load): skipped "
+                       f"{100 * (f.health['skipped_share'] or 0):.0f} %, camera_stalled "
+                       f"{100 * (f.health['camera_stalled_share'] or 0):.0f} %" if f.health.get("starved") else ""))
             else:
                 log(f"{tag}: FAILED at {res.stage}: {res.reason} ({done[0]}/{len(specs)})")
         return res

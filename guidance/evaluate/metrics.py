@@ -314,14 +314,21 @@ def calibration(frames: Sequence[FrameRecord], gt: Sequence[GTFrame], focal_px: 
 
 # ------------------------------------------------------------------------------------ the run itself
 
+# A realtime run that skipped or judged stale more than this share of its frames did not get its core: its
+# permit share says more about the machine's load than about the service.
+STARVED_SHARE = 0.10
+
+
 def run_health(frames: Sequence[FrameRecord], simulated_frames: int) -> dict[str, Any]:
     """Did the realtime run keep up? Frames judged, frames skipped, latency, camera_stalled denials."""
     lat = [r.latency_ms for r in frames]
     stalled = sum(1 for r in frames if Reason.CAMERA_STALLED.value in r.gate.reasons)
     judged = len(frames)
-    return {"frames_simulated": simulated_frames, "frames_judged": judged,
-            "frames_skipped": max(0, simulated_frames - judged),
-            "skipped_share": (simulated_frames - judged) / simulated_frames if simulated_frames else None,
+    skipped = max(0, simulated_frames - judged)
+    starved = (simulated_frames > 0 and skipped / simulated_frames > STARVED_SHARE) or \
+        (judged > 0 and stalled / judged > STARVED_SHARE)
+    return {"starved": bool(starved), "frames_simulated": simulated_frames, "frames_judged": judged,
+            "frames_skipped": skipped, "skipped_share": skipped / simulated_frames if simulated_frames else None,
             "camera_stalled_frames": stalled, "camera_stalled_share": stalled / judged if judged else None,
             "latency_ms": {"median": float(np.median(lat)) if lat else None,
                            "p99": float(np.percentile(lat, 99)) if lat else None}}

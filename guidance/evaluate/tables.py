@@ -81,7 +81,8 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
         rows.append([s["key"], _tip(f["tip_chart_error_mm"]), _tip(f["pulse_chart_error_mm"]),
                      _f(f["coverage"]["worst_zone_error_pp"], ".1f"), _share(f["usable_permit_share"]),
                      _top_reason(f["usable_permit_share"]), _calib(f["calibration"]),
-                     f"{100 * (run['skipped_share'] or 0):.0f}%/{100 * (run['camera_stalled_share'] or 0):.0f}%"])
+                     f"{100 * (run['skipped_share'] or 0):.0f}%/{100 * (run['camera_stalled_share'] or 0):.0f}%"
+                     + (" STARVED" if run.get("starved") else "")])
     if ran:
         rows.append(["TOTAL", _tip(total["tip_chart_error_mm"]), _tip(total["pulse_chart_error_mm"]),
                      _f(total["coverage"]["worst_zone_error_pp"], ".1f"), _share(total["usable_permit_share"]),
