@@ -111,9 +111,11 @@ def plan_sessions(faces: list[str], paths: list[str], plans: list[str] | None) -
                 if plan is None:
                     raise UserError("the path names no plan: give one with --plans", path=path_file, field="plan")
                 name = plan_name or Path(plan.source).stem
-                key = "__".join(_slug(x) for x in (Path(face).stem, path_name) + ((name,) if loaded_plans else ()))
-                if key in seen:
-                    continue
+                key = base = "__".join(_slug(x) for x in (Path(face).stem, path_name) + ((name,) if loaded_plans else ()))
+                n = 1
+                while key in seen:  # the same names from different folders
+                    n += 1
+                    key = f"{base}-{n}"
                 seen.add(key)
                 specs.append(SessionSpec(key, face, path_file, path_name, plan, name))
     return specs
