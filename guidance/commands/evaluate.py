@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="shorten every session (development, tests)")
     p.add_argument("--size", default="640x480", metavar="WxH", help="camera frame size (default 640x480)")
     p.add_argument("--overlay", action="store_true", help="also write each session's overlay video (costs CPU)")
-    p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--force", action="store_true", help="write into a non-empty output folder (sessions are redone)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with the evaluation in OUT: sessions that ran and kept up are re-judged from their "
+                        "recordings; failed or starved ones run again, keeping their simulations")
     p.add_argument("--print", dest="print_json", metavar="EVALUATION.json",
                    help="only print the tables of an earlier evaluation")
     p.set_defaults(func=run)
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("must be at least 2", field="--max-frames")
         opts = EvaluationOptions(out=Path(args.output), faces=args.faces, paths=args.paths, plans=args.plans,
                                  jobs=args.jobs, max_frames=args.max_frames, size=_size(args.size),
-                                 overlay=args.overlay, force=args.force)
+                                 overlay=args.overlay, force=args.force, resume=args.resume)
         doc = run_evaluation(opts, log=lambda m: print(m, flush=True))
     for line in report_lines(doc):
         print(line)

@@ -14,7 +14,10 @@ line of output; the session's folder keeps what was made up to there.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from typing import Callable
 
 import yaml
 
+from guidance.resources import sha256_file
 from guidance.sim.demo import stop_process
 from guidance.zones.plan import PLAN_SCHEMA, TreatmentPlan
 
@@ -128,21 +132,50 @@ def write_lifted_plan(plan: TreatmentPlan, out: Path) -> Path:
     return out
 
 
+def simulation_matches(sim: Path, face: str, path: str, settings: ChainSettings) -> bool:
+    """Is `sim` a complete simulation of this face and path file at these settings (so a re-run may keep it)?
+
+    The simulation is deterministic and does not depend on the machine's load (only the realtime run does).
+    """
+    try:
+        info = json.loads((sim / "info.json").read_text())
+        full = int(math.floor(float(info["path"]["duration_s"]) * float(info["fps"]) + 1e-9)) + 1
+        expected = min(full, settings.max_frames) if settings.max_frames else full
+        return (info["path"]["sha256"] == sha256_file(path) and info["face_video"]["name"] == Path(face).name
+                and list(info["frame_size"]) == list(settings.size) and int(info["frames"]) == expected
+                and (sim / "ground_truth.csv").is_file() and (sim / "simulated.avi").is_file())
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+
+
 def run_chain(face: str, path: str, plan: TreatmentPlan, folder: Path, settings: ChainSettings,
-              run_slots: threading.Semaphore, log: Callable[[str], None]) -> dict[str, float]:
-    """Simulate, run with the controller, re-judge with lifted limits; returns seconds per step."""
+              run_slots: threading.Semaphore, log: Callable[[str], None], *, keep_simulation: bool = False
+              ) -> dict[str, float]:
+    """Simulate, run with the controller, re-judge with lifted limits; returns seconds per step.
+
+    `keep_simulation`: re-use a matching simulation already in the folder (`--resume`); everything after it
+    is made afresh.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     sim, rec, lifted = folder / SIMULATION, folder / RECORDING, folder / LIFTED
     times: dict[str, float] = {}
+    for old in (rec, lifted):
+        shutil.rmtree(old, ignore_errors=True)
+    for name in (CONTROLLER_LOG, CONTROLLER_ERR, RUN_LOG, OVERLAY, LIFTED_PLAN):
+        (folder / name).unlink(missing_ok=True)
 
-    t = time.monotonic()
-    cmd = guidance_cmd("simulate", "--face-video", face, "--path", path, "-o", str(sim),
-                       "--size", f"{settings.size[0]}x{settings.size[1]}")
-    if settings.max_frames:
-        cmd += ["--max-frames", str(settings.max_frames)]
-    out = _step("simulate", cmd, timeout_s=3600)
-    times["simulate_s"] = time.monotonic() - t
-    log(f"simulated in {times['simulate_s']:.0f} s: {_last_line(out.stdout).split(': ', 1)[-1]}")
+    if keep_simulation and simulation_matches(sim, face, path, settings):
+        log("simulation kept from the earlier run")
+    else:
+        shutil.rmtree(sim, ignore_errors=True)
+        t = time.monotonic()
+        cmd = guidance_cmd("simulate", "--face-video", face, "--path", path, "-o", str(sim),
+                           "--size", f"{settings.size[0]}x{settings.size[1]}")
+        if settings.max_frames:
+            cmd += ["--max-frames", str(settings.max_frames)]
+        out = _step("simulate", cmd, timeout_s=3600)
+        times["simulate_s"] = time.monotonic() - t
+        log(f"simulated in {times['simulate_s']:.0f} s: {_last_line(out.stdout).split(': ', 1)[-1]}")
 
     port = free_port_pair()
     permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"

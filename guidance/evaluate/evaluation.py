@@ -128,13 +128,28 @@ def _load1() -> float | None:
         return None
 
 
+def earlier_result(spec: SessionSpec, folder: Path) -> SessionResult | None:
+    """A session of an earlier evaluation in this folder that ran and kept up, re-judged from its recordings."""
+    try:
+        old = json.loads((folder / "figures.json").read_text())
+        if old.get("status") != "ok" or old["figures"]["run"].get("starved"):
+            return None
+        res = SessionResult(spec, folder, "ok", seconds=dict(old.get("seconds") or {}),
+                            load_avg=tuple(old["load_avg_1min"]) if old.get("load_avg_1min") else None)
+        res.figures = judge_session(folder)
+        return res
+    except (OSError, KeyError, TypeError, ValueError, UserError):
+        return None
+
+
 def run_session(spec: SessionSpec, folder: Path, settings: chain.ChainSettings, run_slots: threading.Semaphore,
-                log: Callable[[str], None]) -> SessionResult:
+                log: Callable[[str], None], *, keep_simulation: bool = False) -> SessionResult:
     res = SessionResult(spec, folder)
     load0 = _load1()
     t0 = time.monotonic()
     try:
-        res.seconds = chain.run_chain(spec.face, spec.path, spec.plan, folder, settings, run_slots, log)
+        res.seconds = chain.run_chain(spec.face, spec.path, spec.plan, folder, settings, run_slots, log,
+                                      keep_simulation=keep_simulation)
         t = time.monotonic()
         res.figures = judge_session(folder)
         res.seconds["judge_s"] = time.monotonic() - t
@@ -267,6 +282,7 @@ class EvaluationOptions:
     size: tuple[int, int] = (640, 480)
     overlay: bool = False
     force: bool = False
+    resume: bool = False  # keep the sessions of an earlier evaluation in `out` that ran and kept up
 
 
 def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -277,8 +293,9 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
     faces = list(opts.faces) if opts.faces else face_sets.evaluation_videos
     specs = plan_sessions(faces, list(opts.paths), opts.plans)
     out = Path(opts.out)
-    if out.exists() and any(out.iterdir()) and not opts.force:
-        raise UserError("output folder exists and is not empty (choose another, or --force to add to it)", path=out)
+    if out.exists() and any(out.iterdir()) and not (opts.force or opts.resume):
+        raise UserError("output folder exists and is not empty (choose another, --resume to go on with the "
+                        "evaluation in it, or --force)", path=out)
     slots = default_jobs()
     if jobs > slots:
         log(f"note: --jobs {jobs} on {slots + 1} cores: at most {slots} realtime run(s) at once, the other "
@@ -319,8 +336,13 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
             with lock:
                 log(f"{tag}: {msg}")
 
-        slog("start")
-        res = run_session(spec, out / "sessions" / spec.key, settings, run_slots, slog)
+        folder = out / "sessions" / spec.key
+        res = earlier_result(spec, folder) if opts.resume else None
+        if res is not None:
+            slog("kept from the earlier run (it ran and kept up), re-judged")
+        else:
+            slog("start")
+            res = run_session(spec, folder, settings, run_slots, slog, keep_simulation=opts.resume)
         with lock:
             done[0] += 1
             elapsed = time.monotonic() - t0

@@ -95,6 +95,23 @@ def test_the_tables_print_again_from_the_json(evaluation, capsys):
     assert "Per face" in capsys.readouterr().out
 
 
+def test_resume_keeps_the_sessions_that_ran_and_redoes_the_failed_one(evaluation):
+    out, doc, _ = evaluation
+    first = next(s for s in doc["sessions"] if s["status"] == "ok")
+    broken = next(s for s in doc["sessions"] if s["status"] != "ok")
+    lines: list[str] = []
+    again = run_evaluation(EvaluationOptions(out=out, faces=[first["face"], broken["face"]],
+                                             paths=doc["options"]["paths"], jobs=1, max_frames=FRAMES, resume=True),
+                           log=lines.append)
+    kept = next(s for s in again["sessions"] if s["key"] == first["key"])
+    if first["figures"]["run"]["starved"]:  # a loaded machine: it runs again, on the same simulation
+        assert any("simulation kept" in ln for ln in lines)
+    else:
+        assert any("kept from the earlier run" in ln for ln in lines)
+        assert kept["figures"] == first["figures"]  # re-judged from the same recordings: the same figures
+    assert next(s for s in again["sessions"] if s["key"] == broken["key"])["failure"]["stage"] == "simulate"
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--faces", "nobody.mp4"], "--faces.0: face video 'nobody.mp4' is neither a file nor a pinned sample"),
     (["--paths", "nowhere.yaml"], "nowhere.yaml: path file not found"),
