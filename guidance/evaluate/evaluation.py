@@ -45,13 +45,16 @@ COVERAGE_PP = 3.0
 BEYOND_3_SIGMA = 0.01
 
 
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_jobs() -> int:
     """Sessions at once: one core each (a realtime run needs its core), one core left for the rest."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+    return max(1, cores() - 1)
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,7 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
                         "evaluation in it, or --force)", path=out)
     slots = default_jobs()
     if jobs > slots:
-        log(f"note: --jobs {jobs} on {slots + 1} cores: at most {slots} realtime run(s) at once, the other "
+        log(f"note: --jobs {jobs} on {cores()} cores: at most {slots} realtime run(s) at once, the other "
             "sessions simulate meanwhile")
     for f in faces:  # fetch once, before sessions race for the same archive
         if f in samples.MEMBERS:
@@ -317,7 +320,7 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
     t0 = time.monotonic()
     log(f"guidance evaluate: {len(specs)} session(s) = {len(faces)} face(s) x {len(opts.paths)} path(s)"
         f"{f' x {len(opts.plans)} plan(s)' if opts.plans else ''}, {jobs} at a time; load average "
-        f"{' '.join(f'{x:.1f}' for x in load_start) if load_start else '?'} on {slots + 1} core(s); output {out}")
+        f"{' '.join(f'{x:.1f}' for x in load_start) if load_start else '?'} on {cores()} core(s); output {out}")
     for o in overlap:
         log(f"warning: {o['face']} is in {o['model']}'s {o['field']} (MANIFEST.json): its figures are not "
             "held out until that model is retrained without it")
@@ -376,7 +379,8 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
         "guidance_version": __version__,
         "started_utc": started,
         "duration_s": round(time.monotonic() - t0, 1),
-        "machine": {"cores": slots + 1, "jobs": jobs, "load_avg_start": list(load_start) if load_start else None,
+        "session_seconds_sum": round(sum(r.seconds.get("total_s", 0.0) for r in results), 1),
+        "machine": {"cores": cores(), "jobs": jobs, "load_avg_start": list(load_start) if load_start else None,
                     "load_avg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "options": {"faces": faces, "paths": list(opts.paths), "plans": opts.plans, "max_frames": opts.max_frames,
                     "size": list(opts.size), "overlay": opts.overlay},

@@ -73,7 +73,7 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
 
     out += ["", "Quality. tip/pulse chart error in contact, mm: median/p90/max (n); coverage: worst zone vs truth, pp; "
                 "usable: permit share of usable frames (n); >3σ: contact frames with true lateral error > 3σ; "
-                "run: frames skipped / camera_stalled"]
+                "run: frames skipped / camera_stalled; load: 1-minute load average when the session started"]
     rows = []
     for s in ran:
         f = s["figures"]
@@ -82,13 +82,14 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
                      _f(f["coverage"]["worst_zone_error_pp"], ".1f"), _share(f["usable_permit_share"]),
                      _top_reason(f["usable_permit_share"]), _calib(f["calibration"]),
                      f"{100 * (run['skipped_share'] or 0):.0f}%/{100 * (run['camera_stalled_share'] or 0):.0f}%"
-                     + (" STARVED" if run.get("starved") else "")])
+                     + (" STARVED" if run.get("starved") else ""),
+                     _f((s.get("load_avg_1min") or [None])[0], ".1f")])
     if ran:
         rows.append(["TOTAL", _tip(total["tip_chart_error_mm"]), _tip(total["pulse_chart_error_mm"]),
                      _f(total["coverage"]["worst_zone_error_pp"], ".1f"), _share(total["usable_permit_share"]),
-                     _top_reason(total["usable_permit_share"]), _calib(total["calibration"]), ""])
-    out += _table(["session", "tip error", "pulse error", "cov pp", "usable share", "first deny reason", ">3σ", "run"],
-                  rows)
+                     _top_reason(total["usable_permit_share"]), _calib(total["calibration"]), "", ""])
+    out += _table(["session", "tip error", "pulse error", "cov pp", "usable share", "first deny reason", ">3σ", "run",
+                   "load"], rows)
 
     out += ["", "Per face (all its sessions pooled)"]
     rows = []
@@ -110,7 +111,8 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
     m = doc["machine"]
     load = lambda v: " ".join(f"{x:.1f}" for x in v) if v else "?"
     out += ["", f"Targets (issue 12; informative, not the exit code). Landmark model {doc['landmark_model']['name']}; "
-                f"{len(sessions)} session(s) in {doc['duration_s'] / 60:.1f} min, {m['jobs']} at a time on "
+                f"{len(sessions)} session(s) in {doc['duration_s'] / 60:.1f} min "
+                f"({doc.get('session_seconds_sum', 0) / 60:.0f} min of sessions), {m['jobs']} at a time on "
                 f"{m['cores']} core(s); load average {load(m['load_avg_start'])} at the start, "
                 f"{load(m['load_avg_end'])} at the end"]
     for it in doc["checklist"]:
