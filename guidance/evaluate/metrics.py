@@ -187,6 +187,10 @@ class UsableShare:
     counted: int = 0  # the denominator
     permitted: int = 0
     denied_by_first_reason: dict[str, int] = field(default_factory=dict)
+    # Usable frames denied first for near_boundary: what the look-ahead asked for and why (lists, for pooling).
+    near_boundary: dict[str, list[float]] = field(default_factory=dict)
+
+    NEAR_BOUNDARY_FIELDS = ("gate_boundary_mm", "required_mm", "latency_ms", "true_plan_distance_mm")
 
     @property
     def share(self) -> float | None:
@@ -197,14 +201,16 @@ class UsableShare:
         return {"share": self.share, "permitted": self.permitted, "counted": n, "usable_truth": self.usable,
                 "recorded": self.recorded, "not_armed": self.not_armed, "dose_only_denied": self.dose_only,
                 "denied": {k: {"n": v, "share": v / n if n else None}
-                           for k, v in sorted(self.denied_by_first_reason.items(), key=lambda kv: -kv[1])}}
+                           for k, v in sorted(self.denied_by_first_reason.items(), key=lambda kv: -kv[1])},
+                "near_boundary_medians": {k: stats(v).get("median") for k, v in self.near_boundary.items()}}
 
     def merged(self, other: "UsableShare") -> "UsableShare":
         reasons = Counter(self.denied_by_first_reason)
         reasons.update(other.denied_by_first_reason)
+        nb = {k: self.near_boundary.get(k, []) + other.near_boundary.get(k, []) for k in self.NEAR_BOUNDARY_FIELDS}
         return UsableShare(self.usable + other.usable, self.recorded + other.recorded, self.not_armed + other.not_armed,
                            self.dose_only + other.dose_only, self.counted + other.counted,
-                           self.permitted + other.permitted, dict(reasons))
+                           self.permitted + other.permitted, dict(reasons), nb)
 
 
 def usable_permit_share(frames: Sequence[FrameRecord], truths: Sequence[FrameTruth]) -> UsableShare:
@@ -212,6 +218,7 @@ def usable_permit_share(frames: Sequence[FrameRecord], truths: Sequence[FrameTru
     frames denied only for dose limits; and the first deny reason of the others."""
     out = UsableShare(usable=sum(t.usable for t in truths))
     reasons: Counter[str] = Counter()
+    nb: dict[str, list[float]] = {k: [] for k in UsableShare.NEAR_BOUNDARY_FIELDS}
     for r in frames:
         if not 0 <= r.index < len(truths) or not truths[r.index].usable:
             continue
@@ -227,7 +234,13 @@ def usable_permit_share(frames: Sequence[FrameRecord], truths: Sequence[FrameTru
             out.permitted += 1
         else:
             reasons[r.gate.reason] += 1
+            if r.gate.reason == Reason.NEAR_BOUNDARY.value:
+                for k, v in zip(UsableShare.NEAR_BOUNDARY_FIELDS, (r.gate.boundary_mm, r.gate.required_mm,
+                                                                    r.gate.latency_ms,
+                                                                    truths[r.index].plan_distance_mm)):
+                    nb[k].append(float("nan") if v is None else float(v))
     out.denied_by_first_reason = dict(reasons)
+    out.near_boundary = nb
     return out
 
 

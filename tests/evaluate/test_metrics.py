@@ -133,6 +133,7 @@ def test_usable_permit_share_leaves_out_dose_limits_and_unarmed_frames(truth, at
     assert (u.usable, u.recorded, u.not_armed, u.dose_only, u.counted, u.permitted) == (7, 7, 1, 2, 4, 2)
     assert u.share == pytest.approx(0.5)
     assert u.denied_by_first_reason == {"near_boundary": 2}
+    assert u.near_boundary["true_plan_distance_mm"] == [pytest.approx(23.5, abs=0.5)] * 2  # what it asked and had
     j = u.to_json()
     assert j["denied"]["near_boundary"] == {"n": 2, "share": 0.5}
     assert usable_permit_share([], []).share is None
