@@ -321,9 +321,12 @@ def run_evaluation(opts: EvaluationOptions, log: Callable[[str], None] = print) 
     log(f"guidance evaluate: {len(specs)} session(s) = {len(faces)} face(s) x {len(opts.paths)} path(s)"
         f"{f' x {len(opts.plans)} plan(s)' if opts.plans else ''}, {jobs} at a time; load average "
         f"{' '.join(f'{x:.1f}' for x in load_start) if load_start else '?'} on {cores()} core(s); output {out}")
+    grouped: dict[tuple[str, str], list[str]] = {}
     for o in overlap:
-        log(f"warning: {o['face']} is in {o['model']}'s {o['field']} (MANIFEST.json): its figures are not "
-            "held out until that model is retrained without it")
+        grouped.setdefault((o["face"], o["model"]), []).append(o["field"])
+    for (face, model), fields in grouped.items():
+        log(f"warning: {face} is in {model}'s {', '.join(fields)} (MANIFEST.json): its figures are not held out "
+            "until that model is retrained without it")
     for f, role in roles.items():
         if role == "train":
             log(f"warning: {f} is a training face (guidance/data/face_sets.yaml): its figures are not held out")

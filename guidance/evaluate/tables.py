@@ -34,6 +34,10 @@ def _calib(c: dict) -> str:
     return "-" if c.get("share") is None else f"{100 * c['share']:.1f}% ({c['contact_frames']})"
 
 
+def _calib_chart(c: dict) -> str:
+    return "-" if c.get("share_chart_error") is None else f"{100 * c['share_chart_error']:.0f}%"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -72,7 +76,8 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
                    "lifted-limits out", "pulses", "pulse excl", "pulse out"], rows)
 
     out += ["", "Quality. tip/pulse chart error in contact, mm: median/p90/max (n); coverage: worst zone vs truth, pp; "
-                "usable: permit share of usable frames (n); >3σ: contact frames with true lateral error > 3σ; "
+                "usable: permit share of usable frames (n); >3σ: contact frames whose true error (of the kind the gate's σ "
+                "describes) > 3σ; >3σ chart: the chart error > 3σ; "
                 "run: frames skipped / camera_stalled; load: 1-minute load average when the session started"]
     rows = []
     for s in ran:
@@ -80,34 +85,38 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
         run = f["run"]
         rows.append([s["key"], _tip(f["tip_chart_error_mm"]), _tip(f["pulse_chart_error_mm"]),
                      _f(f["coverage"]["worst_zone_error_pp"], ".1f"), _share(f["usable_permit_share"]),
-                     _top_reason(f["usable_permit_share"]), _calib(f["calibration"]),
+                     _top_reason(f["usable_permit_share"]), _calib(f["calibration"]), _calib_chart(f["calibration"]),
                      f"{100 * (run['skipped_share'] or 0):.0f}%/{100 * (run['camera_stalled_share'] or 0):.0f}%"
                      + (" STARVED" if run.get("starved") else ""),
                      _f((s.get("load_avg_1min") or [None])[0], ".1f")])
     if ran:
         rows.append(["TOTAL", _tip(total["tip_chart_error_mm"]), _tip(total["pulse_chart_error_mm"]),
                      _f(total["coverage"]["worst_zone_error_pp"], ".1f"), _share(total["usable_permit_share"]),
-                     _top_reason(total["usable_permit_share"]), _calib(total["calibration"]), "", ""])
-    out += _table(["session", "tip error", "pulse error", "cov pp", "usable share", "first deny reason", ">3σ", "run",
-                   "load"], rows)
+                     _top_reason(total["usable_permit_share"]), _calib(total["calibration"]),
+                     _calib_chart(total["calibration"]), "", ""])
+    out += _table(["session", "tip error", "pulse error", "cov pp", "usable share", "first deny reason", ">3σ",
+                   ">3σ chart", "run", "load"], rows)
 
     out += ["", "Per face (all its sessions pooled)"]
     rows = []
     for face, p in doc["faces"].items():
         rows.append([Path(face).name, (doc["face_sets"]["roles"].get(face) or "other"), str(p["sessions"]),
                      _tip(p["tip_chart_error_mm"]), _share(p["usable_permit_share"]),
-                     _top_reason(p["usable_permit_share"]), _calib(p["calibration"]),
-                     _cl(p["safety"]["permits"]["exclusion"])])
-    out += _table(["face", "set", "sessions", "tip error mm", "usable share", "first deny reason", ">3σ",
-                   "permit excl"], rows)
+                     _top_reason(p["usable_permit_share"]), _calib(p["calibration"]), _calib_chart(p["calibration"]),
+                     _cl(p["safety"]["permits"]["exclusion"]), _f(p["coverage"]["worst_zone_error_pp"], ".1f")])
+    out += _table(["face", "set", "sessions", "tip error mm", "usable share", "first deny reason", ">3σ", ">3σ chart",
+                   "permit excl", "cov pp"], rows)
 
     failed = [s for s in sessions if s["status"] != "ok"]
     if failed:
         out += ["", f"{len(failed)} session(s) failed:"]
         out += [f"  {s['key']}: {s['failure']['stage']}: {s['failure']['reason']}" for s in failed]
     if doc.get("training_overlap"):
-        out += [""] + [f"note: {o['face']} is in {o['model']}'s {o['field']}: not held out until retrained"
-                       for o in doc["training_overlap"]]
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for o in doc["training_overlap"]:
+            grouped.setdefault((o["face"], o["model"]), []).append(o["field"])
+        out += [""] + [f"note: {face} is in {model}'s {', '.join(fields)}: not held out until retrained"
+                       for (face, model), fields in grouped.items()]
     m = doc["machine"]
     load = lambda v: " ".join(f"{x:.1f}" for x in v) if v else "?"
     out += ["", f"Targets (issue 12; informative, not the exit code). Landmark model {doc['landmark_model']['name']}; "
