@@ -180,13 +180,17 @@ class Pool:
     permits_lifted: SafetyCount = field(default_factory=SafetyCount)
     pulses: SafetyCount = field(default_factory=SafetyCount)
     pulses_fired: int = 0
-    tip_errors: list[float] = field(default_factory=list)
+    tip_errors_by_zone: dict[str, list[float]] = field(default_factory=dict)
     pulse_errors: list[float] = field(default_factory=list)
     worst_coverage_pp: float = 0.0
     usable: UsableShare = field(default_factory=UsableShare)
     calibration: Calibration = field(default_factory=Calibration)
     contact_frames: int = 0
     exposure: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tip_errors(self) -> list[float]:
+        return [e for v in self.tip_errors_by_zone.values() for e in v]
 
     def add(self, f: SessionFigures) -> None:
         self.sessions += 1
@@ -195,7 +199,8 @@ class Pool:
         self.permits_lifted = self.permits_lifted.merged(f.permits_lifted)
         self.pulses = self.pulses.merged(f.pulses)
         self.pulses_fired += f.pulses_fired
-        self.tip_errors += f.tip_errors_mm
+        for z, v in f.tip_errors_by_zone.items():
+            self.tip_errors_by_zone.setdefault(z, []).extend(v)
         self.pulse_errors += f.pulse_errors_mm
         self.worst_coverage_pp = max(self.worst_coverage_pp, f.coverage_max_diff_pp)
         self.usable = self.usable.merged(f.usable)
@@ -207,7 +212,9 @@ class Pool:
                 "safety": {"true_tip_frames": self.exposure, "permits": self.permits.to_json(False),
                            "permits_dose_limits_lifted": self.permits_lifted.to_json(False),
                            "pulses": {**self.pulses.to_json(False), "fired": self.pulses_fired}},
-                "tip_chart_error_mm": stats(self.tip_errors), "pulse_chart_error_mm": stats(self.pulse_errors),
+                "tip_chart_error_mm": stats(self.tip_errors),
+                "tip_chart_error_mm_by_zone": {z: stats(v) for z, v in sorted(self.tip_errors_by_zone.items())},
+                "pulse_chart_error_mm": stats(self.pulse_errors),
                 "coverage": {"worst_zone_error_pp": self.worst_coverage_pp},
                 "usable_permit_share": self.usable.to_json(), "calibration": self.calibration.to_json(),
                 "contact_frames": self.contact_frames}

@@ -11,7 +11,7 @@ import yaml
 
 from guidance.evaluate import chain
 from guidance.evaluate.metrics import (Calibration, SafetyCount, UsableShare, calibration, permit_safety, place_pulses,
-                                       pulse_chart_errors, pulse_safety, run_health, stats, tip_chart_errors,
+                                       pulse_chart_errors, pulse_safety, run_health, stats, tip_chart_errors_by_zone,
                                        truth_exposure, usable_permit_share)
 from guidance.evaluate.truth import PlanTruth
 from guidance.session.reader import open_session
@@ -28,7 +28,7 @@ class SessionFigures:
     pulses: SafetyCount
     pulses_fired: int
     pulses_placed: int
-    tip_errors_mm: list[float]  # contact frames (kept for pooling per face; the JSON gets the stats)
+    tip_errors_by_zone: dict[str, list[float]]  # contact frames by true zone (kept for pooling; the JSON: stats)
     pulse_errors_mm: list[float]  # pulses fired in contact: service chart point vs the true tip
     coverage_max_diff_pp: float
     coverage: dict[str, dict[str, float]]  # zone -> {service, truth}
@@ -40,6 +40,10 @@ class SessionFigures:
     exposure: dict[str, Any]  # frames with the true tip on an exclusion / beyond the margin (truth_exposure)
     landmark_model: str | None = None
 
+    @property
+    def tip_errors_mm(self) -> list[float]:
+        return [e for v in self.tip_errors_by_zone.values() for e in v]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "safety": {"true_tip_frames": self.exposure, "permits": self.permits.to_json(),
@@ -47,6 +51,7 @@ class SessionFigures:
                        "pulses": {**self.pulses.to_json(), "fired": self.pulses_fired, "placed": self.pulses_placed},
                        "violations_recorded": self.violations_recorded},
             "tip_chart_error_mm": stats(self.tip_errors_mm),
+            "tip_chart_error_mm_by_zone": {z: stats(v) for z, v in sorted(self.tip_errors_by_zone.items())},
             "pulse_chart_error_mm": stats(self.pulse_errors_mm),
             "coverage": {"worst_zone_error_pp": self.coverage_max_diff_pp, "zones": self.coverage},
             "usable_permit_share": self.usable.to_json(),
@@ -84,7 +89,7 @@ def judge_session(folder: str | Path) -> SessionFigures:
         permits_lifted=permit_safety(lifted.frames, truths),
         pulses=pulse_safety(placed, truths),
         pulses_fired=len(fired), pulses_placed=len(placed),
-        tip_errors_mm=tip_chart_errors(frames, gt),
+        tip_errors_by_zone=tip_chart_errors_by_zone(frames, gt),
         pulse_errors_mm=pulse_chart_errors(placed, truths, service_chart),
         coverage_max_diff_pp=acc.coverage_max_diff_pp,
         coverage={z: {"service": acc.coverage_service[z], "truth": acc.coverage_truth[z]} for z in acc.coverage_service},

@@ -169,10 +169,17 @@ def pulse_chart_errors(placed: Sequence[PlacedPulse], truths: Sequence[FrameTrut
 
 def tip_chart_errors(frames: Sequence[FrameRecord], gt: Sequence[GTFrame]) -> list[float]:
     """Per contact frame where the service mapped the tip: |service chart point - true chart point| (mm)."""
-    out = []
+    return [e for errors in tip_chart_errors_by_zone(frames, gt).values() for e in errors]
+
+
+def tip_chart_errors_by_zone(frames: Sequence[FrameRecord], gt: Sequence[GTFrame]) -> dict[str, list[float]]:
+    """The same, by the true zone under the tip (the chart's stretch differs: the face's edge maps a pixel to
+    more chart millimetres than its middle)."""
+    out: dict[str, list[float]] = {}
     for r, g in _pairs(frames, gt):
         if g.contact and g.face_found and r.zone is not None and r.zone.chart_mm is not None:
-            out.append(math.hypot(r.zone.chart_mm[0] - g.chart_u_mm, r.zone.chart_mm[1] - g.chart_v_mm))
+            out.setdefault(g.true_zone or "none", []).append(
+                math.hypot(r.zone.chart_mm[0] - g.chart_u_mm, r.zone.chart_mm[1] - g.chart_v_mm))
     return out
 
 

@@ -107,6 +107,12 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
     out += _table(["face", "set", "sessions", "tip error mm", "usable share", "first deny reason", ">3σ", ">3σ chart",
                    "permit excl", "cov pp"], rows)
 
+    by_zone = total.get("tip_chart_error_mm_by_zone") or {}
+    if by_zone:
+        out += ["", "Tip chart error in contact by true zone, all sessions (mm: median/p90/max (n))"]
+        rows = [[z, _tip(st)] for z, st in sorted(by_zone.items(), key=lambda kv: -(kv[1].get("median") or 0))]
+        out += _table(["zone", "tip error"], rows)
+
     failed = [s for s in sessions if s["status"] != "ok"]
     if failed:
         out += ["", f"{len(failed)} session(s) failed:"]

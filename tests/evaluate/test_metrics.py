@@ -11,7 +11,7 @@ import pytest
 from guidance.evaluate.chain import MAX_PASSES_LIMIT, write_lifted_plan
 from guidance.evaluate.evaluation import Pool, SessionResult, checklist
 from guidance.evaluate.metrics import (calibration, gate_sigma, permit_safety, place_pulses, pulse_chart_errors,
-                                       pulse_safety, stats, tip_chart_errors, truth_exposure, usable_permit_share)
+                                       pulse_safety, stats, tip_chart_errors, tip_chart_errors_by_zone, truth_exposure, usable_permit_share)
 from guidance.evaluate.truth import PlanTruth
 from guidance.session.records import FaceRecord, FrameRecord, GateRecord, TipRecord, ZoneRecord
 from guidance.sim.ground_truth import GTFrame
@@ -118,6 +118,7 @@ def test_tip_chart_error_only_in_contact_and_where_the_service_mapped_the_tip(at
     frames = [record(0, chart=(CHEEK[0] + 3, CHEEK[1] - 4)), record(1, chart=(0.0, 0.0)), record(2, chart=None),
               record(3, chart=(0.0, 0.0))]
     assert tip_chart_errors(frames, gt) == [pytest.approx(5.0)]
+    assert tip_chart_errors_by_zone(frames, gt) == {"cheek_left": [pytest.approx(5.0)]}
     s = stats([1.0, 2.0, 3.0, float("nan"), None])
     assert s["n"] == 3 and s["median"] == 2.0 and s["max"] == 3.0
     assert stats([]) == {"n": 0}
@@ -183,7 +184,8 @@ def test_the_checklist_says_which_target_is_missed(truth, atlas, tmp_path):
     def figures(tip_errors, share_permitted, exclusion_permits=0, cov=1.0):
         return SessionFigures(
             permits=SafetyCount(exclusion_contact=exclusion_permits), permits_lifted=SafetyCount(),
-            pulses=SafetyCount(), pulses_fired=3, pulses_placed=3, tip_errors_mm=tip_errors, pulse_errors_mm=[],
+            pulses=SafetyCount(), pulses_fired=3, pulses_placed=3, tip_errors_by_zone={"chin": tip_errors},
+            pulse_errors_mm=[],
             coverage_max_diff_pp=cov, coverage={}, usable=UsableShare(10, 10, 0, 0, 10, share_permitted, {}),
             calibration=Calibration(100, 0, 0, {}, []), health={}, contact_frames=100, violations_recorded=0,
             exposure={})
