@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from guidance.errors import UserError
 from guidance.evaluate import chain
 from guidance.evaluate.metrics import (Calibration, SafetyCount, UsableShare, calibration, permit_safety, place_pulses,
                                        pulse_chart_errors, pulse_safety, run_health, stats, tip_chart_errors_by_zone,
@@ -70,6 +71,8 @@ def judge_session(folder: str | Path) -> SessionFigures:
     sim_info = json.loads((sim / "info.json").read_text())
     session = open_session(folder / chain.RECORDING, quiet=True)
     lifted = open_session(folder / chain.LIFTED, quiet=True)
+    if not session.frames:
+        raise UserError("the recording has no readable frame", path=folder / chain.RECORDING / "frames.jsonl")
     plan = session.plan()
     truth = PlanTruth(plan)
     truths = truth.judge_all(gt)
