@@ -34,6 +34,7 @@ SECTIONS = {
     "profiles": "calibration",  # default handpiece and head-band profiles
     "plans": "plans",  # example treatment plans
     "paths": "paths",  # simulation paths
+    "face_sets": ".",  # which faces train and which evaluate (face_sets.yaml)
 }
 
 
@@ -89,6 +90,29 @@ def bundled_names(kind: str, directory: Path | None = None) -> list[str]:
     return sorted((read_manifest(directory).get(kind) or {}).keys())
 
 
+def is_file(path: str | Path) -> bool:
+    """Path.is_file() that answers False, not an exception, for a name the OS cannot look up (too long, NUL)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: str | Path) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def expand_user(name: str) -> Path:
+    """`~/plans/x.yaml` made absolute; a `~user` that does not exist stays as written (and is then not found)."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
+
+
 def user_or_bundled(arg: str | Path, kind: str, *, what: str) -> Path:
     """A user's file if `arg` names one; else a bundled file of that name (``full_face`` or ``full_face.yaml``).
 
@@ -96,7 +120,7 @@ def user_or_bundled(arg: str | Path, kind: str, *, what: str) -> Path:
     wheel installed anywhere can run `guidance plan check full_face` or `guidance demo` without a checkout.
     """
     p = Path(arg)
-    if p.exists():
+    if exists(p):
         return p
     name = p.name[:-5] if p.name.endswith(".yaml") else p.name
     if len(p.parts) == 1 and name in (read_manifest().get(kind) or {}):

@@ -15,24 +15,90 @@ from typing import Any
 import yaml
 
 from guidance.errors import UserError
-from guidance.resources import check_if_bundled
+from guidance.resources import check_if_bundled, exists, is_file
+
+
+# A settings file is small and shallow; these bound what a damaged or hostile one can cost to read.
+MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 40  # nested lists and mappings
+MAX_VALUES = 200_000  # values once aliases are expanded (a "billion laughs" file stops here)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML would keep the last silently:
+    two `margin_mm:` lines in a plan must not mean "whichever came second")."""
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: the constructor below says so
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _check_shape(doc: Any, path: Path) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH or expanding (through aliases) to more than MAX_VALUES."""
+    stack = [(doc, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"too large: more than {MAX_VALUES} values (aliases expanding?)", path=path)
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise UserError(f"nested more than {MAX_DEPTH} levels deep", path=path)
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
 
 
 def read_yaml(path: str | Path, what: str = "file") -> Any:
     """The parsed document; a missing file or bad YAML is a UserError naming the file (and the line)."""
     path = Path(path)
-    if not path.is_file():
+    if exists(path) and not is_file(path):
+        raise UserError(f"is a folder, not a {what}" if path.is_dir() else f"not a regular file (a {what} is expected)",
+                        path=path)
+    if not is_file(path):
         raise UserError(f"{what} not found", path=path)
     check_if_bundled(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not valid YAML{where}"
-        raise UserError(why, path=path) from None
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"too large for a {what} ({path.stat().st_size} bytes)", path=path)
+        text = path.read_bytes().decode("utf-8")
+        if text.startswith("\ufeff"):
+            text = text[1:]  # a UTF-8 byte-order mark (Windows editors) is not part of the document
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(_why(exc), path=path) from None
     except OSError as exc:
         raise UserError(f"cannot be read ({exc.strerror})", path=path) from None
+    _check_shape(doc, path)
+    return doc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, RecursionError):
+        return f"nested more than {MAX_DEPTH} levels deep"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    problem = " ".join(str(problem).split()) if problem else ""
+    if len(problem) > 80:
+        problem = problem[:77] + "..."
+    return f"not valid YAML{where}" + (f": {problem}" if problem else "")
 
 
 def _non_finite(doc: Any, at: tuple = ()) -> tuple | None:

@@ -53,6 +53,12 @@ def test_the_wheel_carries_every_bundled_file(installed):
         for entry in manifest[kind].values():
             assert f"guidance/data/{entry['file']}" in names, entry["file"]
     assert not any(n.startswith(("tests/", "models/", "experiments/")) for n in names)
+    # the report's templates, and the console's templates, static files and migrations
+    pkg = ROOT / "guidance"
+    for folder in ("review/templates", "console/templates", "console/static", "console/migrations"):
+        for f in (pkg / folder).rglob("*"):
+            if f.is_file() and "__pycache__" not in f.parts:
+                assert f"guidance/{f.relative_to(pkg).as_posix()}" in names, f
 
 
 def test_plan_check_on_a_bundled_plan_from_an_empty_folder(installed):

@@ -116,7 +116,7 @@ def bench_run(video: str | Path, plan: str | Path, *, frames: int | None = None)
     with tempfile.TemporaryDirectory() as tmp:
         generate(f"{tmp}/keys")
         opts = RunOptions(source=str(video), plan=str(plan), publish="tcp://127.0.0.1:*", report="tcp://127.0.0.1:*",
-                          keys=f"{tmp}/keys", record=f"{tmp}/session", headless=True, out=f"{tmp}/overlay.mp4",
+                          keys=f"{tmp}/keys", record=f"{tmp}/session", headless=True, out=f"{tmp}/overlay.mkv",
                           arm=True, max_frames=frames, linger_s=0.1)
         s = run_session(opts)
         session = open_session(f"{tmp}/session")

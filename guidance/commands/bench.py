@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=_size, default=(640, 480), help="resize frames to WxH (default 640x480) or 'native'")
     p.add_argument("--raw", action="store_true", help="no temporal smoothing")
     p.add_argument("--handpiece", metavar="PROFILE.yaml", help="handpiece profile for the marker stage (default: the bundled handpiece_default)")
+    p.add_argument("--console", action="store_true", help="with --stage run: the same session without and with "
+                   "`guidance console` and a headless chromium watching its live page; the difference is the console's cost")
+    p.add_argument("--rounds", type=int, default=1, help="with --console: pairs of runs, alternating (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -82,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
         b = run_bridge_bench(n=min(max(args.frames, 200), 2000), curve=True)
         result["bridge"] = b
         text.append("permit bridge (loopback, CURVE on): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in b.items()))
-    if "run" in args.stage:
+    if "run" in args.stage and args.console:
+        from guidance.bench.console import bench_console, format_console
+        c = bench_console(args.video, frames=args.frames, rounds=args.rounds)
+        result["console"] = c
+        text.append(format_console(c))
+    elif "run" in args.stage:
         r = bench.bench_run(args.video, args.plan)
         result["run"] = r
         text.append(f"live app (real time, overlay + recording + CURVE): {r['frames']} frames, recorded {r['recorded_frames']} "

@@ -7,6 +7,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
+from guidance.outputs import output_file
 from guidance.errors import UserError
 from guidance.vision.capture.calibration import calibrate_from_frames
 from guidance.vision.capture.camera import CameraModel
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_camera(args: argparse.Namespace) -> int:
+    output_file(args.output, "--output", what="calibration file")  # before the frames, not after
     with open_source(args.source) as source:
         frames = ((f.index, f.image) for f, _ in zip(source, range(args.max_frames)))
         result = calibrate_from_frames(frames, CharucoDesign(), max_views=args.max_views, source=str(args.source))
@@ -59,6 +61,8 @@ def run_camera(args: argparse.Namespace) -> int:
 
 
 def run_handpiece(args: argparse.Namespace) -> int:
+    if args.output:
+        output_file(args.output, "--output", what="profile file")
     profile = load_handpiece_profile(args.profile)
     poses: list[RigidPose] = []
     with open_source(args.source) as source:

@@ -38,6 +38,8 @@ from guidance.device_bridge.controller.gate import (LINK_HANDSHAKE_FAILED, LINK_
                                                     ControllerLink, LinkKeys)
 from guidance.errors import UserError
 
+INPUT_POLL_NS = 5_000_000  # longest wait of the loop: trigger and contact are sampled at least this often
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller-sim", help="simulated pulse controller using the reference fail-closed gate")
@@ -133,6 +135,19 @@ class ContactTruth:
         return 0 <= i < len(self.contact) and self.contact[i]
 
 
+def loop_wait_ms(now_ns: int, next_pulse_ns: int, next_status_ns: int) -> int:
+    """How long the loop may sleep in poll (docs/protocol.md §9).
+
+    Until the next status is due, or the next pulse falls due, at most 5 ms (trigger and contact are sampled that
+    often). A pulse that is due but refused waits for a new permit, whose arrival ends the poll at once: the wait is
+    never 0 then, or the loop spins a core while the trigger is held and the gate says no. Rounded up to whole ms, so
+    a sub-millisecond wait does not become poll(0) either.
+    """
+    to_pulse = next_pulse_ns - now_ns
+    wait_ns = min(next_status_ns - now_ns, to_pulse if to_pulse > 0 else INPUT_POLL_NS, INPUT_POLL_NS)
+    return max(0, -(-wait_ns // 1_000_000))
+
+
 def _schedule(text: str) -> tuple[float, float]:
     try:
         on, off = (float(x) for x in text.split(","))
@@ -209,8 +224,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         while not stop["flag"] and (end is None or time.monotonic_ns() < end):
             now = clock()
-            wait_ns = max(0, min(next_pulse - now, next_status - now, 5_000_000))
-            for v in link.poll(int(wait_ns // 1_000_000)):
+            for v in link.poll(loop_wait_ms(now, next_pulse, next_status)):
                 if v.value not in ("accepted", "accepted_deny"):
                     emit("rejected", verdict=v.value)
             for lstate, detail in link.link_changes():
@@ -241,7 +255,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 trigger = False
             if trigger and now >= next_pulse and (contact or lifted_ok):
-                permit = gate.fire(now)  # the handpiece switches on only at skin contact (unless misbehaving)
+                # the handpiece switches on only at skin contact (unless misbehaving), and never while a pulse report
+                # is still waiting for room in the send queue (§4.3: a pulse that cannot be reported is not delivered)
+                permit = gate.fire(now) if not link.backlog else None
                 if permit is not None:
                     link.report_pulse(now, permit, duration_us=args.pulse_us, intensity_pct=args.intensity_pct,
                                       contact=contact)
@@ -260,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
                 link.send_status(trigger)
                 next_status = now + int(args.status_ms * 1e6)
     finally:
+        try:
+            link.send_status(False)  # the final count (§4.3): a lost last pulse report still shows up as `missing`
+        except Exception:  # noqa: BLE001 - closing must not fail on a last status
+            pass
         emit("stop", pulses=link.pulses)
         link.close(drain_ms=500)
         if log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from guidance.outputs import output_file
 from guidance.vision.capture.camera import load_camera
 from guidance.vision.face.track_video import track_video
 from guidance.vision.capture.video_out import save_npy_atomic
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_file(args.output, "--output", what=".npy file")  # before minutes of tracking, not after
+    if args.annotated:
+        output_file(args.annotated, "--annotated", what="video file")
     camera = load_camera(args.camera_calibration) if args.camera_calibration else None
     result = track_video(args.video, raw=args.raw, camera=camera, annotated=args.annotated)
     save_npy_atomic(args.output, result.landmarks)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from guidance.errors import UserError
+from guidance.errors import UserError, native_stderr_silenced
 from guidance.vision.capture.camera import load_camera
 from guidance.vision.face.tracker import FaceTracker, TrackerConfig
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.image)
     if not path.is_file():
         raise UserError("image not found", path=path)
-    image = cv2.imread(str(path))
+    with native_stderr_silenced():  # libjpeg's own complaints about a damaged file: we say it once
+        image = cv2.imread(str(path))
     if image is None:
         raise UserError("not a readable image", path=path)
     h, w = image.shape[:2]

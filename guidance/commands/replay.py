@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 
 from guidance.errors import UserError
+from guidance.outputs import output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,22 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from guidance.session.reader import open_session
     from guidance.review.player import PlayOptions, parse_keys, play, snapshot
-    from guidance.review.timeline import build_timeline
+    from guidance.review.timeline import build_timeline, session_notes
 
     if args.snapshot is not None and not args.output:
         raise UserError("--snapshot needs -o PNG", field="--output")
     if args.headless and args.snapshot is None and not args.out and not args.screenshot:
         raise UserError("headless replay needs --out VIDEO, --snapshot FRAME -o PNG or --screenshot PNG",
                         field="--headless")
-    if not args.speed > 0:
-        raise UserError("must be positive", field="--speed")
+    if not (args.speed > 0 and math.isfinite(args.speed)):
+        raise UserError("must be a positive number", field="--speed")
+    for value, flag in ((args.out, "--out"), (args.output, "--output"), (args.screenshot, "--screenshot")):
+        if value:
+            output_file(value, flag)  # before the recording is read, not after it has been played
     keys = parse_keys(args.keys) if args.keys else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once below, in plain words
         session = open_session(args.session)
-    for w in session.warnings:
-        print(f"guidance replay: warning: {args.session}: {w}", file=sys.stderr)
-    tl = build_timeline(session)
+    tl = build_timeline(session)  # a recording with nothing to play is refused before any warning
+    for note in session_notes(session):  # damage and a cut, one line each; the player shows what it can
+        print(f"guidance replay: warning: {args.session}: {note}", file=sys.stderr)
     if args.snapshot is not None:
         snapshot(tl, args.snapshot, args.output)
         print(f"snapshot: {args.output}")

@@ -21,13 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true", help="no CURVE (development and tests only)")
     p.add_argument("--record", metavar="DIR", help="record the session into a new folder")
     p.add_argument("--headless", action="store_true", help="no window")
-    p.add_argument("--out", metavar="VIDEO.mp4", help="write the overlay video")
+    p.add_argument("--out", metavar="VIDEO.mkv", help="write the overlay video (Matroska: stays playable if the run "
+                   "is killed)")
     p.add_argument("--arm", action="store_true", help="arm at start (scripted sessions; live use arms with the key)")
-    p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible")
+    p.add_argument("--no-realtime", action="store_true", help="process a video file as fast as possible (each frame "
+                   "stamped when read, as a camera stamps what it grabs)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--start-at-ns", type=int, metavar="T", help="a video file's playback starts at this monotonic "
                    "time (ns): frame i is released at T + i/fps (simulated sessions, with controller-sim --t0-ns)")
     p.add_argument("--face-lost-disarm-s", type=float, default=1.0, help="disarm after the face is lost this long")
+    p.add_argument("--loop", action="store_true", help="play a video file again and again, like a camera (kiosk, demo)")
+    p.add_argument("--operator", help="who treats (written into the recording and shown in its report)")
+    p.add_argument("--client", help="the client's reference (written into the recording and shown in its report)")
+    p.add_argument("--control", metavar="tcp://127.0.0.1:PORT",
+                   help="let a console (`guidance console`) drive this session over a local channel: arm/disarm/pause/"
+                        "resume/stop and a heartbeat; disarms when the console or its browser goes away")
+    p.add_argument("--control-fps", type=float, default=15.0, help="overlay pictures a second to the console (default 15)")
+    p.add_argument("--control-orphan-stop-s", type=float, default=30.0,
+                   help="stop the session when no console has been heard for this long (default 30)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
                       camera_calibration=args.camera_calibration, publish=args.publish, report=args.report,
                       keys=args.keys, insecure=args.insecure, record=args.record, headless=args.headless,
                       out=args.out, arm=args.arm, realtime=not args.no_realtime, max_frames=args.max_frames,
-                      face_lost_disarm_s=args.face_lost_disarm_s, start_at_ns=args.start_at_ns)
+                      face_lost_disarm_s=args.face_lost_disarm_s, start_at_ns=args.start_at_ns,
+                      operator=args.operator, client=args.client, control=args.control, control_fps=args.control_fps,
+                      control_orphan_stop_s=args.control_orphan_stop_s, loop=args.loop)
     s = run_session(opts)
     for line in summary_lines(s):
         print(line)

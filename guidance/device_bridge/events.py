@@ -13,7 +13,8 @@ state; the others say what they are: "rejected", "key_refused",
 
 Floods stay bounded: rejected frames, refused keys and failed handshakes are
 counted per (kind, source) and reported at most once per `window_ns` (1 s)
-each — the first at once, the rest as one record carrying their count.
+each — the first at once as a record of its own (count 1), the rest as one
+record per window carrying their count.
 """
 
 from __future__ import annotations
@@ -173,31 +174,41 @@ class RateLimitedCounter:
     """Counts occurrences per key and releases at most one record per key per window.
 
     `add(key, t_ns, detail)` counts one; `due(t_ns)` returns (key, count,
-    total, t_first, t_last, detail) for every key whose window has passed and
-    that has something pending; `flush(t_ns)` returns all pending. The first
-    occurrence of a key is due at once, so a single reject is reported
-    without a second's delay; a flood becomes one record per key per window.
-    Single-threaded: the bridge's receive thread owns it.
+    total, t_first, t_last, detail) for every record ready to go out;
+    `flush(t_ns)` returns all pending. The first occurrence of a key (or the
+    first after a quiet window) is a record of its own, `count` = 1, due at
+    once, however many more arrive before the next `due()`: so a single
+    reject is reported without a second's delay and the first record always
+    says 1 (docs/protocol.md §7.3). Every later occurrence is counted into
+    the next record, released a window after the previous one: a flood
+    becomes one record per key per window. Single-threaded: the bridge's
+    receive thread owns it.
     """
 
     def __init__(self, window_ns: int = 1_000_000_000):
         self.window_ns = window_ns
         self.totals: dict[tuple, int] = {}
-        self._pending: dict[tuple, list] = {}  # key -> [count, t_first, t_last, detail]
+        self._ready: list[tuple[tuple, int, int, int, int, str]] = []  # first occurrences, due at once
+        self._pending: dict[tuple, list] = {}  # key -> [count, t_first, t_last, detail, total]
         self._t_last_out: dict[tuple, int] = {}
 
     def add(self, key: tuple, t_ns: int, detail: str = "", n: int = 1) -> None:
-        self.totals[key] = self.totals.get(key, 0) + n
+        self.totals[key] = total = self.totals.get(key, 0) + n
         p = self._pending.get(key)
-        if p is None:
-            self._pending[key] = [n, t_ns, t_ns, detail]
+        last = self._t_last_out.get(key)
+        if p is None and (last is None or t_ns - last >= self.window_ns):
+            self._ready.append((key, n, total, t_ns, t_ns, detail))  # a record of its own, out at once
+            self._t_last_out[key] = t_ns  # the window counts from this occurrence
+        elif p is None:
+            self._pending[key] = [n, t_ns, t_ns, detail, total]
         else:
             p[0] += n
             p[2] = t_ns
             p[3] = detail
+            p[4] = total
 
     def due(self, t_ns: int) -> list[tuple[tuple, int, int, int, int, str]]:
-        out = []
+        out, self._ready = self._ready, []
         for key in list(self._pending):
             last = self._t_last_out.get(key)
             if last is None or t_ns - last >= self.window_ns:
@@ -205,12 +216,13 @@ class RateLimitedCounter:
         return out
 
     def flush(self, t_ns: int) -> list[tuple[tuple, int, int, int, int, str]]:
-        return [self._take(key, t_ns) for key in list(self._pending)]
+        out, self._ready = self._ready, []
+        return out + [self._take(key, t_ns) for key in list(self._pending)]
 
     def _take(self, key: tuple, t_ns: int) -> tuple[tuple, int, int, int, int, str]:
-        count, t_first, t_last, detail = self._pending.pop(key)
+        count, t_first, t_last, detail, total = self._pending.pop(key)
         self._t_last_out[key] = t_ns
-        return key, count, self.totals[key], t_first, t_last, detail
+        return key, count, total, t_first, t_last, detail
 
 
 EVENT_TYPES = (LinkEvent, RejectEvent, KeyRefusedEvent, HandshakeFailedEvent, ServiceStallEvent)

@@ -25,6 +25,8 @@ class PermitPublisher:
         self.seq = 0
         self.log = PermitLog(boot)
         self.dropped = 0
+        self.last_ttl_ms: int | None = None  # the TTL of the newest permit published (the session's, from the plan)
+        self.t_grant_end_ns: int | None = None  # the latest `t_capture_ns + ttl` of any permit:true published
 
     def publish(self, d: GateDecision) -> Permit:
         """Encode and send one decision; the returned Permit is exactly what went out."""
@@ -37,6 +39,10 @@ class PermitPublisher:
         )
         data = msg.encode()
         self.log.add(msg)
+        self.last_ttl_ms = msg.ttl_ms
+        if msg.permit:
+            end = msg.t_capture_ns + msg.ttl_ms * 1_000_000
+            self.t_grant_end_ns = end if self.t_grant_end_ns is None else max(self.t_grant_end_ns, end)
         try:
             self.sock.send(data, zmq.NOBLOCK)
         except zmq.Again:

@@ -26,6 +26,7 @@ What the run loop does with it (docs/protocol.md §10):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import secrets
 import threading
 import time
@@ -49,6 +50,7 @@ from guidance.gate import GateDecision, GatePolicy, Reason, deny
 
 DEFAULT_PERMIT_ENDPOINT = "tcp://127.0.0.1:5571"
 DEFAULT_REPORT_ENDPOINT = "tcp://127.0.0.1:5572"
+MAX_END_WAIT_S = 2.0  # end_session() never waits longer than this for the last pulses (TTL ≤ 100 ms + grace)
 RECEIVE_BATCH = 256  # frames handled per receive-loop turn: the lock is never held long, even in a flood
 _HANDSHAKE_EVENTS: dict[int, str] = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol", zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail"}
 
@@ -145,6 +147,8 @@ class BridgeService:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive_loop, name="bridge-receiver", daemon=True)
         self.session_ended = False
+        self.stopping = False  # end_session() began: every decision published from now on is a deny
+        self.final_deny: Permit | None = None
         self.closed = False
         self._thread.start()
 
@@ -206,8 +210,14 @@ class BridgeService:
 
     # -- hot path ------------------------------------------------------------
     def publish(self, decision: GateDecision) -> Permit:
-        """Send this frame's decision; also records the tip for pulse attribution."""
+        """Send this frame's decision; also records the tip for pulse attribution.
+
+        Once `end_session()` has begun, a permit is sent as a `service_stopping` deny: no pulse may be granted that
+        the session record could no longer account for.
+        """
         with self.lock:
+            if self.stopping and decision.permit:
+                decision = self._stopping_deny(decision.t_capture_ns)
             self.track.add(TipSample(decision.t_capture_ns, decision.tip_u, decision.tip_v, decision.zone,
                                      decision.tip_u is not None and decision.tip_v is not None))
             return self.publisher.publish(decision)
@@ -282,22 +292,39 @@ class BridgeService:
             "receiver_errors": self.receiver_errors,
         }
 
-    def end_session(self) -> None:
-        """Stop taking reports, and record every pulse a controller announced but never reported as missing.
+    def end_session(self, final_deny: bool = True) -> None:
+        """Stop granting, let the last pulses and their reports in, then record every pulse announced but not reported.
 
-        A lost last report leaves no gap in the numbering for a later report to
-        reveal, and after the session nothing later will come: so whatever the
-        newest status of each controller boot counted (`pulses`) and did not
-        arrive is a `missing` violation now, without waiting out the grace.
-        Reports already received are handled first. The outcomes come out of
-        the next `poll()` (and are in `violations`), with every event still
-        held back by the once-a-second limit; so a caller that records the
-        session calls this, then `poll()`, before closing its record; a
-        caller that wants reports still in flight to count lingers first.
-        Idempotent; `close()` calls it.
+        In order (docs/protocol.md §4.3, "End of a session"):
+
+        1. Unless `final_deny` is False, publish the final deny (`service_stopping`, the session's TTL); from now on
+           `publish()` sends only denies.
+        2. Keep receiving until no pulse fired under a permit of this session can still be on its way: the last
+           permit:true's window (`t_capture_ns + ttl`), or 10 ms (the revocation grace, §6.1) after the final deny
+           if that is sooner, plus the report grace (300 ms). Nothing to wait for if that time has passed.
+        3. Stop reception, take in what has arrived, and record every pulse announced by the newest status of each
+           controller boot and not received as `missing` at once (a lost last report leaves no gap in the numbering
+           for a later report to reveal, and after the session nothing later will come).
+
+        The outcomes come out of the next `poll()` (and are in `violations`), with every event still held back by
+        the once-a-second limit; so a caller that records the session calls this, then `poll()`, before closing its
+        record. Idempotent; `close()` calls it.
         """
         if self.session_ended:
             return
+        with self.lock:  # no grant can be published after this
+            self.stopping = True
+        if final_deny:
+            self._publish_final_deny()
+        t_quiet = self.publisher.t_grant_end_ns
+        if t_quiet is not None:
+            if self.final_deny is not None:
+                t_quiet = min(t_quiet, self.final_deny.t_publish_ns
+                              + int(self.attributor.revocation_grace_ms * 1_000_000))
+            wait_s = (t_quiet + int(self.attributor.report_grace_ms * 1_000_000) - self.clock()) / 1e9
+            t_end = time.monotonic() + min(wait_s, MAX_END_WAIT_S)  # real time: bounded whatever `clock` is
+            while self._thread.is_alive() and time.monotonic() < t_end:
+                time.sleep(min(0.01, max(0.0, t_end - time.monotonic())))
         self.session_ended = True
         self._stop.set()
         self._thread.join(timeout=5)
@@ -312,16 +339,25 @@ class BridgeService:
         if pulses:
             self._out.append((pulses, []))
 
+    def _stopping_deny(self, t_capture_ns: int) -> GateDecision:
+        """A `service_stopping` deny with the TTL the session's permits carried (the plan's), not the default."""
+        d = deny(self.policy, Reason.SERVICE_STOPPING, t_capture_ns=t_capture_ns, now_ns=self.clock())
+        ttl = self.publisher.last_ttl_ms
+        return dataclasses.replace(d, ttl_ms=ttl) if ttl is not None else d
+
+    def _publish_final_deny(self) -> None:
+        if self.final_deny is not None:
+            return
+        now = self.clock()
+        with self.lock:
+            self.final_deny = self.publisher.publish(self._stopping_deny(now))
+        self.pub.linger = 100
+
     def close(self, final_deny: bool = True) -> None:
         """Say deny once more (so controllers stop before their TTL runs out), account for every pulse, close."""
         if self.closed:
             return
-        if final_deny:
-            now = self.clock()
-            with self.lock:
-                self.publisher.publish(deny(self.policy, Reason.SERVICE_STOPPING, t_capture_ns=now, now_ns=now))
-            self.pub.linger = 100
-        self.end_session()
+        self.end_session(final_deny=final_deny)
         self._teardown()
         self.closed = True
 

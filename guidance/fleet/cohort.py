@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from guidance.review.report import CSS, DENY_TEXT, VIOLATION_TEXT, _e, _kv_table, _reason_css, _when, bars_svg
+from guidance.review.templating import TEMPLATES
+from guidance.review.report import DENY_TEXT, VIOLATION_TEXT, _e, _kv_table, _reason_css, _when, bars_svg
 
 NOT_RECORDED = "not recorded"
 GROUPS = (("plan", "Per plan"), ("operator", "Per operator"), ("clinic", "Per clinic"))
@@ -261,7 +262,7 @@ def cohort_html(run: Any) -> str:
     parts += [_coverage_table(rows, compare), den, vio, _recordings_table(results, compare, command == "retrack"),
               _failures(results)]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            f"<title>{_e(title)}</title><style>{report_css()}</style></head><body>"
             f"<h1>{_e(title)}</h1><p>Made by guidance fleet review from {len(results)} recording(s) on "
             f"{datetime.now().strftime('%Y-%m-%d %H:%M')}; the tables for analysts are cohort.csv and "
             f"cohort_zones.csv beside this file.</p>{''.join(parts)}</body></html>\n")
@@ -362,3 +363,8 @@ def write_cohort(run: Any) -> None:
     _write_atomic(run.out / "cohort.csv", _csv_text(cols, rows))
     _write_atomic(run.out / "cohort_zones.csv", _csv_text(ZONE_COLUMNS, zone_rows(run.results)))
     _write_atomic(run.out / "cohort.html", cohort_html(run))
+
+
+def report_css() -> str:
+    """The report's style sheet (guidance/review/templates/report.css), so the cohort page looks like the report."""
+    return (TEMPLATES / "report.css").read_text(encoding="utf-8")

@@ -3,7 +3,8 @@
 The newest frame wins: the hot path hands each frame over without waiting, and
 when drawing falls behind, frames are dropped here (counted) rather than delaying
 a permit. Keys pressed in the window are queued for the run loop, which applies
-them before the next frame's decision.
+them before the next frame's decision. With a console attached (`--control`), the
+same picture goes to it as a JPEG, at most `frame_fps` a second, encoded here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import threading
 import cv2
 import numpy as np
 
+from guidance.live.control import state_json
 from guidance.live.overlay import OverlayState, draw_overlay
-from guidance.vision.capture.video_out import AtomicVideoWriter
+from guidance.vision.capture.video_out import StreamVideoWriter
 
 WINDOW = "guidance"
 
@@ -23,15 +25,16 @@ WINDOW = "guidance"
 class Display:
     """Overlay rendering + window/video writing on its own thread; the newest frame wins."""
 
-    def __init__(self, *, window: bool, out: str | None, fps: float):
+    def __init__(self, *, window: bool, out: str | None, fps: float, control=None):
         self.window = window
         self.out = out
         self.fps = fps
+        self.control = control  # a ControlServer: the console gets the same picture (rate-limited, JPEG)
         self.q: queue.Queue = queue.Queue(maxsize=4)
         self.keys: queue.Queue[int] = queue.Queue()
         self.dropped = 0
         self.written = 0
-        self._writer: AtomicVideoWriter | None = None
+        self._writer: StreamVideoWriter | None = None  # Matroska: playable even after a kill -9
         self._thread = threading.Thread(target=self._run, name="overlay", daemon=True)
         self._error: BaseException | None = None
         self._thread.start()
@@ -52,11 +55,16 @@ class Display:
                 if item is None:
                     break
                 image, state, finish = item
+                to_console = self.control is not None and self.control.frame_due()
+                if not (self.window or self.out or to_console):
+                    continue  # only a console listens, and its next picture is not due yet
                 finish(state)
                 img = draw_overlay(image, state)
+                if to_console:
+                    self.control.offer_frame(img, state_json(state))
                 if self.out:
                     if self._writer is None:
-                        self._writer = AtomicVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+                        self._writer = StreamVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
                     self._writer.write(img)
                     self.written += 1
                 if self.window:

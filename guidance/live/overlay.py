@@ -64,6 +64,9 @@ class OverlayState:
     pulses: int = 0
     violations: int = 0
     layers: dict[str, bool] = field(default_factory=lambda: {"zones": True, "coverage": True, "inset": True, "mesh": False})
+    frame_index: int = -1  # for the console: which frame, and how long the session has run
+    elapsed_s: float = 0.0
+    key_refusals: int = 0  # controller keys refused (not on the allow-list) so far
 
 
 def _text(img, s, org, scale, colour=WHITE, thick=2):

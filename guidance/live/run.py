@@ -5,10 +5,19 @@ wrong (plan, handpiece profile, calibration, camera, busy port, models). Once
 running, the service starts DISARMED; the practitioner arms it (key `a`, or
 `--arm` for scripted sessions). It disarms on quit, on a fault, and when the
 face has been lost for longer than `face_lost_disarm_s`.
+
+With `--control tcp://127.0.0.1:PORT` a console (`guidance console`) drives the
+session over a local channel (`guidance/live/control.py`): its commands are
+applied between frames, where the window's keys are, and the session disarms
+when the console's heartbeat stops or no browser watches it.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import queue
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,14 +30,16 @@ from guidance import __version__
 from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.errors import UserError
 from guidance.live.display import Display
+from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
 from guidance.session.writer import SessionRecorder
-from guidance.vision.capture.camera import load_camera
-from guidance.vision.capture.sources import open_source
+from guidance.vision.capture.camera import check_camera_fits, load_camera
+from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
+from guidance.vision.capture.video_out import STREAM_SUFFIXES
 from guidance.vision.handpiece.profiles import load_handpiece_profile
 from guidance.yamlfile import read_yaml
 from guidance.zones.plan import load_plan
@@ -56,6 +67,12 @@ class RunOptions:
     face_lost_disarm_s: float = 1.0
     linger_s: float = 0.5  # keep taking pulse reports after the last frame
     quiet: bool = False
+    operator: str | None = None  # who treats (written into the recording's info)
+    client: str | None = None  # whom (the console's client reference)
+    control: str | None = None  # console control endpoint to bind, e.g. tcp://127.0.0.1:5580
+    control_fps: float = 15.0  # overlay pictures a second to the console
+    control_orphan_stop_s: float = 30.0  # stop when no console has been heard for this long
+    loop: bool = False  # play a video file again and again, like a camera
 
 
 @dataclass
@@ -83,7 +100,10 @@ def _snapshot_yaml(path: Path) -> dict:
 
 
 def _startup(opts: RunOptions):
-    """Everything a user can get wrong, checked before anything starts."""
+    """Everything a user can get wrong in the files and numbers, checked before anything starts."""
+    if opts.control and opts.arm:
+        raise UserError("with a console, arming is the console's (confirmed) decision", field="--arm")
+    _check_options(opts)
     plan = load_plan(opts.plan)
     profile = load_handpiece_profile(opts.handpiece or plan.handpiece_profile)
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
@@ -92,6 +112,46 @@ def _startup(opts: RunOptions):
     for name in ("face_detection_short_range", config.tracker.landmark_model):
         verified_path(name)
     return plan, profile, camera, config, manifest
+
+
+def _check_options(opts: RunOptions) -> None:
+    """The numbers and the output paths: a wrong one ends here, before a port, a camera or a file is opened."""
+    if opts.max_frames is not None and opts.max_frames < 1:
+        raise UserError("must be at least 1", field="--max-frames")
+    if not (math.isfinite(opts.face_lost_disarm_s) and 0 < opts.face_lost_disarm_s <= 3600):
+        raise UserError("must be a number of seconds above 0 (at most 3600)", field="--face-lost-disarm-s")
+    if opts.start_at_ns is not None and not _is_video_file(opts.source):
+        raise UserError("only for a video file played in real time", field="--start-at-ns")
+    if opts.start_at_ns is not None and not opts.realtime:
+        raise UserError("only for a video file played in real time (not with --no-realtime)", field="--start-at-ns")
+    if opts.record:
+        new_folder(opts.record, "--record")
+    if opts.out:
+        if Path(opts.out).suffix.lower() not in STREAM_SUFFIXES:
+            raise UserError("the overlay video is Matroska, which stays playable if the run is killed: "
+                            "give a name ending in .mkv", path=opts.out, field="--out")
+        output_file(opts.out, "--out", what="video file")
+    if not opts.headless and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                                       or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("no display for the window (set DISPLAY, or run --headless)", field="--headless")
+
+
+def _is_video_file(source: str) -> bool:
+    s = str(source)
+    return not s.isdigit() and "://" not in s and Path(s).suffix.lower() not in IMAGE_SUFFIXES \
+        and not any(ch in s for ch in "*?[") and not Path(s).is_dir()
+
+
+def _source_kwargs(opts: RunOptions) -> dict[str, Any]:
+    """How the source keeps time: a video file in real time keeps its own clock (or the given start time);
+    a file or images read as fast as possible are stamped when read (no clock of their own); a camera
+    stamps what it grabs."""
+    s = str(opts.source)
+    if s.isdigit() or "://" in s:
+        return {}
+    if _is_video_file(s) and opts.realtime:
+        return {"realtime": True} if opts.start_at_ns is None else {"realtime": True, "start_at_ns": opts.start_at_ns}
+    return {"stamp_on_read": True}
 
 
 def session_info(opts: RunOptions, plan: Any, profile: Any, camera: Any, config: PipelineConfig, manifest: dict,
@@ -109,6 +169,8 @@ def session_info(opts: RunOptions, plan: Any, profile: Any, camera: Any, config:
         "config": config.to_json(),
         "fps": fps,
         "permit_endpoint": permit_endpoint,
+        "operator": opts.operator or "not recorded",
+        "client": opts.client or "not recorded",
     }
 
 
@@ -125,18 +187,23 @@ def run_session(opts: RunOptions) -> RunSummary:
                             "or an explicit --insecure for development", field="--keys")
         bridge = BridgeService(opts.publish, report, keys=keys, insecure=opts.insecure,
                                service_id="guidance")
-    source = None
+    source: FrameSource | None = None
     recorder = None
     display = None
+    control = None
     try:
-        video_file = not str(opts.source).isdigit() and "://" not in str(opts.source) \
-            and Path(str(opts.source)).suffix.lower() not in {".png", ".jpg", ".jpeg"} and not Path(str(opts.source)).is_dir()
-        kwargs: dict[str, Any] = {"realtime": True} if opts.realtime and video_file else {}
-        if opts.start_at_ns is not None:
-            if not kwargs:
-                raise UserError("only for a video file played in real time", field="--start-at-ns")
-            kwargs["start_at_ns"] = opts.start_at_ns
-        source = open_source(opts.source, **kwargs)
+        if opts.control:
+            from guidance.live.control import ControlServer
+            control = ControlServer(opts.control, frame_fps=opts.control_fps, orphan_stop_s=opts.control_orphan_stop_s)
+        if opts.loop:
+            if not _is_video_file(opts.source):
+                raise UserError("only for a video file", field="--loop")
+            from guidance.live.looping import LoopingVideoSource
+            source = LoopingVideoSource(opts.source, realtime=opts.realtime)
+        else:
+            source = open_source(opts.source, **_source_kwargs(opts))
+        if camera is not None and source.size is not None:
+            check_camera_fits(camera, *source.size)
         pipeline = GuidancePipeline(plan, profile, config=config, camera=camera,
                                     publish=bridge.publish if bridge else None)
         scene = OverlayScene(plan, pipeline.mapper.chart, pipeline.coverage, profile.electrode_diameter_mm)
@@ -146,12 +213,16 @@ def run_session(opts: RunOptions) -> RunSummary:
             recorder = SessionRecorder(opts.record, info)
             recorder.add_event(rec.SessionStart(time.monotonic_ns(), version=__version__))
         window = not opts.headless
-        if window or opts.out:
-            display = Display(window=window, out=opts.out, fps=source.fps or 30.0)
+        if window or opts.out or control:
+            display = Display(window=window, out=opts.out, fps=source.fps or 30.0, control=control)
+        if control is not None:
+            control.publish_session(_console_info(opts, plan, camera, profile, recorder, bridge, source))
         if opts.arm:
             pipeline.set_armed(True, "--arm")
-        return _loop(opts, source, pipeline, scene, bridge, recorder, display)
+        return _loop(opts, source, pipeline, scene, bridge, recorder, display, control)
     finally:
+        if control is not None:
+            control.close()
         if bridge is not None:
             bridge.close(final_deny=True)
         if source is not None:
@@ -165,7 +236,17 @@ def _next_port(endpoint: str) -> str:
     return f"{head}:{int(port) + 1}"
 
 
-def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge, recorder, display) -> RunSummary:
+def _console_info(opts: RunOptions, plan: Any, camera: Any, profile: Any, recorder: Any, bridge: Any, source: Any) -> dict:
+    """What the console shows about the session besides its state (sent once, and to each new console)."""
+    return {"protocol": "guidance-control/1", "plan_id": plan.plan_id, "plan_zones": sorted(plan.zones),
+            "plan_file": str(plan.source), "operator": opts.operator, "client": opts.client, "source": str(opts.source),
+            "recording": opts.record, "session_id": recorder.info.get("session_id") if recorder else None,
+            "camera_calibrated": camera is not None, "handpiece": str(profile.source),
+            "permit_endpoint": bridge.permit_endpoint if bridge else None, "fps": source.fps}
+
+
+def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge, recorder, display,
+          control=None) -> RunSummary:
     lat: deque[float] = deque(maxlen=300)
     all_lat: list[float] = []
     fps_t: deque[int] = deque(maxlen=30)
@@ -175,6 +256,57 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
     quit_requested = False
     layers = OverlayState().layers
     layer_keys = {ord("z"): "zones", ord("c"): "coverage", ord("i"): "inset", ord("m"): "mesh"}
+    key_refusals = 0
+    t_start = time.monotonic_ns()
+
+    def may_arm() -> str:
+        """Why the session may not be armed now ("" if it may): with a console, only while it watches."""
+        if control is None:
+            return ""
+        w = control.watch()
+        return "" if w.ok else w.cause
+
+    def arm(cause: str) -> str:
+        why = may_arm()
+        if not why:
+            pipeline.set_armed(True, cause)
+        return why
+
+    def apply_console(frame) -> None:
+        """The console's commands, between frames (where the window's keys are applied)."""
+        nonlocal quit_requested
+        assert control is not None
+        while True:
+            try:
+                cmd = control.commands.get_nowait()
+            except queue.Empty:
+                break
+            c = cmd.get("cmd")
+            if c == "arm":
+                why = arm("console")
+                control.reply(cmd, not why, why or "armed")
+            elif c == "disarm":
+                pipeline.set_armed(False, "console")
+                control.reply(cmd, True, "disarmed")
+            elif c in ("pause", "resume"):
+                pipeline.set_paused(c == "pause")
+                control.reply(cmd, True, "paused" if c == "pause" else "resumed")
+            elif c == "stop":
+                quit_requested = True
+                control.reply(cmd, True, "stopping")
+            elif c == "grab":
+                control.grab(cmd, frame.image)
+            elif c == "note":
+                text = str(cmd.get("text", ""))[:2000]
+                if recorder:
+                    recorder.add_event(rec.Note(time.monotonic_ns(), text=text))
+                control.reply(cmd, True, "noted")
+        w = control.watch()
+        if not w.ok and pipeline.state.armed:
+            pipeline.set_armed(False, f"console: {w.cause}")
+        if control.orphaned():
+            quit_requested = True
+            pipeline.set_armed(False, "console: none for {:g} s".format(opts.control_orphan_stop_s))
 
     def drain_events() -> None:
         while pipeline.events:
@@ -183,7 +315,7 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 recorder.add_event(ev)
 
     def take_reports() -> None:
-        nonlocal link
+        nonlocal link, key_refusals
         if bridge is None:
             return
         pulses, bridge_events = bridge.poll()
@@ -205,6 +337,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         if pulses:
             pipeline.refresh_completion()
         for e in bridge_events:
+            if e.event == "key_refused":
+                key_refusals += int(getattr(e, "count", 1) or 1)
             if e.event == "link":
                 link = f"{e.kind} ({e.controller})"
             elif e.event in ("key_refused", "handshake_failed") and link in ("waiting", "no controller"):
@@ -223,11 +357,16 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                     if k in (ord("q"), 27):
                         quit_requested = True
                     elif k == ord("a"):
-                        pipeline.set_armed(not pipeline.state.armed, "key")
+                        if pipeline.state.armed:
+                            pipeline.set_armed(False, "key")
+                        else:
+                            arm("key")
                     elif k == ord("p"):
                         pipeline.set_paused(not pipeline.state.paused)
                     elif k in layer_keys:
                         layers[layer_keys[k]] = not layers[layer_keys[k]]
+            if control is not None:
+                apply_console(frame)
             if quit_requested:
                 break
             result = pipeline.process(frame)  # ---- hot path ends at publish ----
@@ -242,6 +381,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
             if display is not None:
                 st = _overlay_state(result, pipeline, lat, fps_t, link, summary)
                 st.layers = dict(layers)
+                st.frame_index, st.key_refusals = frame.index, key_refusals
+                st.elapsed_s = (time.monotonic_ns() - t_start) / 1e9
                 lm = result.face.landmarks if result.face.found else None
                 ppm = _px_per_mm(result, pipeline)
                 display.submit(frame.image, st, lambda s, lm=lm, ppm=ppm, uv=st_uv(result): _finish(scene, s, lm, ppm, uv))
@@ -273,6 +414,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
         if display is not None:
             display.close()
             summary.overlay_dropped = display.dropped
+        if control is not None:
+            control.publish_end(dict(summary.__dict__))
         if recorder:
             recorder.add_event(rec.CoverageSnapshot(time.monotonic_ns(), coverage=pipeline.coverage.to_dict()))
             recorder.add_event(rec.SessionEnd(time.monotonic_ns(), summary=dict(summary.__dict__)))

@@ -33,7 +33,7 @@ from guidance.errors import UserError
 from guidance.live.overlay import draw_overlay
 from guidance.session.reader import Session, open_session
 from guidance.session.records import SessionEnd
-from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage
+from guidance.review.timeline import CoverageReplay, Timeline, build_timeline, recorded_coverage, session_notes
 from guidance.zones.atlas import Atlas, load_atlas
 from guidance.zones.atlas_render import render_atlas
 from guidance.zones.coverage import CoverageMap
@@ -145,8 +145,22 @@ class SessionFacts:
     coverage: dict[str, dict]  # per planned zone: fraction_at_target, cells_over_max, pulses, mean_passes ...
     coverage_matches_live: bool | None  # None: the live coverage was not saved (cut-off recording)
     latency_ms: dict[str, float]
-    truncated: bool
+    truncated: bool  # cut off or damaged: something could not be read
     warnings: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)  # beyond a torn end (Session.damage)
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+    @property
+    def cut_off(self) -> bool:
+        return any(w not in self.damage for w in self.warnings)
+
+    @property
+    def state(self) -> str:
+        """How the recording reads: damaged, cut off, or complete."""
+        return "damaged" if self.damaged else ("cut off" if self.cut_off else "complete")
 
     @property
     def mean_coverage(self) -> float:
@@ -181,7 +195,7 @@ def session_facts(k: int, tl: Timeline, cov: CoverageMap, live: CoverageMap | No
         violations_by_reason=tl.violations_by_reason(), coverage=zones, coverage_matches_live=matches,
         latency_ms={"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
                     "max": float(np.nanmax(lat)) if np.isfinite(lat).any() else math.nan},
-        truncated=tl.session.truncated, warnings=list(tl.warnings),
+        truncated=tl.session.truncated, warnings=list(tl.warnings), damage=list(tl.session.damage),
     )
 
 
@@ -460,16 +474,11 @@ def histogram_svg(values: np.ndarray, label: str, width: int = 560, bins: int = 
 
 # ------------------------------------------------------------------------------------------ HTML
 
-CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1180px}
-h1{font-size:22px} h2{font-size:18px;border-bottom:2px solid #0072B2;padding-bottom:2px;margin-top:28px}
-h3{font-size:15px;margin:18px 0 6px}
-table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef3f8} td.n{text-align:right;font-variant-numeric:tabular-nums}
-.warn{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px} .ok{color:#006b4f} .bad{color:#b03000}
-.lab{font:11px system-ui,sans-serif;fill:#333} .none{color:#777} img{border:1px solid #ccc}
-.session{border-top:4px solid #333;margin-top:36px} .legend span{display:inline-block;padding:0 8px;margin-right:6px}
-"""
+def _templates():
+    """The report's Jinja2 templates (guidance/review/templates/), shared with the console's review pages."""
+    from guidance.review.templating import environment
+    return environment()
+
 
 
 def _e(x: object) -> str:
@@ -517,9 +526,12 @@ def summary_html(f: SessionFacts, tl: Timeline) -> str:
         ("violations", f'<b class="{"bad" if f.violations else "ok"}">{f.violations}</b>'),
     ]
     warn = ""
-    if f.truncated:
-        warn = ('<p class="warn"><b>Cut-off recording.</b> Everything up to the last good record is shown. '
-                + "; ".join(_e(w) for w in f.warnings) + "</p>")
+    if f.damaged:
+        warn += ('<p class="warn bad"><b>Damaged recording.</b> Parts of it could not be read; the figures '
+                 "below cover the readable records only: " + "; ".join(_e(w) for w in f.damage) + "</p>")
+    if f.cut_off:
+        warn += ('<p class="warn"><b>Cut-off recording.</b> Everything up to the last good record is shown. '
+                 + "; ".join(_e(w) for w in f.warnings if w not in f.damage) + "</p>")
     return f'<section id="summary-{f.index}"><h2>Session summary</h2>{warn}{_kv_table(rows)}</section>'
 
 
@@ -626,7 +638,7 @@ def cohort_html(facts: list[SessionFacts]) -> str:
         f'<td class="n{" bad" if f.violations else ""}">{f.violations}</td>'
         f'<td class="n">{100 * f.permitted_frames / max(f.armed_frames, 1):.1f}%</td>'
         f'<td class="n">{100 * f.mean_coverage:.1f}%</td><td>{_e(next(iter(f.denied_frames), "–"))}</td>'
-        f'<td class="n">{_num(f.latency_ms["p99"])}</td><td>{"cut off" if f.truncated else "complete"}</td></tr>'
+        f'<td class="n">{_num(f.latency_ms["p99"])}</td><td>{f.state}</td></tr>'
         for f in facts)
     tot_p = sum(f.pulses for f in facts)
     tot_v = sum(f.violations for f in facts)
@@ -647,8 +659,53 @@ class ReportResult:
         out = [f"report: {self.path} ({len(self.facts)} session(s))"]
         for f in self.facts:
             out.append(f"  {f.index}. {f.session_id}: {f.frames} frames, {f.pulses} pulses, {f.violations} violations"
-                       + (" (cut-off recording)" if f.truncated else ""))
+                       + (f" ({f.state} recording)" if f.truncated else ""))
         return out
+
+
+def report_sessions(session_dirs: list[str | Path], *, max_thumbnails: int = 24, progress: bool = True,
+                    atlas: Atlas | None = None) -> dict:
+    """The template context of a report on these recordings: title, cohort table and one body per session.
+
+    `report.html` renders it as the standalone file; the console renders the same `report_body.html`
+    inside its own page.
+    """
+    from markupsafe import Markup
+
+    atlas = atlas or load_atlas()
+    sessions = []
+    timelines = []
+    for d in session_dirs:  # every session is read (or refused) before a word is printed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report states the cut itself
+            s = open_session(d)
+        sessions.append(s)
+        timelines.append(build_timeline(s, atlas))
+    for d, s in zip(session_dirs, sessions):
+        for note in session_notes(s):  # damage and a cut, one line each; the report says more
+            print(f"guidance report: warning: {d}: {note}", file=sys.stderr)
+    n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
+    prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
+    facts: list[SessionFacts] = []
+    bodies: list[dict] = []
+    for k, tl in enumerate(timelines, 1):
+        prog.step(f"session {k}: timeline")
+        prog.step(f"session {k}: coverage")
+        cov = CoverageReplay(tl, atlas).final()
+        f = session_facts(k, tl, cov, recorded_coverage(tl, atlas))  # as session_numbers, on the timeline built above
+        facts.append(f)
+        parts = [summary_html(f, tl), coverage_html(f, cov, cov.atlas)]  # a body plan's coverage: its patch chart
+        prog.step(f"session {k}: plots")
+        parts += [timeline_html(f, tl), denials_html(f, tl)]
+        prog.step(f"session {k}: violations")
+        parts.append(violations_html(f, tl, max_thumbnails, prog))
+        parts.append(latency_html(f, tl))
+        prog.step(f"session {k}: done")
+        bodies.append({"index": k, "session_id": f.session_id, "sections": Markup("".join(parts))})
+    title = ("Session report" if len(facts) == 1 else f"Cohort report: {len(facts)} sessions")
+    return {"title": title, "facts": facts, "sessions": bodies, "progress": prog,
+            "cohort": Markup(cohort_html(facts)) if len(facts) > 1 else "",
+            "made": datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
 def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thumbnails: int = 24,
@@ -659,42 +716,12 @@ def write_report(session_dirs: list[str | Path], output: str | Path, *, max_thum
         raise UserError("folder does not exist", path=out.parent)
     if out.is_dir():
         raise UserError("is a folder; give an HTML file name", path=out)
-    atlas = load_atlas()
-    sessions = []
-    for d in session_dirs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the report states the cut itself
-            s = open_session(d)
-        for w in s.warnings:
-            print(f"guidance report: warning: {d}: {w}", file=sys.stderr)
-        sessions.append(s)
-    n_thumbs = sum(min(sum(1 for e in s.events if e.kind == "violation"), max_thumbnails) for s in sessions)
-    prog = Progress(len(sessions) * 5 + n_thumbs + 1, enabled=progress)
-    facts: list[SessionFacts] = []
-    bodies: list[str] = []
-    for k, s in enumerate(sessions, 1):
-        prog.step(f"session {k}: timeline")
-        f, tl, cov = session_numbers(s, k, atlas)
-        prog.step(f"session {k}: coverage")
-        facts.append(f)
-        parts = [summary_html(f, tl), coverage_html(f, cov, cov.atlas)]  # a body plan's coverage: its patch chart
-        prog.step(f"session {k}: plots")
-        parts += [timeline_html(f, tl), denials_html(f, tl)]
-        prog.step(f"session {k}: violations")
-        parts.append(violations_html(f, tl, max_thumbnails, prog))
-        parts.append(latency_html(f, tl))
-        prog.step(f"session {k}: done")
-        bodies.append(f'<div class="session" id="session-{k}"><h1>{k}. Session {_e(f.session_id)}</h1>'
-                      + "".join(parts) + "</div>")
-    title = ("Session report" if len(facts) == 1 else f"Cohort report: {len(facts)} sessions")
-    cohort = cohort_html(facts) if len(facts) > 1 else ""
-    doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-           f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-           f"<h1>{_e(title)}</h1><p>Made by guidance from {len(facts)} recording(s) on "
-           f"{datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>{cohort}{''.join(bodies)}</body></html>\n")
+    ctx = report_sessions(session_dirs, max_thumbnails=max_thumbnails, progress=progress)
+    doc = _templates().get_template("report.html").render(**ctx)
     tmp = out.with_name(out.name + ".part")
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, out)
+    prog = ctx["progress"]
     prog.step("written")
     prog.finish()
-    return ReportResult(out, facts)
+    return ReportResult(out, ctx["facts"])

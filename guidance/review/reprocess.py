@@ -22,12 +22,17 @@ pulse recorded as a violation stays a violation.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from guidance.device_bridge.attribution import OutcomeLedger
 from guidance.errors import UserError
+from guidance.outputs import new_folder
 from guidance.pipeline import GuidancePipeline, PipelineConfig
 from guidance.session import records as rec
 from guidance.session.reader import Session, open_session
@@ -56,6 +61,10 @@ class Comparison:
     coverage_now: dict[str, float] = field(default_factory=dict)
     changed_frames: list[int] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)  # what the reader could not read (see Session.damage)
+    # Frames judged after an unreadable one while the skin-speed track still missed it (positions in the new
+    # recording; about a second at most): not exact re-runs, so a difference there is counted apart.
+    frames_after_damage: list[int] = field(default_factory=list)
+    changed_after_damage: int = 0
     cut_off: bool = False  # the recording ends without a session_end (kill -9, power loss)
 
     def lines(self) -> list[str]:
@@ -63,10 +72,14 @@ class Comparison:
         if self.cut_off:
             out.append("recording was cut off (no session_end): re-processed up to its last complete frame")
         if self.damage:
-            out.append(f"recording damaged ({len(self.damage)} problem(s), first: {self.damage[0]}); "
-                       "figures below cover the readable records only")
+            more = len(self.damage) - 1
+            out.append(f"damaged: {self.damage[0]}" + (f" (and {more} more problem(s))" if more else "")
+                       + "; figures below cover the readable records only")
         out.append(f"{self.frames} frames: {self.decisions_changed} decisions differ "
                    f"(permitted then {self.permitted_then}, now {self.permitted_now})")
+        if self.frames_after_damage:
+            out.append(f"  {len(self.frames_after_damage)} frame(s) just after unreadable ones were judged without "
+                       f"their full motion history ({self.changed_after_damage} differ; not counted above)")
         for k, v in sorted(self.changes.items(), key=lambda kv: -kv[1])[:8]:
             out.append(f"  {k}: {v}")
         out.append(f"pulses: {self.pulses} delivered, {len(self.pulses_blocked_now)} would now be blocked"
@@ -96,30 +109,45 @@ FrameJudge = Callable[[int, rec.FrameRecord], tuple[rec.FrameRecord, Any]]
 
 def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | None = None,
               margin_mm: float | None = None, progress=None, source_name: str | None = None) -> Comparison:
-    """Re-judge a recording from its recorded observations into a new recording `out_dir` (+ comparison.json).
+    """Re-judge a recording from its recorded observations; the new recording appears at `out_dir` whole, or not at all.
 
+    Everything that can be wrong with the inputs (the folders, the recording, the plan, the margin) is
+    checked before anything is written; the new recording is then written into a hidden folder next to
+    `out_dir` and renamed into place when complete, so an error or an interruption leaves nothing behind.
     `source_name`: what `reprocessed_from.dir` names (default: the resolved folder; fleet review passes the
-    URL a recording was staged from)."""
+    URL a recording was staged from).
+    """
+    out_dir = new_folder(out_dir, "--output")
+    if margin_mm is not None and not (isinstance(margin_mm, (int, float)) and not isinstance(margin_mm, bool)
+                                      and 0 <= margin_mm < 1000):
+        raise UserError("must be a number of millimetres from 0 to 1000", field="--margin")
     session = open_session(session_dir, quiet=True)
     if not session.frames:
-        raise UserError("the recording has no readable frames", path=session.dir / "frames.jsonl")
+        why = f" (damaged: {session.damage[0]})" if session.damage else ""
+        raise UserError(f"the recording has no readable frames{why}", path=session.dir / "frames.jsonl")
     recorded_plan = session.plan()
     plan = load_plan(plan_path) if plan_path else recorded_plan
     if margin_mm is not None:
-        if not (isinstance(margin_mm, (int, float)) and 0 <= margin_mm < 1000):
-            raise UserError("must be a number of millimetres from 0 to 1000", field="--margin")
         plan = dataclasses.replace(plan, margin_mm=float(margin_mm))
     profile = session.profile()
     camera = session.camera()
-    config = PipelineConfig.from_json(session.config())
+    recorded_config = session.config()
+    _check_config(recorded_config, PipelineConfig().to_json(), "config", session.dir / "info.json")
+    config = PipelineConfig.from_json(recorded_config)
     config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, margin_mm=plan.margin_mm,
                                                                       ttl_ms=plan.ttl_ms), shoulder_tracking=False)
+    snapshot = {"path": str(Path(plan.source).resolve()), "content": read_yaml(plan.source)} if plan_path else None
     clock = ReplayClock()
     # coverage = the real history; the recorded shoulder line is used instead of a pose model
     pipe = GuidancePipeline(plan, profile, config=config, camera=camera, clock=clock, vision=False)
+    cmp = Comparison(damage=list(session.damage), cut_off=not any(e.kind == "session_end" for e in session.events))
 
     def judge_frame(i: int, r: rec.FrameRecord) -> tuple[rec.FrameRecord, Any]:
-        frame, face, tip, shoulders = rec.observations(r, session.landmarks(i) if r.face.found else None)
+        lm = session.landmarks(i) if r.face.found else None
+        if r.face.found and lm is None and r.landmarks is not None:
+            cmp.damage.append(f"landmarks.f32 record {r.landmarks} (frame line {session.frame_numbers[i] + 1}): "
+                              "unreadable")
+        frame, face, tip, shoulders = rec.observations(r, lm)
         old = r.gate
         cam = camera.scaled_to(*frame.size) if camera else CameraModel.default(*frame.size)
         lookup, d, _ = pipe.judge(frame, face, tip, r.t_decided_ns, armed=r.armed,
@@ -133,10 +161,42 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
     info = derived_info(session, session_dir, config, source_name=source_name)
     info["reprocessed_from"].update({"plan_override": plan_path, "margin_override_mm": margin_mm,
                                      "damage": list(session.damage)})
-    if plan_path:
-        info["plan"] = {"path": str(Path(plan.source).resolve()), "content": read_yaml(plan.source)}
-    cmp = Comparison(damage=list(session.damage), cut_off=not any(e.kind == "session_end" for e in session.events))
-    return rejudge(session, pipe, recorded_plan, out_dir, info, judge_frame, cmp, clock, progress=progress)
+    if snapshot is not None:
+        info["plan"] = snapshot
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.part-", dir=parent))
+    try:
+        os.chmod(tmp, 0o755)  # an ordinary recording folder, not mkdtemp's private one
+        rejudge(session, pipe, recorded_plan, tmp, info, judge_frame, cmp, clock, progress=progress)
+        if out_dir.is_dir():
+            out_dir.rmdir()  # an empty folder the user made for it (new_folder checked it is empty)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cmp
+
+
+def _check_config(rec: Any, default: Any, where: str, path: Path) -> None:
+    """The recorded pipeline configuration has the shape and types of today's (missing keys default)."""
+    if isinstance(default, dict):
+        if rec is None:
+            return
+        if not isinstance(rec, dict):
+            raise UserError("expected an object", path=path, field=where)
+        for k, v in default.items():
+            if k in rec:
+                _check_config(rec[k], v, f"{where}.{k}", path)
+    elif isinstance(default, bool):
+        if not isinstance(rec, bool):
+            raise UserError("expected true or false", path=path, field=where)
+    elif isinstance(default, (int, float)):
+        if isinstance(rec, bool) or not isinstance(rec, (int, float)) or not (math.isfinite(rec) and abs(rec) <= 1e9):
+            raise UserError("expected a finite number", path=path, field=where)
+        if isinstance(default, int) and not isinstance(rec, int):
+            raise UserError("expected an integer", path=path, field=where)
+    elif isinstance(default, str) and not isinstance(rec, str):
+        raise UserError("expected text", path=path, field=where)
 
 
 def derived_info(session: Session, session_dir: str | Path, config: PipelineConfig, *,
@@ -160,16 +220,19 @@ def rejudge(session: Session, pipe: GuidancePipeline, recorded_plan: Any, out_di
     gate sees, and to "now" if the new decision still permits them), a new recording and comparison.json.
 
     `pipe`'s plan and coverage are the new plan's; `cmp` may be a subclass carrying more (fleet retrack), which
-    `before_end` completes before the comparison is written."""
+    `before_end` completes before the comparison is written.
+    """
     plan = pipe.plan
     profile = pipe.profile
     then_cov = CoverageMap.for_plan(recorded_plan, pipe.atlas)
     now_cov = CoverageMap.for_plan(plan, pipe.atlas)
+    # Each pulse reached coverage after the frame its after_frame names (a count of frames processed,
+    # readable or not): here, after the last readable frame up to that one (-1: before the first).
     pulses_after: dict[int, list[rec.PulseEvent]] = {}
     counted = OutcomeLedger()  # a late report replaces its `missing` placeholder: each pulse counted once
     for e in session.events:
         if isinstance(e, rec.PulseEvent) and e.kind in ("pulse", "violation") and e.after_frame is not None:
-            pulses_after.setdefault(e.after_frame, []).append(e)
+            pulses_after.setdefault(session.position_after(e.after_frame), []).append(e)
             counted.add("coverage" if e.kind == "pulse" else "violation", e.reason, e.key, e.late)
     cmp.pulses, cmp.violations = counted.pulses, counted.violations
     seq_to_frame = {r.gate.seq: k for k, r in enumerate(session.frames) if r.gate.seq is not None}
@@ -179,7 +242,14 @@ def rejudge(session: Session, pipe: GuidancePipeline, recorded_plan: Any, out_di
     out = SessionRecorder(out_dir, info)
     try:
         n = len(session.frames)
+        for e in pulses_after.get(-1, []):  # reached coverage before the first readable frame
+            _replay_pulse(e, -1, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, readable_seqs,
+                          new_permit, cmp, out)
+        incomplete = False  # the skin-speed track misses an unreadable frame (see Comparison.frames_after_damage)
         for i, r in enumerate(session.frames):
+            number = session.frame_numbers[i]
+            if number != (session.frame_numbers[i - 1] + 1 if i else 0):
+                incomplete = True
             old = r.gate
             clock.now_ns = r.t_decided_ns
             new, landmarks = judge_frame(i, r)
@@ -190,14 +260,20 @@ def rejudge(session: Session, pipe: GuidancePipeline, recorded_plan: Any, out_di
             cmp.permitted_now += g.permit
             if not g.permit:
                 cmp.denied_now_by_reason[g.reason] = cmp.denied_now_by_reason.get(g.reason, 0) + 1
-            if (old.permit, old.reason, tuple(old.reasons)) != (g.permit, g.reason, tuple(g.reasons)):
+            differs = (old.permit, old.reason, tuple(old.reasons)) != (g.permit, g.reason, tuple(g.reasons))
+            if incomplete:
+                cmp.frames_after_damage.append(i)
+                cmp.changed_after_damage += differs
+            elif differs:
                 cmp.decisions_changed += 1
                 key = f"{old.reason} -> {g.reason}"
                 cmp.changes[key] = cmp.changes.get(key, 0) + 1
                 cmp.changed_frames.append(i)
+            if _same_speed(old.speed_mm_s, g.speed_mm_s):
+                incomplete = False  # the track has forgotten the missing frame (or restarted): exact again
             out.add_frame(new, None, landmarks, jpeg=session.jpeg(i))
             for e in pulses_after.get(i, []):
-                _replay_pulse(e, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, readable_seqs,
+                _replay_pulse(e, i, pipe, then_cov, now_cov, profile.electrode_diameter_mm, seq_to_frame, readable_seqs,
                               new_permit, cmp, out)
             if progress:
                 progress(i + 1, n)
@@ -216,15 +292,29 @@ def rejudge(session: Session, pipe: GuidancePipeline, recorded_plan: Any, out_di
     return cmp
 
 
+def _same_speed(a: float | None, b: float | None) -> bool:
+    """The skin speed the live gate used and the re-run's, equal to well below any effect on a decision (its
+    smoothing forgets a missing frame by a factor of about 0.6 a frame: within a second at 30 fps)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= 1e-6
+
+
 def _readable_seq_range(session: Session) -> tuple[int, int] | None:
     seqs = [r.gate.seq for r in session.frames if r.gate.seq is not None]
     return (min(seqs), max(seqs)) if seqs else None
 
 
-def _replay_pulse(e: rec.PulseEvent, pipe: GuidancePipeline, then_cov: CoverageMap, now_cov: CoverageMap,
-                  diameter_mm: float, seq_to_frame: dict[int, int], readable: tuple[int, int] | None,
-                  new_permit: dict[int, bool], cmp: Comparison, out: SessionRecorder) -> None:
-    """Apply a recorded pulse: to the real history (what the gate sees), and to "now" if it would still pass."""
+def _replay_pulse(e: rec.PulseEvent, position: int, pipe: GuidancePipeline, then_cov: CoverageMap,
+                  now_cov: CoverageMap, diameter_mm: float, seq_to_frame: dict[int, int],
+                  readable: tuple[int, int] | None, new_permit: dict[int, bool], cmp: Comparison,
+                  out: SessionRecorder) -> None:
+    """Apply a recorded pulse: to the real history (what the gate sees), and to "now" if it would still pass.
+
+    In the new recording it lands after frame `position` of that recording (its own numbering: the
+    unreadable frames of a damaged original are not in it), or is placed by time if before its first.
+    """
+    e = dataclasses.replace(e, after_frame=position if position >= 0 else None)
     frame = seq_to_frame.get(e.permit_seq) if e.permit_seq is not None else None
     permitted_now = frame is not None and new_permit.get(frame, False)
     if e.kind == "pulse":

@@ -152,7 +152,9 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
     """Series and events of an opened recording (truncated ones too: up to the last good record)."""
     d = session.dir
     if not session.frames:
-        raise UserError("the recording has no frames", path=d / "frames.jsonl")
+        notes = session_notes(session)
+        raise UserError("the recording has no readable frames" + (f" ({notes[0]})" if notes else ""),
+                        path=d / "frames.jsonl")
     plan = session.plan(atlas)
     diameter = session.electrode_diameter_mm()
     frames = session.frames
@@ -190,8 +192,8 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
     for e in session.events:
         kind = e.kind
         after = e.after_frame if isinstance(e, PulseEvent) else None
-        if after is not None:
-            k = after
+        if after is not None:  # after_frame counts frames processed, readable or not: find its place here
+            k = session.position_after(after)
         else:  # place by time: the last frame decided at or before the event
             k = int(np.searchsorted(t_dec, int(e.t_ns or t0), side="right")) - 1
         k = min(max(k, 0), n - 1)  # a pulse after the last surviving frame of a cut recording still counts
@@ -208,6 +210,18 @@ def build_timeline(session: Session, atlas: Atlas | None = None) -> Timeline:
             tl.others.append(pe)
     tl.others.sort(key=lambda e: (e.frame, e.t_s))
     return tl
+
+
+def session_notes(session: Session) -> list[str]:
+    """What a trainer must know before trusting the figures, at most one line each: damage, then a cut."""
+    out = []
+    if session.damage:
+        more = len(session.damage) - 1
+        out.append(f"damaged: {session.damage[0]}" + (f" (and {more} more problem(s))" if more else ""))
+    cut = [w for w in session.warnings if w not in session.damage]
+    if cut:
+        out.append("cut off: " + "; ".join(dict.fromkeys(cut)))
+    return out
 
 
 def load_timeline(session_dir: str | Path, atlas: Atlas | None = None) -> Timeline:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,17 +83,26 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
         proc.kill()
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
+_PORT_LOCK = threading.Lock()
+_PORTS_GIVEN: set[int] = set()
+
+
+def free_port_pair() -> int:
+    """A local port p with p + 1 free too, never handed out twice by this process (sessions run side by side)."""
+    with _PORT_LOCK:
+        for _ in range(200):
+            with socket.socket() as a:
+                a.bind(("127.0.0.1", 0))
+                port = a.getsockname()[1]
+            if port in _PORTS_GIVEN or port + 1 in _PORTS_GIVEN:
                 continue
-        return port
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            _PORTS_GIVEN.update((port, port + 1))
+            return port
     raise UserError("no free pair of local ports for the permit and report sockets")
 
 
@@ -176,59 +187,66 @@ def _guidance(*args: str) -> list[str]:
     return [sys.executable, "-m", "guidance.cli", *args]
 
 
+def _step(args: list[str], env: dict, what: str, *, stdout=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    """Run one `guidance` subcommand; if it fails, its own last line on stderr is the demo's error (exit 2)."""
+    r = subprocess.run(args, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise UserError(f"{what} failed: {_last_line(r.stderr, r.returncode)}")
+    return r
+
+
+def _last_line(stderr: str, returncode: int) -> str:
+    """The child's one-line error, without its `guidance COMMAND: error: ` prefix (we add our own)."""
+    lines = [x.strip() for x in (stderr or "").strip().splitlines() if x.strip()]
+    if not lines:
+        return f"exit code {returncode}, nothing on stderr"
+    last = lines[-1]
+    head, sep, rest = last.partition(": error: ")
+    return rest if sep and head.startswith("guidance") else last
+
+
 def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str | Path = DEFAULT_PATH,
              plan: str | Path = DEFAULT_PLAN, max_frames: int | None = None, rate_hz: float = 8.0,
              report: bool = True, log=print) -> Acceptance:
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("demo output folder exists and is not empty (choose another or remove it)", path=out)
+    # The files the demo reads are checked before its folder is made: a typo ends here, with nothing written.
+    from guidance.sim.path import load_path
+    from guidance.zones.atlas import load_atlas
+    load_plan(plan)
+    load_path(path, load_atlas())
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    sim, keys, session = out / "simulation", out / "keys", out / "session"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t_start = time.monotonic()
-    log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
-    # 640x480: the resolution the performance budget is stated for
-    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
-    if max_frames:
-        cmd += ["--max-frames", str(max_frames)]
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run(_guidance("keys", "generate", str(keys)), check=True, env=env, stdout=subprocess.DEVNULL)
-    port = _free_port_pair()
-    permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
-    log(f"[2/5] controller simulator (separate process, trigger held, {rate_hz:g} Hz, CURVE) on {permit_ep} ...")
-    # One start time for both: the video's frame i is captured at t0 + i/fps, and the controller's contact
-    # sense follows the ground truth of that frame (the handpiece fires only in skin contact).
-    t0 = time.monotonic_ns() + START_DELAY_NS
-    ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit_ep, "--report", report_ep, "--keys", str(keys),
-                                      "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl"),
-                                      "--contact-truth", str(sim), "--t0-ns", str(t0)),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        log("[3/5] guidance run (headless, armed, recording) ...")
-        run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
-                                       "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
-                                       "--record", str(session), "--headless", "--out", str(out / "overlay.mp4"),
-                                       "--arm", "--start-at-ns", str(t0)), env=env, capture_output=True, text=True)
-        if run.returncode != 0:
-            raise UserError(f"guidance run failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
-        (out / "run.txt").write_text(run.stdout)
-    finally:
-        stop_process(ctrl)
+        run, sim, session = _simulate_and_run(out, env, face_video, path, plan, max_frames, rate_hz, log)
+    except BaseException:
+        # a step failed (its own one line is the error): leave no half-made demo behind
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
     report_path = None
     if report:
         log("[4/5] report ...")
         from guidance.cli import COMMAND_MODULES
         if "report" in COMMAND_MODULES:
             report_path = out / "report.html"
-            subprocess.run(_guidance("report", str(session), "-o", str(report_path)), check=True, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _step(_guidance("report", str(session), "-o", str(report_path), "--quiet"), env, "guidance report")
     log("[5/5] checking the session against the ground truth ...")
     acc = verify(sim, session, out / "controller.jsonl", plan)
     (out / "acceptance.json").write_text(json.dumps({**asdict(acc), "safe": acc.safe, "coverage_ok": acc.coverage_ok,
                                                      "passed": acc.passed}, indent=2))
     log("")
     log(f"done in {time.monotonic() - t_start:.0f} s; outputs in {out.resolve()}:")
-    log(f"  overlay video  {out / 'overlay.mp4'}")
+    log(f"  overlay video  {out / 'overlay.mkv'}")
     log(f"  recording      {session}")
     if report_path:
         log(f"  report         {report_path}")
@@ -245,3 +263,38 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
         log(f"pulses in contact, placed by the service vs the true tip: median {e['median']:.1f} mm, "
             f"p90 {e['p90']:.1f}, max {e['max']:.1f} ({e['n']} pulses)")
     return acc
+
+
+def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, plan: str | Path,
+                      max_frames: int | None, rate_hz: float, log) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """Steps 1-3: simulate, keys, controller simulator and `guidance run`; a failing step raises its own line."""
+    sim, keys, session = out / "simulation", out / "keys", out / "session"
+    log(f"[1/5] simulating the handpiece path {Path(path).name} on {face_video} ...")
+    # 640x480: the resolution the performance budget is stated for
+    cmd = _guidance("simulate", "--face-video", face_video, "--path", str(path), "-o", str(sim), "--size", "640x480")
+    if max_frames:
+        cmd += ["--max-frames", str(max_frames)]
+    _step(cmd, env, "guidance simulate")
+    _step(_guidance("keys", "generate", str(keys)), env, "guidance keys generate")
+    port = free_port_pair()
+    permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
+    log(f"[2/5] controller simulator (separate process, trigger held, {rate_hz:g} Hz, CURVE) on {permit_ep} ...")
+    # One start time for both: the video's frame i is captured at t0 + i/fps, and the controller's contact
+    # sense follows the ground truth of that frame (the handpiece fires only in skin contact).
+    t0 = time.monotonic_ns() + START_DELAY_NS
+    ctrl = subprocess.Popen(_guidance("controller-sim", "--connect", permit_ep, "--report", report_ep, "--keys", str(keys),
+                                      "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl"),
+                                      "--contact-truth", str(sim), "--t0-ns", str(t0)),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log("[3/5] guidance run (headless, armed, recording) ...")
+        run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
+                                       "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
+                                       "--record", str(session), "--headless", "--out", str(out / "overlay.mkv"),
+                                       "--arm", "--start-at-ns", str(t0)), env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise UserError(f"guidance run failed: {_last_line(run.stderr, run.returncode)}")
+        (out / "run.txt").write_text(run.stdout)
+    finally:
+        stop_process(ctrl)
+    return run, sim, session

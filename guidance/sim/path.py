@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from guidance.errors import UserError
-from guidance.resources import user_or_bundled
+from guidance.resources import expand_user, is_file, user_or_bundled
 from guidance.yamlfile import read_yaml, validate
 from guidance.zones.atlas import Atlas
 from guidance.zones.plan import TreatmentPlan, load_plan
@@ -204,9 +204,9 @@ def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
     validate(data, PATH_SCHEMA, path)
     plan = None
     if "plan" in data:
-        ref = Path(data["plan"]).expanduser()
+        ref = expand_user(data["plan"])
         resolved = ref if ref.is_absolute() else path.parent / ref
-        if not resolved.is_file():
+        if not is_file(resolved):
             raise UserError(f"plan {data['plan']!r} not found (resolved to {resolved})", path=path, field="plan")
         plan = load_plan(resolved, atlas)
         if plan.area == "body":  # scripted on the body area's patch chart

@@ -280,14 +280,13 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
             zone, bnd = atlas.zone_at(u, v)
             in_plan, plan_d = _plan_fields(sim, atlas, zone.name if zone else None, u, v)
             obs = tracker.process(Frame(i, t_ns, bg))
-            pose_ok = obs.found and obs.head_pose is not None and obs.head_pose.valid
+            head = obs.head_pose if obs.found and obs.head_pose is not None and obs.head_pose.valid else None
             point = skin.locate(u, v)
             nan = float("nan")
             tip_px = tip_mm = skin_px = None
             speed, facing, visible = nan, False, ""
-            if pose_ok and point is not None:
-                assert obs.head_pose is not None and obs.landmarks_raw is not None, "pose_ok: a face with its pose"
-                R, t = obs.head_pose.R, np.asarray(obs.head_pose.tvec_mm, float)
+            if head is not None and point is not None and obs.landmarks_raw is not None:
+                R, t = head.R, np.asarray(head.tvec_mm, float)
                 placed: PlacedPoint = skin.place(point, obs.landmarks_raw, R, t, camera)
                 tip = placed.cam_mm + placed.normal_cam * s.height_mm
                 pose = hand.hold(tip, R, t, dt)
@@ -314,7 +313,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
                 image = np.clip(bg.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
             writer.write(image)
             rows.append(GTFrame(
-                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=bool(pose_ok), segment=s.segment,
+                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=head is not None, segment=s.segment,
                 segment_type=s.kind, contact=s.contact, height_mm=float(s.height_mm), chart_u_mm=u, chart_v_mm=v,
                 true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "", boundary_mm=float(bnd),
                 in_plan=in_plan, plan_distance_mm=float(plan_d),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 from guidance.errors import UserError
-from guidance.resources import user_or_bundled
+from guidance.resources import expand_user, is_file, user_or_bundled
 from guidance.yamlfile import read_yaml, validate
 from guidance.zones.atlas import Atlas, load_atlas
 
@@ -160,9 +160,9 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
             raise UserError(f"unknown zone {name!r}", path=path, field=f"exclusions.{i}")
         if name in zones:
             raise UserError(f"zone {name!r} is both treated and excluded", path=path, field=f"exclusions.{i}")
-    ref = Path(data["handpiece_profile"]).expanduser()
+    ref = expand_user(data["handpiece_profile"])
     resolved = ref if ref.is_absolute() else (path.parent / ref)
-    if not resolved.is_file():
+    if not is_file(resolved):
         raise UserError(f"handpiece profile {data['handpiece_profile']!r} not found (resolved to {resolved})",
                         path=path, field="handpiece_profile")
     return TreatmentPlan(

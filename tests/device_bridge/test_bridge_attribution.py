@@ -230,3 +230,15 @@ def test_late_is_set_only_for_a_pulse_truly_recorded_missing():
     assert a.missing_unlisted == 999 and a.late == 2
     assert 5 not in {v.pulse_seq for v in a.violations}
     assert a.on_pulse(pulse(1500, 16, 1), 16 * MS, 0) == [] and a.missing_unlisted == 999  # a duplicate: nothing
+
+
+def test_a_pulse_naming_half_a_permit_is_a_violation():
+    """docs/protocol.md §4.2 (gap G11): permit_boot and permit_seq are judged alone; half a permit is never coverage."""
+    import dataclasses
+
+    a, sink = make()
+    no_boot = dataclasses.replace(pulse(1, 15, 1), permit_boot=None)  # permit 1 is a valid grant at 15 ms
+    no_seq = dataclasses.replace(pulse(2, 25, None), permit_boot=SB)
+    assert [o.reason for o in a.on_pulse(no_boot, no_boot.t_ctrl_ns, 0)] == ["unknown_permit"]
+    assert [o.reason for o in a.on_pulse(no_seq, no_seq.t_ctrl_ns, 0)] == ["no_permit"]
+    assert sink.pulses == [] and a.accounted()

@@ -95,3 +95,17 @@ def test_bridge_bench_reports_latency_and_gate_costs():
     assert 0 < r["latency_median_ms"] <= r["latency_p99_ms"]
     assert 0 < r["controller_gate_median_us"] <= r["controller_gate_p99_us"]
     assert 0 < r["service_gate_median_us"] <= r["service_gate_p99_us"]
+
+
+def test_controller_sim_loop_never_spins():
+    """docs/protocol.md §9 (gap G19): a due but refused pulse waits for a permit (up to 5 ms), never poll(0)."""
+    from guidance.commands.controller_sim import loop_wait_ms
+
+    ms = 1_000_000
+    now = 1_000 * ms
+    assert loop_wait_ms(now, next_pulse_ns=now - 300 * ms, next_status_ns=now + 80 * ms) == 5  # due, refused: 5 ms
+    assert loop_wait_ms(now, next_pulse_ns=now, next_status_ns=now + 80 * ms) == 5
+    assert loop_wait_ms(now, next_pulse_ns=now + 2 * ms, next_status_ns=now + 80 * ms) == 2
+    assert loop_wait_ms(now, next_pulse_ns=now + 300_000, next_status_ns=now + 80 * ms) == 1  # rounded up, not 0
+    assert loop_wait_ms(now, next_pulse_ns=now - ms, next_status_ns=now + 300_000) == 1
+    assert loop_wait_ms(now, next_pulse_ns=now - ms, next_status_ns=now - 1) == 0  # a status is due: send it now

@@ -324,3 +324,67 @@ def test_every_event_type_is_recordable():
         assert "t_ns" not in rec and e.t_ns == 1 and isinstance(e.kind, str) and isinstance(e.detail, str)
         names.add(e.event)
     assert names <= set(EVENT_NAMES)
+
+
+# -- docs/protocol.md §7.3 (gap G16): the first reject is a record of its own, count 1 ---------------------------------
+
+def test_the_first_reject_is_recorded_at_once_with_count_one_even_in_a_batch():
+    c = RateLimitedCounter(window_ns=1000)
+    for t in (10, 11, 12):  # three in one receive turn, before anything is released
+        c.add(("malformed", "hp1"), t, f"d{t}")
+    c.add(("wrong_version", "hp1"), 12, "w")
+    first = c.due(13)
+    assert [(k[0], n, tot, t0, t1) for k, n, tot, t0, t1, _ in first] == [
+        ("malformed", 1, 1, 10, 10), ("wrong_version", 1, 1, 12, 12)]
+    assert c.due(500) == []  # the rest waits for the window, counted from the first
+    [(k, n, tot, t0, t1, detail)] = c.due(1010)
+    assert (k[0], n, tot, t0, t1, detail) == ("malformed", 2, 3, 11, 12, "d12")
+    c.add(("malformed", "hp1"), 5000, "later")  # a quiet window later: again a record of its own, at once
+    assert [(n, tot) for _, n, tot, *_ in c.flush(5000)] == [(1, 4)]
+
+
+def test_first_reject_record_of_a_burst_says_one(keydir, make_service, links):
+    svc = make_service()
+    link = connect(keydir, svc, "hp1", links=links)
+    pump(svc, link, lambda ev: "connected" in kinds(ev))
+    for _ in range(20):  # one burst: most of it lands in one receive turn
+        link.dealer.send(b"garbage")
+    events = pump(svc, link, lambda ev: svc.summary()["rejects"].get("malformed") == 20)
+    svc.end_session()
+    events += svc.poll().events
+    rejects = [e for e in events if isinstance(e, RejectEvent)]
+    assert rejects[0].count == 1 and rejects[0].total == 1
+    assert sum(e.count for e in rejects) == 20 and rejects[-1].total == 20
+
+
+# -- docs/protocol.md §4.3 "End of a session" (gaps G15, G17) ---------------------------------------------------------
+
+def _grant(svc, ttl_ms=60):
+    from guidance.gate import GateDecision, Reason
+
+    now = time.monotonic_ns()
+    return svc.publish(GateDecision(True, Reason.OK, (), now, now, ttl_ms, "cheek_left", 8.0, 3.0, 10.0, 25.0, 50.0))
+
+
+def test_end_of_session_denies_first_then_takes_in_pulses_fired_under_the_last_permit(keydir, make_service, links):
+    import threading
+
+    svc = make_service()
+    link = connect(keydir, svc, "hp1", links=links)
+    t_end = time.monotonic() + 10
+    while time.monotonic() < t_end and not link.gate.may_fire(time.monotonic_ns()):
+        _grant(svc)
+        pump(svc, link, lambda ev: True, seconds=0.02)
+    permit = link.gate.fire(time.monotonic_ns())
+    assert permit is not None, "no permit accepted"
+    ender = threading.Thread(target=svc.end_session)
+    ender.start()
+    time.sleep(0.05)  # the service is ending the session: the pulse and its report come after that began
+    assert svc.stopping and not svc.session_ended
+    link.report_pulse(time.monotonic_ns(), permit, duration_us=2000, intensity_pct=60.0, contact=True)
+    ender.join(timeout=10)
+    pulses = svc.poll().pulses
+    assert [(p.pulse_seq, p.permit_seq) for p in pulses] == [(1, permit.seq)]  # recorded, not lost
+    final = svc.final_deny
+    assert final is not None and (final.permit, final.reason, final.ttl_ms) == (False, "service_stopping", 60)
+    assert _grant(svc).permit is False  # after end_session began, nothing is granted any more

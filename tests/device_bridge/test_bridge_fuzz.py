@@ -173,11 +173,13 @@ def test_ten_thousand_malformed_frames_are_counted_and_permits_keep_flowing(keyd
         t_after = time.monotonic() + 1.0
         frames_for("after", lambda: time.monotonic() > t_after)
     finally:
-        stop.set()
-        th.join(timeout=5)
         fuzzer.join(timeout=30)
         fz.close(0)
+        # end the session while the controller still reports: end_session() keeps listening until the last permit's
+        # window and the report grace have passed (docs/protocol.md §4.3), and a controller stopped first is silent then
         svc.end_session()
+        stop.set()
+        th.join(timeout=5)
         events.extend(svc.poll().events)
         summary = svc.summary()
         svc.close()

@@ -49,7 +49,7 @@ def _frame(v: dict[str, Any]) -> bytes:
 @pytest.mark.parametrize("v", VECTORS["valid"], ids=lambda v: v["name"])
 def test_valid_vectors_decode_and_reencode(v: dict[str, Any]) -> None:
     m = ctl.decode(_frame(v), set(ctl.FIELDS))
-    assert ctl.encode(m["type"], m, m["minor"]) == _frame(v)
+    assert ctl.encode(m["type"], m, m["minor"]) == v.get("canonical", v["frame"]).encode()
     for k, x in v.get("fields", {}).items():
         assert m.get(k) == x, k
 
@@ -70,10 +70,28 @@ def test_number_formatting(x: float, text: str) -> None:
 def test_controller_sequences(seq: dict[str, Any]) -> None:
     gate = ctl.Gate(**seq.get("gate", {}))
     for step in seq["steps"]:
-        if "frame" in step:
-            assert gate.offer(step["frame"].encode(), step["t_recv_ns"], step["authenticated"]) == step["verdict"]
+        if "ping" in step:
+            gate.note_ping(step["ping"]["boot"], step["ping"]["t1_ns"], step["ping"]["t2_ns"])
+        if "frame" in step or "frames" in step:
+            msg = step["frame"].encode() if "frame" in step else [f.encode() for f in step["frames"]]
+            assert gate.offer(msg, step["t_recv_ns"], step["authenticated"]) == step["verdict"]
         for t, expect in step["may_fire"]:
             assert gate.may_fire(t) == expect, (step.get("verdict"), t)
+        for t, state in step.get("state", []):
+            assert gate.state_at(t) == state, (step.get("verdict"), t)
+
+
+@pytest.mark.parametrize("v", VECTORS["key_files"], ids=lambda v: v["name"])
+def test_key_files(v: dict[str, Any], tmp_path: Path) -> None:
+    """§2.1: the certificate text gives the keys; a mixed-up pair is refused."""
+    pub, sec = ctl.parse_cert(v["text"])
+    assert (pub, sec) == (v["public_key"].encode(), v["secret_key"].encode() if v["secret_key"] else None)
+    if sec is not None:
+        if v["error"] is None:
+            ctl.check_pair(v["name"], pub, sec)
+        else:
+            with pytest.raises(SystemExit, match=v["error"]):
+                ctl.check_pair(v["name"], pub, sec)
 
 
 def test_doc_examples_are_vectors() -> None:
@@ -169,6 +187,7 @@ def _live_run(d: Path, r: Path) -> dict[str, Any]:
         "events": _jsonl(r / "REC" / "events.jsonl"),
         "logs": {n: _jsonl(r / f"{n}.jsonl") for n in ("docctl", "docctl-lifted", "intruder")},
         "svc_out": (r / "svc.out").read_text(),
+        "intruder_out": (r / "intruder.out").read_text(),
     }
 
 
@@ -267,10 +286,15 @@ def test_service_rejects_vectors_recorded_with_their_codes(session: dict[str, An
     """§7.3/§8: the doc's service_rejects frames, sent by an allow-listed key, are counted by code and source."""
     want = collections.Counter(v["code"] for v in VECTORS["service_rejects"])
     got: collections.Counter[str] = collections.Counter()
+    first: dict[str, dict[str, Any]] = {}
     for e in session["events"]:
         if e["kind"] == "rejected" and e["source"] == "docctl-rogue":
             got[e["code"]] += e["count"]
+            first.setdefault(e["code"], e)
     assert got == want
+    # §7.3: the first reject of a code and sender is a record of its own with count 1, even when more came in the
+    # same receive turn (identity_mismatch: two frames back to back)
+    assert {code: e["count"] for code, e in first.items()} == {code: 1 for code in want}
 
 
 def test_unlisted_key_refused_on_both_sides(session: dict[str, Any]) -> None:
@@ -278,7 +302,12 @@ def test_unlisted_key_refused_on_both_sides(session: dict[str, Any]) -> None:
     log = session["logs"]["intruder"]
     assert any(e["event"] == "link" and e["what"] == "HANDSHAKE_FAILED_AUTH" and e["state"] == "key refused" for e in log)
     assert not any(e["event"] in ("permit", "pulse") for e in log)
-    fps = {e["fingerprint"] for e in session["events"] if e["kind"] == "key_refused"}
-    assert session["intruder_fp"] in fps, (session["intruder_fp"], fps)
+    refused = [e for e in session["events"] if e["kind"] == "key_refused" and e["fingerprint"] == session["intruder_fp"]]
+    assert refused, (session["intruder_fp"], [e for e in session["events"] if e["kind"] == "key_refused"])
+    assert refused[0]["count"] == 1  # §7.3: the first at once, count 1 (both sockets are refused: 2 in all)
+    assert sum(e["count"] for e in refused) == refused[-1]["total"] >= 1
+    # §2.3: the controller says it once, in one line, on stderr
+    said = [line for line in session["intruder_out"].splitlines() if "key refused" in line]
+    assert len(said) == len({line.split("(")[1].split(" ")[0] for line in said}) >= 1, said  # once per socket
     assert not any(e["kind"] == "link" and e["controller"] == "intruder" for e in session["events"])
 

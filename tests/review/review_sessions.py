@@ -29,7 +29,7 @@ import yaml
 
 from guidance.resources import verified_path
 from guidance import samples
-from guidance.sim.demo import _free_port_pair, stop_process
+from guidance.sim.demo import free_port_pair, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = verified_path("full_face", kind="plans")
@@ -65,7 +65,7 @@ def make_sessions(base: Path) -> dict[str, Path]:
               "-o", str(out["sim"]), "--max-frames", "150"])
     assert r.returncode == 0, r.stderr
     video = out["sim"] / "simulated.avi"
-    port = _free_port_pair()
+    port = free_port_pair()
     ctrl = subprocess.Popen(GUIDANCE + ["controller-sim", "--connect", f"tcp://127.0.0.1:{port}", "--insecure",
                                         "--trigger", "held", "--rate-hz", "8", "--rogue-pulse-at-s", "3.0"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,15 +119,20 @@ def add_pulses(src: Path, dst: Path, every: int = 3) -> list[dict]:
                           "controller": "test", "controller_boot": "0" * 16, "pulse_seq": 1000 + len(added),
                           "outcome": "coverage", "reason": "ok", "t_ctrl_ns": None, "time_source": "permit",
                           "permit_seq": f["gate"]["seq"], "zone": z.get("zone"), "tip_u": u, "tip_v": v,
-                          "duration_us": 2000, "intensity_pct": 60.0, "energy_mj": None, "contact": True})
+                          "duration_us": 2000, "intensity_pct": 60.0, "energy_mj": None,
+                          "contact": True})  # in skin contact: deposits, as the live rule (PulseEvent.deposit) says
     assert len(added) >= 3, "the simulated session should track the tip on the face"
     body = [e for e in events if e["kind"] not in ("coverage", "session_end", "disarm")]
     tail = [e for e in events if e["kind"] in ("disarm",)]
     end = next(e for e in events if e["kind"] == "session_end")
     merged = sorted(body + added, key=lambda e: e["t_ns"])
     pulses = [e for e in merged if e["kind"] == "pulse"]  # the live run's own pulses too, in order
-    for e in pulses:
-        if e.get("tip_u") is not None:
+    for e in pulses:  # the live app's rule (PulseEvent.deposit): only pulses in skin contact deposit
+        if e.get("contact") is False:
+            cov.lifted_pulses += 1
+        elif e.get("contact") is None:
+            cov.contact_unknown_pulses += 1
+        elif e.get("tip_u") is not None:
             cov.deposit_pulse(e["tip_u"], e["tip_v"], diameter)
         else:
             cov.unplaced_pulses += 1

@@ -34,7 +34,7 @@ def test_the_demo_session_is_safe_and_complete(demo):
     assert all(r.video for r in s.frames)  # every processed frame is in the recording with its image
     delivered = [e for e in s.events if e.kind == "pulse"]
     assert len(delivered) == acc.pulses_fired  # every fired pulse reached coverage (none lost)
-    assert (out / "overlay.mp4").stat().st_size > 100_000
+    assert (out / "overlay.mkv").stat().st_size > 100_000
     assert (out / "report.html").exists()
     saved = json.loads((out / "acceptance.json").read_text())
     assert saved["safe"] is True and set(saved["coverage_truth"]) == set(saved["coverage_service"])

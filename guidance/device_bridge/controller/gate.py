@@ -19,7 +19,7 @@ import collections
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
+from typing import Callable, Sequence
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -83,10 +83,10 @@ class ControllerGate:
     held: HeldPermit | None = None
     last_state: GateState = GateState.NO_PERMIT
     counters: collections.Counter = field(default_factory=collections.Counter)
-    ping_window: int = 8
+    ping_window: int = 8  # pings per service boot the offset bound is taken over
+    ping_boots: int = 4  # service boots a ping window is kept for (the most recently pinging ones)
     _candidate: tuple[str, int, int] | None = None  # (boot, seq, t_capture_ns)
-    _ping_boot: str | None = None
-    _ping_offsets: collections.deque = field(default_factory=collections.deque)
+    _pings: dict[str, collections.deque] = field(default_factory=dict)  # service boot -> recent (t2 - t1)
     _retired: collections.deque = field(default_factory=collections.deque)
 
     # -- input -------------------------------------------------------------
@@ -99,19 +99,28 @@ class ControllerGate:
         and a permit delayed in transit gets no fresh window. A short window lets
         a stepped controller clock recover.
         """
-        if service_boot != self._ping_boot:
-            self._ping_boot = service_boot
-            self._ping_offsets.clear()
-        self._ping_offsets.append(t2_ctrl_ns - t1_service_ns)
-        while len(self._ping_offsets) > self.ping_window:
-            self._ping_offsets.popleft()
+        window = self._pings.pop(service_boot, None)  # re-inserted last: the dict is ordered by the latest ping
+        if window is None:
+            window = collections.deque(maxlen=self.ping_window)
+            while len(self._pings) >= self.ping_boots:
+                self._pings.pop(next(iter(self._pings)))  # forget the boot that pinged longest ago
+        window.append(t2_ctrl_ns - t1_service_ns)
+        self._pings[service_boot] = window
 
-    @property
-    def offset_bound_ns(self) -> int | None:
-        return min(self._ping_offsets) if self._ping_offsets else None
+    def offset_bound_ns(self, service_boot: str) -> int | None:
+        """min(t2 − t1) over the last `ping_window` pings of this service boot; None if it never pinged."""
+        window = self._pings.get(service_boot)
+        return min(window) if window else None
 
-    def offer(self, data: bytes, t_recv_ns: int, authenticated: bool) -> Verdict:
-        """Judge one received frame; anything but a valid permit=true leaves may_fire False."""
+    def offer(self, data: bytes | Sequence[bytes], t_recv_ns: int, authenticated: bool) -> Verdict:
+        """Judge one received message; anything but a valid permit=true leaves may_fire False.
+
+        `data` is the message's one frame, or the list of its frames as read
+        (more than one: `malformed`). docs/protocol.md §5.2 and §7.2: the held
+        permit is first judged at `t_recv_ns` (expired, clock ran backwards),
+        then the frame; the gate state changes only as §7.2 lists.
+        """
+        self.state(t_recv_ns)
         verdict = self._judge(data, t_recv_ns, authenticated)
         self.counters[verdict.value] += 1
         if verdict not in (Verdict.ACCEPTED,):
@@ -122,11 +131,18 @@ class ControllerGate:
             self.held = None
         return verdict
 
-    def _judge(self, data: bytes, t_recv_ns: int, authenticated: bool) -> Verdict:
+    def _judge(self, data: bytes | Sequence[bytes], t_recv_ns: int, authenticated: bool) -> Verdict:
         if not authenticated and not self.accept_unauthenticated:
             return Verdict.UNAUTHENTICATED
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            frame = bytes(data)
+        else:
+            parts = list(data)
+            if len(parts) != 1:  # one message is one frame (docs/protocol.md §1)
+                return Verdict.MALFORMED
+            frame = bytes(parts[0])
         try:
-            msg = protocol.decode(data, expect=("permit",))
+            msg = protocol.decode(frame, expect=("permit",))
         except ProtocolError as exc:
             return Verdict(exc.code)
         assert isinstance(msg, Permit)
@@ -161,14 +177,14 @@ class ControllerGate:
         if age_ns >= ttl_ns:
             return Verdict.STALE
         t_expiry = t_recv_ns + ttl_ns - age_ns
-        bound = self.offset_bound_ns if self._ping_boot == msg.boot else None
+        bound = self.offset_bound_ns(msg.boot)
         if bound is not None:
             t_expiry = min(t_expiry, msg.t_capture_ns + bound + ttl_ns)
+        if t_expiry <= t_recv_ns:  # rule 7, for a deny too: only an accepted frame advances the sequence
+            return Verdict.STALE
         self.last_seq, self.last_t_capture_ns = msg.seq, msg.t_capture_ns
         if not msg.permit:
             return Verdict.ACCEPTED_DENY
-        if t_expiry <= t_recv_ns:
-            return Verdict.STALE
         self.held = HeldPermit(msg, t_recv_ns, t_expiry)
         self.last_state = GateState.OK
         return Verdict.ACCEPTED
@@ -350,10 +366,10 @@ class ControllerLink:
         if self.sub in events:
             while True:
                 try:
-                    data = self.sub.recv(zmq.NOBLOCK)
+                    frames = self.sub.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                verdicts.append(self.gate.offer(data, self.clock(), self.authenticated or self.gate.accept_unauthenticated))
+                verdicts.append(self.gate.offer(frames, self.clock(), self.authenticated or self.gate.accept_unauthenticated))
         if self.dealer in events:
             while True:
                 try:
@@ -399,18 +415,29 @@ class ControllerLink:
         self._send(data)
         return msg
 
+    @property
+    def rejected(self) -> int:
+        """`status.rejected` (docs/protocol.md §4.3): every received message not accepted, on either socket."""
+        return sum(v for k, v in self.gate.counters.items() if k not in ("accepted", "accepted_deny")) \
+            + self.rejected_inbound
+
     def send_status(self, trigger: bool) -> protocol.Status:
         now = self.clock()
         self.status_seq += 1
+        may_fire = self.gate.may_fire(now)  # first: it drops an expired permit, so permit_seq is null iff not may_fire
         held = self.gate.held
         msg = protocol.Status(
-            self.controller_id, self.boot, self.status_seq, now, self.gate.may_fire(now),
+            self.controller_id, self.boot, self.status_seq, now, may_fire,
             self.gate.state(now).value, bool(trigger), held.permit.seq if held else None, self.pulses,
-            sum(v for k, v in self.gate.counters.items() if k not in ("accepted", "accepted_deny")) + self.rejected_inbound,
-            minor=self.minor,
+            self.rejected, minor=self.minor,
         )
         self._send(msg.encode())
         return msg
+
+    @property
+    def backlog(self) -> int:
+        """Reports ZeroMQ would not take yet (its queue is full): while any waits, a controller must not fire (§4.3)."""
+        return len(self.outbox)
 
     def _send(self, data: bytes) -> None:
         self.outbox.append(data)

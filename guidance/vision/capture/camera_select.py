@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from guidance.errors import UserError
-from guidance.vision.capture.camera import CameraModel, load_camera
+from guidance.vision.capture.camera import CameraModel, check_camera_fits, load_camera
 
 
 def camera_for(path: str | Path | None, width: int, height: int, command: str) -> CameraModel:
@@ -17,8 +16,5 @@ def camera_for(path: str | Path | None, width: int, height: int, command: str) -
               file=sys.stderr)
         return CameraModel.default(width, height)
     cam = load_camera(path)
-    cw, ch = cam.size
-    if abs(cw / ch - width / height) > 0.01:
-        raise UserError(f"calibrated for {cw}x{ch}, but the video is {width}x{height} (different aspect ratio)",
-                        path=path, field="image_size")
+    check_camera_fits(cam, width, height)
     return cam.scaled_to(width, height)

@@ -6,6 +6,17 @@ to the moment the source was opened) so that replaying a recording keeps its
 real timing; for cameras it is taken when the frame is grabbed. A camera source
 runs a grabber thread that keeps only the newest frame: the consumer never
 works on a stale frame, and every frame it skipped is counted as dropped.
+
+A file read as fast as the consumer takes it (`guidance run --no-realtime`)
+has no capture clock at all: with `stamp_on_read=True` each frame is stamped
+when it is read, as a camera stamps a frame when it is grabbed, so the file
+plays like a camera running at the consumer's pace and a frame's age is what
+the consumer made of it.
+
+Opening checks what can be checked at once: a video file must decode its first
+frame and a camera must deliver one, so a command fails before it has written
+anything. A video that ends well before the frame count its header announced
+says so (`guidance.errors.notice`: one warning line under the CLI).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from guidance.errors import SourceError
+from guidance.errors import SourceError, native_stderr_silenced, notice
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -42,6 +53,7 @@ class FrameSource:
     name: str = ""
     fps: float = 0.0
     dropped: int = 0
+    size: tuple[int, int] | None = None  # (width, height) of the first frame, known once the source is open
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -80,35 +92,82 @@ class VideoFileSource(FrameSource):
     """
 
     def __init__(self, path: str | Path, *, max_frames: int | None = None, resize: tuple[int, int] | None = None,
-                 realtime: bool = False, start_at_ns: int | None = None):
+                 realtime: bool = False, start_at_ns: int | None = None, stamp_on_read: bool = False):
         self.path = Path(path)
         self.name = str(self.path)
         if not self.path.exists():
             raise SourceError("video file not found", path=self.path)
+        if self.path.is_dir():
+            raise SourceError("is a folder, not a video file", path=self.path)
+        if start_at_ns is not None and (not realtime or isinstance(start_at_ns, bool) or not isinstance(start_at_ns, int)
+                                        or start_at_ns < 0):
+            raise SourceError("a start time needs realtime playback and a non-negative integer of ns", path=self.path)
+        if stamp_on_read and realtime:
+            raise SourceError("a file played in real time keeps its own clock; stamp_on_read is for as-fast-as-possible",
+                              path=self.path)
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
+            self._cap.release()
             raise SourceError("cannot open as a video (unknown format or corrupt)", path=self.path)
-        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
-        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self._t0_ns = time.monotonic_ns()
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.0 < fps <= 1000.0 else 30.0  # a header without a sane rate: the nominal 30
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+        self.frame_count = int(count) if 0 < count < 1e9 else 0  # what the header announces (0: unknown)
         self._index = 0
         self._max = max_frames
         self._resize = resize
         self._last_pts_ns = -1
         self._realtime = realtime
-        if start_at_ns is not None and (not realtime or isinstance(start_at_ns, bool) or not isinstance(start_at_ns, int)
-                                        or start_at_ns < 0):
-            self._cap.release()
-            raise SourceError("a start time needs realtime playback and a non-negative integer of ns", path=self.path)
+        self._stamp_on_read = stamp_on_read
         self._start_at = start_at_ns
+        self._ended = False
+        # The first frame is decoded now: a file that opens but decodes nothing fails here, before the
+        # caller has made anything (a recording folder, an output video).
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._cap.release()
+            raise SourceError("no decodable frame (corrupt, empty or not a video)", path=self.path)
+        self._peeked: tuple[np.ndarray, float] | None = (image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0))
+        self.size = tuple(resize) if resize else (image.shape[1], image.shape[0])  # type: ignore[assignment]
+        self._t0_ns = time.monotonic_ns()
 
     def frame_time_ns(self, index: int) -> int:
         """With a start time: when frame `index` is captured (T + round(index × 1e9 / fps))."""
         assert self._start_at is not None
         return self._start_at + int(round(index * 1e9 / self.fps))
 
-    def _next_pts_ns(self) -> int:
-        pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+    # -- the file, one frame at a time (the first one was decoded at open) -------------------------------
+    def _decode(self) -> tuple[np.ndarray, float] | None:
+        if self._peeked is not None:
+            got, self._peeked = self._peeked, None
+            return got
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._end()
+            return None
+        return image, float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+
+    def _skip(self) -> float | None:
+        """Pass over one frame without decoding it; its position in ms (None: the file ended)."""
+        if self._peeked is not None:
+            pos = self._peeked[1]
+            self._peeked = None
+            return pos
+        if not self._cap.grab():
+            self._end()
+            return None
+        return float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+
+    def _end(self) -> None:
+        """The file gave no more frames: say so once if that is well short of what its header announced."""
+        if not self._ended:
+            self._ended = True
+            n, k = self.frame_count, self._index
+            if n and n - k > max(3, n // 100):  # containers round their count by a frame or two
+                notice(f"{self.path}: video ended after {k} of the {n} frames its header announces "
+                       "(cut short or damaged)")
+
+    def _next_pts_ns(self, pos_ms: float) -> int:
         pts_ns = int(round(pos_ms * 1e6)) if pos_ms and pos_ms > 0 else int(round(self._index * 1e9 / self.fps))
         if pts_ns <= self._last_pts_ns:  # some containers repeat or omit timestamps
             pts_ns = self._last_pts_ns + int(1e9 / self.fps)
@@ -119,17 +178,16 @@ class VideoFileSource(FrameSource):
         period_ns = int(1e9 / self.fps)
         # More than a frame late: skip (grab without decoding) to the newest frame, as a camera would.
         while time.monotonic_ns() - self.frame_time_ns(self._index) > period_ns:
-            if not self._cap.grab():
+            if self._skip() is None:
                 return None
             self._index += 1
             self.dropped += 1
             if self._max is not None and self._index >= self._max:
                 return None
-        ok, image = self._cap.read()
-        if not ok or image is None:
-            if self._index == 0:
-                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
+        got = self._decode()
+        if got is None:
             return None
+        image = got[0]
         t = self.frame_time_ns(self._index)
         while (wait_ns := t - time.monotonic_ns()) > 0:
             time.sleep(wait_ns / 1e9)
@@ -150,26 +208,28 @@ class VideoFileSource(FrameSource):
             period_ns = int(1e9 / self.fps)
             # Behind by more than a frame: skip (grab without decoding) to the newest frame.
             while time.monotonic_ns() - (self._t0_ns + self._last_pts_ns + period_ns) > period_ns:
-                if not self._cap.grab():
+                pos = self._skip()
+                if pos is None:
                     return None
-                self._next_pts_ns()
+                self._next_pts_ns(pos)
                 self._index += 1
                 self.dropped += 1
                 if self._max is not None and self._index >= self._max:
                     return None
-        ok, image = self._cap.read()
-        if not ok or image is None:
-            if self._index == 0:
-                raise SourceError("no decodable frame (corrupt or empty video)", path=self.path)
+        got = self._decode()
+        if got is None:
             return None
-        pts_ns = self._next_pts_ns()
+        image, pos_ms = got
+        pts_ns = self._next_pts_ns(pos_ms)
         if self._realtime:
             wait_ns = self._t0_ns + pts_ns - time.monotonic_ns()
             if wait_ns > 0:
                 time.sleep(wait_ns / 1e9)
         if self._resize:
             image = cv2.resize(image, self._resize, interpolation=cv2.INTER_AREA)
-        frame = Frame(self._index, self._t0_ns + pts_ns, image)
+        # as fast as possible: stamped now, as a camera stamps the frame it grabs (see the module doc)
+        t_ns = time.monotonic_ns() if self._stamp_on_read else self._t0_ns + pts_ns
+        frame = Frame(self._index, t_ns, image)
         self._index += 1
         return frame
 
@@ -180,7 +240,8 @@ class VideoFileSource(FrameSource):
 class ImageSequenceSource(FrameSource):
     """A folder or glob of still images, played at a nominal frame rate."""
 
-    def __init__(self, pattern: str | Path, *, fps: float = 30.0, repeat: int = 1):
+    def __init__(self, pattern: str | Path, *, fps: float = 30.0, repeat: int = 1, max_frames: int | None = None,
+                 stamp_on_read: bool = False):
         p = Path(pattern)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -194,23 +255,40 @@ class ImageSequenceSource(FrameSource):
         self.files = files
         self.fps = fps
         self._repeat = repeat
+        self._max = max_frames
+        self._stamp_on_read = stamp_on_read
         self._index = 0
-        self._t0_ns = time.monotonic_ns()
         self._cache: dict[Path, np.ndarray] = {}
+        # the first image is decoded now: an unreadable one fails before the caller has made anything
+        self._first: np.ndarray | None = self._decode(files[0])
+        self.size = (self._first.shape[1], self._first.shape[0])
+        self._t0_ns = time.monotonic_ns()
+
+    @staticmethod
+    def _decode(f: Path) -> np.ndarray:
+        with native_stderr_silenced():  # libjpeg/libpng complaints: we say "cannot decode" once
+            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError("cannot decode image", path=f)
+        return image
 
     def read(self) -> Frame | None:
         total = len(self.files) * self._repeat
+        if self._max is not None:
+            total = min(total, self._max)
         if self._index >= total:
             return None
         f = self.files[self._index % len(self.files)]
         image = self._cache.get(f)
         if image is None:
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if image is None:
-                raise SourceError("cannot decode image", path=f)
+            if self._first is not None:
+                image, self._first = self._first, None
+            else:
+                image = self._decode(f)
             if self._repeat > 1:
                 self._cache[f] = image
-        frame = Frame(self._index, self._t0_ns + int(round(self._index * 1e9 / self.fps)), image)
+        t_ns = time.monotonic_ns() if self._stamp_on_read else self._t0_ns + int(round(self._index * 1e9 / self.fps))
+        frame = Frame(self._index, t_ns, image)
         self._index += 1
         return frame
 
@@ -223,8 +301,10 @@ class CameraSource(FrameSource):
     frame arrives for `stall_timeout_s` the source raises instead of hanging.
     """
 
-    def __init__(self, spec: int | str, *, stall_timeout_s: float = 2.0, size: tuple[int, int] | None = None):
+    def __init__(self, spec: int | str, *, stall_timeout_s: float = 2.0, size: tuple[int, int] | None = None,
+                 max_frames: int | None = None):
         self.name = str(spec)
+        self._max = max_frames
         self._cap = cv2.VideoCapture(spec)
         if not self._cap.isOpened():
             raise SourceError("cannot open camera", path=str(spec))
@@ -242,6 +322,17 @@ class CameraSource(FrameSource):
         self._running = True
         self._thread = threading.Thread(target=self._grab, name=f"camera-{spec}", daemon=True)
         self._thread.start()
+        # A camera that opens but delivers nothing fails here, before the caller has made anything.
+        deadline = time.monotonic() + self._stall
+        with self._cond:
+            while self._slot is None and self._failed is None and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            why = self._failed or (None if self._slot is not None else f"no frame for {self._stall:.1f} s after opening")
+            if self._slot is not None:
+                self.size = (self._slot[1].shape[1], self._slot[1].shape[0])
+        if why:
+            self.close()
+            raise SourceError(why, path=self.name)
 
     def _grab(self) -> None:
         while self._running:
@@ -259,6 +350,8 @@ class CameraSource(FrameSource):
                 self._cond.notify_all()
 
     def read(self) -> Frame | None:
+        if self._max is not None and self._index >= self._max:
+            return None
         deadline = time.monotonic() + self._stall
         with self._cond:
             while self._slot is None:

@@ -22,7 +22,8 @@ from guidance.resources import user_or_bundled
 from guidance.yamlfile import read_yaml, validate
 from guidance.vision.handpiece.marker_body import MarkerBody
 
-_POINT = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+# A handpiece or head band is well under a metre across: bounds keep the geometry checks in plain numbers.
+_POINT = {"type": "array", "items": {"type": "number", "minimum": -1000, "maximum": 1000}, "minItems": 3, "maxItems": 3}
 
 PROFILE_SCHEMA = {
     "type": "object",
@@ -37,9 +38,9 @@ PROFILE_SCHEMA = {
                 "type": "object",
                 "required": ["id", "size_mm", "corners_mm"],
                 "properties": {
-                    "id": {"type": "integer", "minimum": 0},
-                    "size_mm": {"type": "number", "exclusiveMinimum": 0},
-                    "plate_mm": {"type": "number", "exclusiveMinimum": 0},
+                    "id": {"type": "integer", "minimum": 0, "maximum": 100000},
+                    "size_mm": {"type": "number", "exclusiveMinimum": 0, "maximum": 500},
+                    "plate_mm": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
                     "corners_mm": {"type": "array", "items": _POINT, "minItems": 4, "maxItems": 4},
                 },
                 "additionalProperties": False,
@@ -50,8 +51,8 @@ PROFILE_SCHEMA = {
         "shaft": {
             "type": "object",
             "required": ["diameter_mm", "rear_z_mm"],
-            "properties": {"diameter_mm": {"type": "number", "exclusiveMinimum": 0},
-                           "rear_z_mm": {"type": "number"}},
+            "properties": {"diameter_mm": {"type": "number", "exclusiveMinimum": 0, "maximum": 200},
+                           "rear_z_mm": {"type": "number", "minimum": -1000, "maximum": 1000}},
             "additionalProperties": False,
         },
         "pivot_calibration": {"type": "object"},

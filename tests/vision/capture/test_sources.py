@@ -1,4 +1,5 @@
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -118,3 +119,55 @@ def test_realtime_start_time_in_the_past_skips_to_the_current_frame(sample):
 def test_a_start_time_needs_realtime(sample):
     with pytest.raises(SourceError, match="start time"):
         open_source(sample("single_face.mp4"), start_at_ns=1)
+
+
+# -- issue 14: inputs a new user tries --------------------------------------------------------------------
+
+def test_a_file_read_as_fast_as_possible_is_stamped_when_each_frame_is_read(sample):
+    src = VideoFileSource(sample("single_face.mp4"), stamp_on_read=True)
+    prev = 0
+    for _ in range(10):
+        before = time.monotonic_ns()
+        f = src.read()
+        after = time.monotonic_ns()
+        assert f is not None and before <= f.t_capture_ns <= after and f.t_capture_ns > prev
+        prev = f.t_capture_ns
+    src.close()
+    images = ImageSequenceSource(sample("astronaut.png"), repeat=3, stamp_on_read=True)
+    before = time.monotonic_ns()
+    f = images.read()
+    assert before <= f.t_capture_ns <= time.monotonic_ns()
+
+
+def test_image_sources_take_max_frames_like_video_sources(sample):
+    assert len(list(open_source(sample("astronaut.png"), max_frames=1))) == 1
+    assert len(list(ImageSequenceSource(sample("astronaut.png"), repeat=5, max_frames=3))) == 3
+
+
+def test_a_file_that_decodes_nothing_is_refused_at_open(tmp_path, sample):
+    (tmp_path / "text.mp4").write_text("not a video\n")
+    (tmp_path / "cut.mp4").write_bytes(sample("single_face.mp4").read_bytes()[:3000])
+    (tmp_path / "dir.mp4").mkdir()
+    for name in ("text.mp4", "cut.mp4", "dir.mp4"):
+        with pytest.raises(SourceError, match=name):
+            VideoFileSource(tmp_path / name)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(SourceError, match="bad.png"):
+        ImageSequenceSource(tmp_path / "bad.png")
+
+
+def test_a_video_that_ends_before_its_announced_frame_count_says_so_once(tmp_path, sample):
+    from guidance.errors import UserNotice
+
+    full, cut = tmp_path / "full.avi", tmp_path / "cut.avi"
+    w = cv2.VideoWriter(str(full), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (160, 120))
+    for i in range(60):
+        w.write(np.full((120, 160, 3), i * 4, np.uint8))
+    w.release()
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.warns(UserNotice, match="of the 60 frames its header announces") as caught:
+        n = len(list(VideoFileSource(cut)))
+    assert 0 < n < 55 and len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole file: no notice
+        assert len(list(VideoFileSource(full))) == 60
