@@ -57,7 +57,12 @@ class Record:
                 kw[f.name] = _load(hints[f.name], d[f.name], f"{cls.__name__}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise RecordError(f"{cls.__name__}: missing field {f.name!r}")
-        return cls(**kw)
+        out = cls(**kw)
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """Fields that only make sense together (a record read from a file); raise RecordError naming the field."""
 
 
 @functools.cache
@@ -171,6 +176,10 @@ class TipRecord(Record):
     measured_px: tuple[float, float] | None = None  # this frame's tip alone, before the tip filter
     measured_sigma_lateral_mm: float | None = None  # its lateral 1-sigma from this frame's pose fit alone
     filter_frames: int = 0  # measurements the tip filter fused, this one included (1: this frame alone)
+
+    def check(self) -> None:
+        if self.valid and self.px is None:
+            raise RecordError("TipRecord.px: a valid tip needs its pixel")
 
 
 @dataclass(frozen=True)
