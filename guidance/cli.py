@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "bench",
     "media",
     "demo",
+    "evaluate",
     "controller_sim",
     "keys",
     "tip",

@@ -28,14 +28,18 @@ class Reason(str, Enum):
     NOT_ARMED = "not_armed"
     CAMERA_STALLED = "camera_stalled"
     NO_FACE = "no_face"
+    OTHER_FACE = "other_face"
     FACE_STALE = "face_stale"
     LOW_PRESENCE = "low_presence"
     BAND_UNREGISTERED = "band_unregistered"
     BAND_LOST = "band_lost"
     BAND_MOVED = "band_moved"
+    PATCH_LOST = "patch_lost"
+    PATCH_STALE = "patch_stale"
     TIP_LOST = "tip_lost"
     TIP_LOW_CONFIDENCE = "tip_low_confidence"
     CALIBRATION_MISSING = "calibration_missing"
+    PATCH_FAR = "patch_far"
     OFF_SURFACE = "off_surface"
     ZONE_EXCLUDED = "zone_excluded"
     ZONE_NOT_PLANNED = "zone_not_planned"
@@ -61,6 +65,7 @@ class GatePolicy:
     margin_mm: float = 2.0
     max_frame_age_ms: float = 50.0  # newest frame older than this: camera stalled
     max_face_age_ms: float = 40.0  # face track older than the frame by more than this
+    max_patch_age_ms: float = 40.0  # body plans: the skin patch's pose older than the frame by more than this
     min_presence: float = 0.5
     min_tip_confidence: float = 0.5
     # The skin point's 1-sigma uncertainty (tip and face mapping together, mm) is added to the required
@@ -104,6 +109,17 @@ class GateInput:
     # Scalp sessions carry the head by the head band, not the face: None for a face session (the face checks
     # apply), else the band's state this frame: "ok", "unregistered", "lost" or "moved" (anything else: lost).
     head_band: str | None = None
+    # What the skin point is mapped through: "face" (the face, neck, décolletage and scalp surfaces) or "patch"
+    # (a body area's skin reference patch). With "patch" the face checks give way to patch checks: the patch's
+    # pose found (patch_found), measured on a frame at most max_patch_age_ms before this one (t_patch_ns), and
+    # the skin point inside the area's ellipse where the patch plane is trusted (patch_in_range).
+    reference: str = "face"
+    # Face plans with the client's face locked: the client's face is not found but another face is (face_found
+    # is then False): denied other_face rather than no_face.
+    other_face: bool = False
+    patch_found: bool = False
+    t_patch_ns: int | None = None
+    patch_in_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,12 +179,18 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
         fails.append(Reason.NOT_ARMED)
     if not (0 <= frame_age_ms <= p.max_frame_age_ms):
         fails.append(Reason.CAMERA_STALLED)
-    if g.head_band is not None:  # a scalp session: the band, registered to the face, carries the head
+    patch = g.reference != "face"  # anything but the face reference is judged by the patch checks (fail closed)
+    if patch:
+        if not _true(g.patch_found):
+            fails.append(Reason.PATCH_LOST)
+        elif g.t_patch_ns is None or not (0 <= (g.t_capture_ns - g.t_patch_ns) / 1e6 <= p.max_patch_age_ms):
+            fails.append(Reason.PATCH_STALE)
+    elif g.head_band is not None:  # a scalp session: the band, registered to the face, carries the head
         if g.head_band != "ok":
             fails.append({"unregistered": Reason.BAND_UNREGISTERED, "moved": Reason.BAND_MOVED}.get(
                 g.head_band, Reason.BAND_LOST))
     elif not _true(g.face_found):
-        fails.append(Reason.NO_FACE)
+        fails.append(Reason.OTHER_FACE if _true(g.other_face) else Reason.NO_FACE)
     else:
         if g.t_face_ns is None or not (0 <= (g.t_capture_ns - g.t_face_ns) / 1e6 <= p.max_face_age_ms):
             fails.append(Reason.FACE_STALE)
@@ -180,6 +202,8 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
         fails.append(Reason.TIP_LOW_CONFIDENCE)
     if g.calibration_required and not _true(g.calibration_ok):
         fails.append(Reason.CALIBRATION_MISSING)
+    if patch and _true(g.patch_found) and g.zone is not None and not _true(g.patch_in_range):
+        fails.append(Reason.PATCH_FAR)
     if g.zone is None or g.zone_kind is None or g.zone_kind == ZoneKind.OFF_SURFACE:
         fails.append(Reason.OFF_SURFACE)
     elif g.zone_kind == ZoneKind.EXCLUSION:

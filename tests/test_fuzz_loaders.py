@@ -209,7 +209,7 @@ def _keys(tmp_path: Path) -> Path:
 
 def test_curve_key_fuzz(tmp_path, sample):
     from guidance.device_bridge.keys import load_pair, load_public, load_service_keys
-    from guidance.sim.demo import _free_port_pair
+    from guidance.sim.demo import free_port_pair
 
     d = _keys(tmp_path)
     originals = {p: p.read_bytes() for p in [d / "service.key_secret", d / "service.key", d / "controller.key_secret",
@@ -244,7 +244,7 @@ def test_curve_key_fuzz(tmp_path, sample):
             if target.exists() and target.name.endswith("_secret"):
                 target.chmod(0o600)
             out = tmp_path / f"out{k}-{j}"
-            port = _free_port_pair()
+            port = free_port_pair()
             if target.name in ("controller.key_secret", "service.key"):  # what a controller reads
                 r = cli("controller-sim", "--connect", f"tcp://127.0.0.1:{port}", "--keys", str(d), "--duration-s", "0.1")
             else:

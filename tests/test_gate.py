@@ -37,6 +37,7 @@ def test_all_conditions_met_permits():
     (dict(t_capture_ns=NOW - 200 * MS, t_face_ns=NOW - 200 * MS), Reason.CAMERA_STALLED),
     (dict(t_capture_ns=NOW + 5 * MS), Reason.CAMERA_STALLED),  # from the future: not trusted either
     (dict(face_found=False), Reason.NO_FACE),
+    (dict(face_found=False, other_face=True), Reason.OTHER_FACE),  # the client's face lost, another one seen
     (dict(t_face_ns=NOW - 100 * MS), Reason.FACE_STALE),
     (dict(t_face_ns=None), Reason.FACE_STALE),
     (dict(presence=0.2), Reason.LOW_PRESENCE),
@@ -196,3 +197,60 @@ def test_tip_uncertainty_widens_the_required_distance():
     assert not shaky.permit and shaky.reason == Reason.NEAR_BOUNDARY
     nan = decide(POLICY, GateInput(**base, tip_sigma_mm=float("nan")), now)
     assert not nan.permit
+
+
+# ---------------------------------------------------------------- body plans: the skin patch replaces the face
+
+
+def body(**kw) -> GateInput:
+    """A body-plan input that permits: the face fields say nothing (no face tracker runs), the patch fields do."""
+    return good(**{"reference": "patch", "face_found": False, "t_face_ns": None, "presence": 0.0,
+                   "patch_found": True, "t_patch_ns": NOW - 10 * MS, "patch_in_range": True, "zone": "thigh_upper",
+                   **kw})
+
+
+def test_a_body_plan_is_judged_by_the_patch_not_the_face():
+    assert decide(POLICY, body(), NOW).permit  # no face anywhere, and that is right for a body plan
+    assert decide(POLICY, body(reference="face"), NOW).reason == Reason.NO_FACE
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(patch_found=False), Reason.PATCH_LOST),
+    (dict(patch_found=1), Reason.PATCH_LOST),  # only a real boolean counts
+    (dict(t_patch_ns=NOW - 10 * MS - 41 * MS), Reason.PATCH_STALE),  # held from a frame 41 ms before this one
+    (dict(t_patch_ns=None), Reason.PATCH_STALE),
+    (dict(t_patch_ns=NOW), Reason.PATCH_STALE),  # a pose from after the frame: not trusted either
+    (dict(patch_in_range=False, zone="off-surface", zone_kind=ZoneKind.OFF_SURFACE), Reason.PATCH_FAR),
+    (dict(patch_in_range=False), Reason.PATCH_FAR),
+    (dict(reference="nonsense", patch_found=False), Reason.PATCH_LOST),  # an unknown reference fails closed
+])
+def test_each_patch_check_denies_with_its_own_reason(change, reason):
+    d = decide(POLICY, body(**change), NOW)
+    assert not d.permit and d.reason == reason
+
+
+def test_a_pose_held_from_the_previous_frame_still_permits():
+    assert decide(POLICY, body(t_patch_ns=NOW - 10 * MS - 33 * MS), NOW).permit
+
+
+def test_the_patch_reasons_keep_their_documented_place():
+    """patch_lost and patch_stale stand where the face checks stand; patch_far comes before off_surface."""
+    d = decide(POLICY, body(patch_found=False, tip_valid=False, patch_in_range=False, zone=None, zone_kind=None), NOW)
+    assert d.reasons[:2] == (Reason.PATCH_LOST, Reason.TIP_LOST)
+    d = decide(POLICY, body(armed=False, patch_in_range=False, zone="off-surface", zone_kind=ZoneKind.OFF_SURFACE), NOW)
+    assert d.reasons[:3] == (Reason.NOT_ARMED, Reason.PATCH_FAR, Reason.OFF_SURFACE)
+    order = [r.value for r in Reason]
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    table = [c for c in re.findall(r"^\| `(\w+)` \|", doc, re.M) if c in order]
+    assert table.index("patch_lost") == table.index("low_presence") + 1
+    assert table.index("patch_far") == table.index("off_surface") - 1
+
+
+def test_another_face_never_stands_in_for_the_client():
+    """other_face only says why the client's face is missing: with the client's face found it changes nothing."""
+    assert decide(POLICY, good(other_face=True), NOW).permit
+    d = decide(POLICY, good(face_found=False, other_face=True), NOW)
+    assert d.reasons[0] == Reason.OTHER_FACE and Reason.NO_FACE not in d.reasons
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    table = re.findall(r"^\| `(\w+)` \|", doc, re.M)
+    assert table.index("other_face") == table.index("no_face") + 1

@@ -96,7 +96,7 @@ def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
                   plan_zones: tuple[str, ...] = ("forehead_central", "cheek_left", "cheek_right", "nose", "chin")) -> dict:
     """`rounds` pairs, alternating without / with (so a change in the machine's load hits both alike)."""
     from guidance.device_bridge.keys import generate
-    from guidance.sim.demo import _free_port_pair, stop_process
+    from guidance.sim.demo import free_port_pair, stop_process
 
     video = str(Path(video).resolve())
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -107,7 +107,7 @@ def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         generate(str(tmp / "keys"))
-        port = _free_port_pair()
+        port = free_port_pair()
         permit = f"tcp://127.0.0.1:{port}"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         plan = tmp / "plan.yaml"

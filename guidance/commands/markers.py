@@ -1,4 +1,4 @@
-"""`guidance markers -o DIR`: print-ready handpiece clip, head band and ChArUco board sheets at true scale."""
+"""`guidance markers -o DIR`: print-ready handpiece clip, head band, skin patch and ChArUco board sheets at true scale."""
 
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Writes SIM_DIR/simulated.avi (lossless FFV1), ground_truth.csv (one row per frame: tip px/mm, "
                     "chart position, true zone, contact), path.yaml (a copy) and info.json. Path file format and "
                     "columns: docs/simulate.md. Example: paths/demo_full_face.yaml.")
-    p.add_argument("--face-video", required=True, metavar="VIDEO",
-                   help="face video file, or the name of a pinned sample (e.g. WolfgangLanger_Pexels.mp4)")
+    p.add_argument("--face-video", metavar="VIDEO",
+                   help="face video file, or the name of a pinned sample (e.g. WolfgangLanger_Pexels.mp4); not for "
+                        "a body path (its plan has area: body), which is rendered on a synthetic body")
     p.add_argument("--path", required=True, metavar="PATH.yaml", help="handpiece path file")
     p.add_argument("-o", "--output", required=True, metavar="SIM_DIR", help="output folder (created)")
     p.add_argument("--handpiece", metavar="PROFILE.yaml",
@@ -32,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _face_video(spec: str) -> Path:
+def _face_video(spec: str | None) -> Path | None:
+    if spec is None:
+        return None
     p = Path(spec)
     if not p.exists() and spec in samples.MEMBERS:
         return samples.fetch(spec)

@@ -93,10 +93,13 @@ class PermitLog:
 
     boot: str
     max_entries: int = 4096
+    granted: int = 0  # permits published with permit:true this boot (none yet: no pulse can be this boot's)
     _by_seq: "collections.OrderedDict[int, Permit]" = field(default_factory=collections.OrderedDict)
 
     def add(self, p: Permit) -> None:
         self._by_seq[p.seq] = p
+        if p.permit:
+            self.granted += 1
         while len(self._by_seq) > self.max_entries:
             self._by_seq.popitem(last=False)
 
@@ -202,6 +205,11 @@ class PulseAttributor:
     contact_unknown: int = 0  # no contact field (1.0 controller): never coverage
     late: int = 0  # reports that arrived after being recorded missing (placeholder replaced)
     missing_unlisted: int = 0  # missing pulses beyond max_missing_run in one claim: counted, not listed
+    # Pulses a controller boot had delivered before this service boot could permit any (a controller that stays
+    # linked from one session to the next): its first status says how many; they are an earlier session's.
+    earlier_session: int = 0
+    earlier_session_reports: int = 0  # reports of those pulses (under another service boot's permit): not judged
+    _baseline: dict[tuple[str, str], int] = field(default_factory=dict)
     _seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     # Per controller boot: every pulse_seq up to this one was received or recorded missing.
     _high: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -215,6 +223,10 @@ class PulseAttributor:
         key = (p.controller, p.boot)
         if p.pulse_seq < 1:  # the decoder refuses these; pulse_seq starts at 1
             raise ValueError(f"pulse_seq {p.pulse_seq} < 1")
+        if (p.pulse_seq <= self._baseline.get(key, 0) and p.permit_boot is not None
+                and p.permit_boot != self.permits.boot):
+            self.earlier_session_reports += 1  # fired in an earlier session, under that service's permit
+            return []
         seen = self._seen.setdefault(key, set())
         if p.pulse_seq in seen:
             self.duplicates += 1
@@ -238,6 +250,12 @@ class PulseAttributor:
         old boot's claims still fall due.
         """
         key = (st.controller, st.boot)
+        first = key not in self._announced and key not in self._seen and key not in self._high
+        if first and self.permits.granted == 0 and st.pulses > 0:
+            # A controller boot first heard before this service boot granted anything: whatever it delivered
+            # so far was under an earlier session's permits (it stayed linked across sessions), not this one's.
+            self._baseline[key] = self._high[key] = st.pulses
+            self.earlier_session += st.pulses
         a = self._announced.setdefault(key, AnnouncedPulses())
         if st.pulses <= a.count:
             return  # nothing new (or a count that went backwards: the higher claim stands)

@@ -267,7 +267,8 @@ class BridgeService:
                 for name, h in self.heartbeat.controllers.items()}
             pulses = {"received": a.received, "permitted": a.permitted, "deposited": a.covered, "lifted": a.lifted,
                       "contact_unknown": a.contact_unknown, "violations": len(a.violations), "late": a.late,
-                      "duplicates": a.duplicates, "missing_unlisted": a.missing_unlisted}
+                      "duplicates": a.duplicates, "missing_unlisted": a.missing_unlisted,
+                      "earlier_session": a.earlier_session, "earlier_session_reports": a.earlier_session_reports}
             stalls = self.heartbeat.stalls
         by_source: dict[str, dict[str, int]] = {}
         for (code, source), n in list(self.receiver.rejects.totals.items()):

@@ -17,6 +17,7 @@ recording whose result says ok, redoes the others, and rewrites the cohort.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -179,7 +180,9 @@ def _run(job: Job, refs: list[RecordingRef], out: Path, engine: str, address: st
             continue
         todo.append(ref)
         if job.command != "report":  # a half-written recording of an interrupted run is redone from scratch
-            for d in (out / RECORDINGS / ref.key, out / RECORDINGS / f"{ref.key}.part"):
+            # ... and so is the hidden temporary folder its writer had open (`.KEY.part.part-XXXX`) when killed
+            torn_dirs = list((out / RECORDINGS).glob(f".{glob.escape(ref.key)}.part*-*"))
+            for d in (out / RECORDINGS / ref.key, out / RECORDINGS / f"{ref.key}.part", *torn_dirs):
                 if d.exists():
                     shutil.rmtree(d)
     run = FleetRun(out, job, engine, 1, refs, skipped=len(refs) - len(todo), ran=0)

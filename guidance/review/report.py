@@ -45,14 +45,18 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "not_armed": "the session was not armed",
     "camera_stalled": "the newest frame was too old",
     "no_face": "no face tracked",
+    "other_face": "another face, not the client's, in view (the client's lost)",
     "face_stale": "the face track was too old",
     "low_presence": "face presence below threshold",
     "band_unregistered": "head band not registered to the face yet",
     "band_lost": "head band not tracked",
     "band_moved": "head band slipped on the head",
+    "patch_lost": "skin reference patch not seen",
+    "patch_stale": "the skin patch pose was too old (markers hidden)",
     "tip_lost": "handpiece tip not tracked",
     "tip_low_confidence": "tip tracked with low confidence",
     "calibration_missing": "calibration required and missing",
+    "patch_far": "tip too far from the skin patch (move the patch)",
     "off_surface": "tip not over the treatable surface",
     "zone_excluded": "tip in an exclusion zone",
     "zone_not_planned": "tip's zone not in the plan",
@@ -83,8 +87,8 @@ def _reason_css(reason: str) -> str:
         return C_PERMIT
     if reason in ("not_armed", "service_stopping"):
         return C_OFF
-    if reason in ("no_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved", "tip_lost",
-                  "tip_low_confidence", "camera_stalled"):
+    if reason in ("no_face", "other_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved",
+                  "patch_lost", "patch_stale", "tip_lost", "tip_low_confidence", "camera_stalled"):
         return C_TRACK
     return C_DENY
 
@@ -693,7 +697,7 @@ def report_sessions(session_dirs: list[str | Path], *, max_thumbnails: int = 24,
         cov = CoverageReplay(tl, atlas).final()
         f = session_facts(k, tl, cov, recorded_coverage(tl, atlas))  # as session_numbers, on the timeline built above
         facts.append(f)
-        parts = [summary_html(f, tl), coverage_html(f, cov, atlas)]
+        parts = [summary_html(f, tl), coverage_html(f, cov, cov.atlas)]  # a body plan's coverage: its patch chart
         prog.step(f"session {k}: plots")
         parts += [timeline_html(f, tl), denials_html(f, tl)]
         prog.step(f"session {k}: violations")

@@ -57,7 +57,12 @@ class Record:
                 kw[f.name] = _load(hints[f.name], d[f.name], f"{cls.__name__}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise RecordError(f"{cls.__name__}: missing field {f.name!r}")
-        return cls(**kw)
+        out = cls(**kw)
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """Fields that only make sense together (a record read from a file); raise RecordError naming the field."""
 
 
 @functools.cache
@@ -151,6 +156,8 @@ class FaceRecord(Record):
     presence: float
     redetected: bool = False
     pose: PoseRecord | None = None
+    other_faces: int = 0  # the client's face is locked and these faces seen this frame are not the client's
+    client: bool = False  # a client's face is locked (then `found` is about the client's face)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,10 @@ class TipRecord(Record):
     measured_px: tuple[float, float] | None = None  # this frame's tip alone, before the tip filter
     measured_sigma_lateral_mm: float | None = None  # its lateral 1-sigma from this frame's pose fit alone
     filter_frames: int = 0  # measurements the tip filter fused, this one included (1: this frame alone)
+
+    def check(self) -> None:
+        if self.valid and self.px is None:
+            raise RecordError("TipRecord.px: a valid tip needs its pixel")
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,19 @@ class HeadBandRecord(Record):
 
 
 @dataclass(frozen=True)
+class PatchRecord(Record):
+    """Body plans: the skin reference patch pose the zone lookup went through (vision/body/patch.py)."""
+
+    found: bool
+    reason: str = ""  # why there is no pose measured on this frame ("held": an earlier frame's pose, kept)
+    t_capture_ns: int = 0  # capture time of the frame the pose was measured on (the gate's patch age)
+    rvec: tuple[float, float, float] | None = None  # patch frame -> camera (Rodrigues)
+    tvec_mm: tuple[float, float, float] | None = None
+    rms_px: float | None = None
+    markers: tuple[int, ...] = ()  # marker ids the pose was fitted to
+
+
+@dataclass(frozen=True)
 class ZoneRecord(Record):
     """Where the tip's pixel landed on the skin."""
 
@@ -211,6 +235,8 @@ class ZoneRecord(Record):
     surface: str | None
     chart_mm: tuple[float, float] | None = None
     boundary_mm: float | None = None  # signed distance to this zone's edge; > 0 inside
+    patch_distance_mm: float | None = None  # body plans: the skin point's chart distance from the patch centre
+    curvature_mm: float | None = None  # body plans: the curvature part of the mapping sigma at that point
 
 
 @dataclass(frozen=True)
@@ -255,6 +281,7 @@ class FrameRecord(Record):
     landmarks: int | None = None  # record index in landmarks.f32
     recorded_gate: GateRecord | None = None  # re-processed recordings: the decision as first recorded
     head_band: HeadBandRecord | None = None  # scalp sessions only: the head as the head band carried it
+    patch: PatchRecord | None = None  # body plans: the skin patch pose the lookup used
 
     @property
     def latency_ms(self) -> float:
@@ -315,7 +342,27 @@ def zone_record(z: Any) -> ZoneRecord | None:
     if z is None:
         return None
     return ZoneRecord(zone=z.zone, kind=z.kind, surface=z.surface, chart_mm=_floats(z.chart_mm),
-                      boundary_mm=_finite_or_none(z.boundary_mm))
+                      boundary_mm=_finite_or_none(z.boundary_mm),
+                      patch_distance_mm=_finite_or_none(getattr(z, "patch_distance_mm", None)),
+                      curvature_mm=_finite_or_none(getattr(z, "curvature_mm", None)))
+
+
+def patch_record(p: Any) -> PatchRecord:
+    """The record of a vision.body.patch.PatchObservation: what re-processing needs to map through it again."""
+    return PatchRecord(found=bool(p.found), reason=str(p.reason), t_capture_ns=int(p.t_capture_ns),
+                       rvec=_floats(p.rvec), tvec_mm=_floats(p.tvec_mm),
+                       rms_px=_finite_or_none(p.rms_px), markers=tuple(int(i) for i in p.marker_ids))
+
+
+def patch_observation(r: "FrameRecord") -> Any:
+    """The PatchObservation the live gate used at this frame, rebuilt from its record (None: not a body plan)."""
+    from guidance.vision.body.patch import PatchObservation
+
+    p = r.patch
+    if p is None:
+        return None
+    return PatchObservation(r.index, p.t_capture_ns, p.found, p.reason, p.rvec, p.tvec_mm, p.rms_px, p.markers, None,
+                            p.reason == "held")
 
 
 def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRecord:
@@ -341,7 +388,8 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         face=FaceRecord(found=bool(f.found), presence=float(f.presence), redetected=bool(f.redetected),
                         pose=None if pose is None else PoseRecord(
                             _floats(pose.rvec), _floats(pose.tvec_mm),  # type: ignore[arg-type]
-                            float(pose.reprojection_px), bool(pose.valid))),
+                            float(pose.reprojection_px), bool(pose.valid)),
+                        other_faces=int(getattr(f, "other_faces", 0)), client=bool(getattr(f, "client", False))),
         tip=None if t is None else TipRecord(
             valid=bool(t.valid), reason=str(t.reason), px=_floats(t.tip_px), mm=_floats(t.tip_mm),
             speed_mm_s=_finite_or_none(t.speed_mm_s), confidence=float(t.confidence),
@@ -353,6 +401,7 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         gate=gate_record(d, result.seq, result.lookahead_latency_ms),
         shoulders=None if result.shoulders is None else shoulder_record(result.shoulders),
         head_band=None if getattr(result, "head_band", None) is None else head_band_record(result.head_band),
+        patch=None if getattr(result, "patch", None) is None else patch_record(result.patch),
     )
 
 
@@ -374,7 +423,8 @@ def observations(r: FrameRecord, landmarks: np.ndarray | None) -> tuple[Any, Any
                         r.t_capture_ns)
     found = r.face.found and landmarks is not None
     face = FaceObservation(r.index, r.t_capture_ns, r.t_face_ns, found, r.face.presence,
-                           landmarks if found else None, landmarks if found else None, None, pose, r.face.redetected, {})
+                           landmarks if found else None, landmarks if found else None, None, pose, r.face.redetected, {},
+                           r.face.other_faces, r.face.client)
     tip = None
     if r.tip is not None:
         t = r.tip

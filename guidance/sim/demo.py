@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,17 +83,26 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
         proc.kill()
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
+_PORT_LOCK = threading.Lock()
+_PORTS_GIVEN: set[int] = set()
+
+
+def free_port_pair() -> int:
+    """A local port p with p + 1 free too, never handed out twice by this process (sessions run side by side)."""
+    with _PORT_LOCK:
+        for _ in range(200):
+            with socket.socket() as a:
+                a.bind(("127.0.0.1", 0))
+                port = a.getsockname()[1]
+            if port in _PORTS_GIVEN or port + 1 in _PORTS_GIVEN:
                 continue
-        return port
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            _PORTS_GIVEN.update((port, port + 1))
+            return port
     raise UserError("no free pair of local ports for the permit and report sockets")
 
 
@@ -273,7 +283,7 @@ def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, p
             cmd += ["--max-frames", str(max_frames)]
         _step(cmd, env, "guidance simulate")
     _step(_guidance("keys", "generate", str(keys)), env, "guidance keys generate")
-    port = _free_port_pair()
+    port = free_port_pair()
     permit_ep, report_ep = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
     log(f"[2/5] controller simulator (separate process, trigger held, {rate_hz:g} Hz, CURVE) on {permit_ep} ...")
     # One start time for both: the video's frame i is captured at t0 + i/fps, and the controller's contact

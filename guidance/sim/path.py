@@ -57,6 +57,9 @@ PATH_SCHEMA = {
                 "noise_sigma": {"type": "number", "minimum": 0, "maximum": 10},
                 "seed": {"type": "integer", "minimum": 0},
                 "tilt_deg": {"type": "number", "minimum": 0, "maximum": 60},
+                # body paths (a body plan): the skin's radius across the body (0: flat) and its breathing motion
+                "curvature_radius_mm": {"type": "number", "minimum": 0, "maximum": 5000},
+                "body_motion_mm": {"type": "number", "minimum": 0, "maximum": 10},
             },
             "additionalProperties": False,
         },
@@ -99,6 +102,12 @@ class SimPath:
     source: str
     data: dict  # the file content with defaults filled in
     plan: TreatmentPlan | None
+    atlas: Atlas | None = None  # the chart it is scripted on (a body plan's patch chart; else the face atlas)
+
+    @property
+    def is_body(self) -> bool:
+        """Scripted on a body area's patch chart (its plan has `area: body`): simulated on a rendered body."""
+        return self.plan is not None and self.plan.area == "body"
 
     @property
     def name(self) -> str:
@@ -193,6 +202,16 @@ def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
     if not isinstance(data, dict):
         raise UserError("expected a mapping at the top level", path=path)
     validate(data, PATH_SCHEMA, path)
+    plan = None
+    if "plan" in data:
+        ref = expand_user(data["plan"])
+        resolved = ref if ref.is_absolute() else path.parent / ref
+        if not is_file(resolved):
+            raise UserError(f"plan {data['plan']!r} not found (resolved to {resolved})", path=path, field="plan")
+        plan = load_plan(resolved, atlas)
+        if plan.area == "body":  # scripted on the body area's patch chart
+            from guidance.zones.body_atlas import plan_atlas
+            atlas = plan_atlas(plan)
     for i, seg in enumerate(data["segments"]):
         kind = seg["type"]
         spec = SEGMENT_SCHEMAS[kind]
@@ -208,19 +227,13 @@ def parse_path(data: object, path: str | Path, atlas: Atlas) -> SimPath:
             if key in seg and seg[key] not in atlas.zones:
                 raise UserError(f"unknown zone {seg[key]!r} (see `guidance atlas --list`)", path=path,
                                 field=f"{f}.{key}")
-    plan = None
-    if "plan" in data:
-        ref = expand_user(data["plan"])
-        resolved = ref if ref.is_absolute() else path.parent / ref
-        if not is_file(resolved):
-            raise UserError(f"plan {data['plan']!r} not found (resolved to {resolved})", path=path, field="plan")
-        plan = load_plan(resolved, atlas)
+    if plan is not None:
         for i, seg in enumerate(data["segments"]):
             if seg["type"] == "sweep" and not plan.is_planned(seg["zone"]):
                 raise UserError(f"sweep over {seg['zone']!r}, which the plan does not treat", path=path,
                                 field=f"segments.{i}.zone")
     filled = {**DEFAULTS, **data}
-    return SimPath(str(path), filled, plan)
+    return SimPath(str(path), filled, plan, atlas)
 
 
 def load_path(path: str | Path, atlas: Atlas) -> SimPath:
@@ -300,8 +313,11 @@ def _toward(atlas: Atlas, zone: str, current: np.ndarray, depth_mm: float, path:
 
 
 def build_trajectory(sim: SimPath, atlas: Atlas, on_mesh: Callable[[np.ndarray], np.ndarray],
-                     mesh_cells: np.ndarray) -> Trajectory:
-    """The chart trajectory of a path; every point it visits is checked to lie on the face mesh."""
+                     mesh_cells: np.ndarray,
+                     off_mesh: str = "goes off the face chart at ({u:.1f}, {v:.1f}) mm (only the face mesh can be "
+                                     "simulated)") -> Trajectory:
+    """The chart trajectory of a path; every point it visits is checked to lie on the face mesh (`on_mesh`;
+    a body path: inside the body area's range around the patch)."""
     d = sim.data
     src = sim.source
     speed = float(d["speed_mm_s"])
@@ -393,6 +409,5 @@ def build_trajectory(sim: SimPath, atlas: Atlas, on_mesh: Callable[[np.ndarray],
         ok = on_mesh(pts)
         if not ok.all():
             u, v = pts[int(np.argmin(ok))]
-            raise UserError(f"goes off the face chart at ({u:.1f}, {v:.1f}) mm (only the face mesh can be "
-                            "simulated)", path=src, field=fld)
+            raise UserError(off_mesh.format(u=u, v=v), path=src, field=fld)
     return Trajectory(pieces, float(d["lift_height_mm"]), ramp)

@@ -159,20 +159,46 @@ def _plan_fields(sim: SimPath, atlas: Atlas, zone_name: str | None, u: float, v:
     return in_plan, atlas.region_distance_mm(tuple(plan.zones), u, v)
 
 
-def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path, *,
+def _commit(tmp: Path, out_dir: Path) -> None:
+    """Put the finished temporary folder in place of OUT_DIR (replacing an old one only once all is written)."""
+    os.chmod(tmp, 0o755)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def simulate(face_video: str | Path | None, path_file: str | Path, out_dir: str | Path, *,
              profile_path: str | Path | None = None, camera: CameraModel | None = None, force: bool = False,
              max_frames: int | None = None, progress: Callable[[int, int], None] | None = None,
              size: tuple[int, int] | None = None) -> SimResult:
-    """Render `path_file` into `face_video`; write SIM_DIR (video, ground truth, path copy, info)."""
-    face_video, path_file, out_dir = Path(face_video), Path(path_file), Path(out_dir)
+    """Render `path_file` into `face_video`; write SIM_DIR (video, ground truth, path copy, info).
+
+    A body path (its plan has `area: body`) needs no face video: the body is rendered (sim/body.py)."""
+    path_file, out_dir = Path(path_file), Path(out_dir)
     atlas = load_atlas()
-    chart = load_chart()
-    skin = ChartToSkin(chart, load_canonical_face())
     sim = load_path(path_file, atlas)
     path_file = Path(sim.source)  # a bundled path named by its name resolves to its file
-    traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     if profile_path is None:
         profile_path = sim.plan.handpiece_profile if sim.plan is not None else DEFAULT_PROFILE
+    if sim.is_body:
+        from guidance.sim.body import simulate_body
+        profile = load_handpiece_profile(profile_path)
+        if out_dir.exists() and any(out_dir.iterdir()) and not force:
+            raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
+        n, fps, duration, drawn, contact = simulate_body(sim, out_dir, profile=profile, profile_path=profile_path,
+                                                         camera=camera, size=size, max_frames=max_frames,
+                                                         progress=progress, commit=_commit)
+        return SimResult(out_dir, n, fps, duration, drawn, contact)
+    if face_video is None:
+        raise UserError("a face path needs a face video", field="--face-video")
+    face_video = Path(face_video)
+    chart = load_chart()
+    skin = ChartToSkin(chart, load_canonical_face())
+    traj = build_trajectory(sim, atlas, skin.on_mesh, skin.mesh_mask(atlas.grid))
     profile = load_handpiece_profile(profile_path)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
@@ -218,18 +244,12 @@ def simulate(face_video: str | Path, path_file: str | Path, out_dir: str | Path,
             "contact_frames": int(sum(r.contact for r in rows)),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _commit(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SimResult(out_dir, n_out, fps, traj.duration_s, info["face_found_frames"], info["contact_frames"])
+    return SimResult(out_dir, n_out, fps, traj.duration_s, int(sum(r.face_found for r in rows)),
+                     int(sum(r.contact for r in rows)))
 
 
 def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, profile: HandpieceProfile,
@@ -243,7 +263,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
     tracker = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL), camera)
     hand = Hand(profile, camera, float(opts["tilt_deg"]))
     # OpenCV's own MJPEG writer: it honours the quality setting (FFmpeg's ignores it)
-    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h),
+    writer = cv2.VideoWriter(str(video_path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h),
                              [cv2.VIDEOWRITER_PROP_QUALITY, 95])
     if not writer.isOpened():
         raise UserError("cannot write an MJPG video here", path=video_path)
@@ -260,13 +280,13 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
             zone, bnd = atlas.zone_at(u, v)
             in_plan, plan_d = _plan_fields(sim, atlas, zone.name if zone else None, u, v)
             obs = tracker.process(Frame(i, t_ns, bg))
-            pose_ok = obs.found and obs.head_pose is not None and obs.head_pose.valid
+            head = obs.head_pose if obs.found and obs.head_pose is not None and obs.head_pose.valid else None
             point = skin.locate(u, v)
             nan = float("nan")
             tip_px = tip_mm = skin_px = None
             speed, facing, visible = nan, False, ""
-            if pose_ok and point is not None:
-                R, t = obs.head_pose.R, np.asarray(obs.head_pose.tvec_mm, float)
+            if head is not None and point is not None and obs.landmarks_raw is not None:
+                R, t = head.R, np.asarray(head.tvec_mm, float)
                 placed: PlacedPoint = skin.place(point, obs.landmarks_raw, R, t, camera)
                 tip = placed.cam_mm + placed.normal_cam * s.height_mm
                 pose = hand.hold(tip, R, t, dt)
@@ -293,7 +313,7 @@ def _render(sim: SimPath, traj: Trajectory, atlas: Atlas, skin: ChartToSkin, pro
                 image = np.clip(bg.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
             writer.write(image)
             rows.append(GTFrame(
-                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=bool(pose_ok), segment=s.segment,
+                frame_index=i, t_video_ns=t_ns, source_frame=src, face_found=head is not None, segment=s.segment,
                 segment_type=s.kind, contact=s.contact, height_mm=float(s.height_mm), chart_u_mm=u, chart_v_mm=v,
                 true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "", boundary_mm=float(bnd),
                 in_plan=in_plan, plan_distance_mm=float(plan_d),

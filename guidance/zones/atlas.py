@@ -27,7 +27,7 @@ from guidance.resources import verified_path
 
 OFF_SURFACE = "off-surface"
 KINDS = ("treat", "exclusion")
-SURFACES = ("face", "neck", "decolletage", "scalp")
+SURFACES = ("face", "neck", "decolletage", "scalp", "body")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Zone:
     name: str
     clinical_name: str
     kind: str  # "treat" | "exclusion"
-    surface: str  # "face" | "neck" | "decolletage" | "scalp"
+    surface: str  # "face" | "neck" | "decolletage" | "scalp" | "body" (a body area's patch chart)
     boundary_mm: tuple[np.ndarray, ...]  # closed rings, (N, 2) chart mm each
     label: int  # 1-based index in the label raster
     carried_on: tuple[str, ...] = ()  # surfaces the zone extends over (the forehead continues onto the scalp cap)
@@ -73,6 +73,7 @@ class Atlas:
     labels: np.ndarray  # (H, W) uint8, 0 = no zone
     distance_mm: np.ndarray  # (H, W) float32: + inside a zone to its nearest other-label cell; − outside to the nearest zone
     source: str = ""
+    name: str = "face"  # which chart: "face", or "body/AREA" for a body area's patch chart (zones/body_atlas.py)
     _by_label: list[Zone | None] = field(default_factory=list, repr=False)
     _zone_sdf: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -178,20 +179,25 @@ def _load_atlas(path: str) -> Atlas:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise ModelIntegrityError(f"not valid JSON (line {exc.lineno})", path=p) from None
+    return atlas_from_dict(d, p)
+
+
+def atlas_from_dict(d: dict, p: Path, name: str = "face", prefix: str = "") -> Atlas:
+    """An atlas from its JSON object (`prefix`: where it sits in the file, for error messages)."""
     for key in ("atlas_version", "grid", "zones"):
         if key not in d:
-            raise ModelIntegrityError("missing field", path=p, field=key)
+            raise ModelIntegrityError("missing field", path=p, field=prefix + key)
     grid = ChartGrid(**d["grid"])
     zones: dict[str, Zone] = {}
     for k, z in enumerate(d["zones"], start=1):
         if z["kind"] not in KINDS:
-            raise ModelIntegrityError(f"unknown kind {z['kind']!r}", path=p, field=f"zones.{k - 1}.kind")
+            raise ModelIntegrityError(f"unknown kind {z['kind']!r}", path=p, field=f"{prefix}zones.{k - 1}.kind")
         if z["name"] in zones or z["name"] == OFF_SURFACE:
-            raise ModelIntegrityError("duplicate or reserved zone name", path=p, field=f"zones.{k - 1}.name")
+            raise ModelIntegrityError("duplicate or reserved zone name", path=p, field=f"{prefix}zones.{k - 1}.name")
         rings = tuple(np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in z["boundary_mm"])
         buffer = z.get("buffer_mm", 0.0)
         if not (isinstance(buffer, (int, float)) and 0.0 <= buffer <= 50.0):
-            raise ModelIntegrityError("buffer_mm must be 0..50 mm", path=p, field=f"zones.{k - 1}.buffer_mm")
+            raise ModelIntegrityError("buffer_mm must be 0..50 mm", path=p, field=f"{prefix}zones.{k - 1}.buffer_mm")
         zones[z["name"]] = Zone(z["name"], z["clinical_name"], z["kind"], z["surface"], rings, k,
                                 tuple(z.get("carried_on", [z["surface"]])), float(buffer))
     labels = rasterise(zones, grid, source=str(p))
@@ -205,4 +211,4 @@ def _load_atlas(path: str) -> Atlas:
     dist[none] = -out[none] * grid.cell_mm
     labels.setflags(write=False)
     dist.setflags(write=False)
-    return Atlas(d["atlas_version"], d.get("chart_version", ""), grid, zones, labels, dist, source=str(p))
+    return Atlas(d["atlas_version"], d.get("chart_version", ""), grid, zones, labels, dist, source=str(p), name=name)

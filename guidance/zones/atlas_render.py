@@ -10,7 +10,7 @@ import numpy as np
 from guidance.zones.atlas import Atlas
 from guidance.zones.chart import FaceChart
 
-_SURFACE_HUE = {"face": 0.10, "neck": 0.55, "decolletage": 0.72, "scalp": 0.33}
+_SURFACE_HUE = {"face": 0.10, "neck": 0.55, "decolletage": 0.72, "scalp": 0.33, "body": 0.08}
 
 
 def zone_colours(atlas: Atlas) -> dict[str, tuple[int, int, int]]:
@@ -71,6 +71,8 @@ def render_atlas(atlas: Atlas, chart: FaceChart | None = None, *, px_per_mm: flo
     h = img.shape[0]
     cv2.line(img, (10, h - 15), (10 + bar, h - 15), (0, 0, 0), 2)
     cv2.putText(img, "50 mm", (10, h - 22), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, f"atlas {atlas.atlas_version} - client's right on the left, red = exclusion",
+    title = (f"atlas {atlas.atlas_version} - client's right on the left, red = exclusion" if atlas.name == "face" else
+             f"{atlas.name} {atlas.atlas_version}: u right, v down (mm), red = exclusion")
+    cv2.putText(img, title,
                 (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return img

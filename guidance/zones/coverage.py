@@ -75,6 +75,10 @@ class CoverageMap:
 
     @classmethod
     def for_plan(cls, plan, atlas: Atlas | None = None, *, cell_mm: float = 0.5) -> "CoverageMap":
+        """Coverage of a plan's zones; a body plan's is always on its body area's patch chart."""
+        if getattr(plan, "area", None) == "body":
+            from guidance.zones.body_atlas import plan_atlas
+            atlas = plan_atlas(plan)
         return cls(atlas, cell_mm=cell_mm,
                    targets={z.zone: (z.target_passes, z.max_passes) for z in plan.zones.values()})
 
@@ -162,6 +166,7 @@ class CoverageMap:
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "atlas_version": self.atlas.atlas_version,
+            **({} if self.atlas.name == "face" else {"atlas": self.atlas.name}),
             "cell_mm": self.cell_mm, "u0_mm": self.u0_mm, "v0_mm": self.v0_mm,
             "width": self.width, "height": self.height,
             "targets": {k: list(v) for k, v in self.targets.items()},
@@ -177,7 +182,10 @@ class CoverageMap:
     def from_dict(cls, d: dict, atlas: Atlas | None = None, *, source: str = "") -> "CoverageMap":
         if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
             raise UserError("not a coverage file of a known version", path=source, field="format")
-        atlas = atlas or load_atlas()
+        name = d.get("atlas", "face")  # a body area's coverage names its patch chart ("body/abdomen")
+        if atlas is None or atlas.name != name:
+            from guidance.zones.body_atlas import atlas_named
+            atlas = atlas_named(str(name))
         # Minor atlas versions keep the zone geometry (1.1 added exclusion buffers): same major, same raster.
         if str(d["atlas_version"]).split(".")[0] != atlas.atlas_version.split(".")[0]:
             raise UserError(f"made with atlas {d['atlas_version']}, this is atlas {atlas.atlas_version}",

@@ -7,7 +7,8 @@ meaning. A bad plan is refused with one line naming the file and the field
 
     plan_version: 1
     plan_id: FF-0001
-    area: face                      # face | neck-decolletage | scalp | mixed
+    area: face                      # face | neck-decolletage | scalp | mixed | body
+    body_area: abdomen              # area: body only: which body area of the body atlas (zones/body_atlas.py)
     handpiece_profile: ../calibration/handpiece_default.yaml   # relative to the plan file
     margin_mm: 2.0
     ttl_ms: 60
@@ -30,7 +31,7 @@ from guidance.zones.atlas import Atlas, load_atlas
 
 PLAN_VERSION = 1
 AREAS = {"face": ("face",), "neck-decolletage": ("neck", "decolletage"), "scalp": ("scalp",),
-         "mixed": ("face", "neck", "decolletage", "scalp")}
+         "mixed": ("face", "neck", "decolletage", "scalp"), "body": ("body",)}
 
 PLAN_SCHEMA = {
     "type": "object",
@@ -39,6 +40,7 @@ PLAN_SCHEMA = {
         "plan_version": {"const": PLAN_VERSION},
         "plan_id": {"type": "string", "minLength": 1, "maxLength": 100},
         "area": {"enum": list(AREAS)},
+        "body_area": {"type": "string", "minLength": 1},
         "description": {"type": "string"},
         "handpiece_profile": {"type": "string", "minLength": 1},
         "margin_mm": {"type": "number", "minimum": 0, "maximum": 20},
@@ -83,6 +85,7 @@ class TreatmentPlan:
     stop_at_target: bool
     source: str
     description: str = ""
+    body_area: str = ""  # area "body": the body area (its patch chart and atlas: zones/body_atlas.py)
 
     def is_planned(self, zone: str | None) -> bool:
         return zone in self.zones
@@ -91,12 +94,15 @@ class TreatmentPlan:
         """Plan exclusions plus every atlas zone of kind 'exclusion'."""
         if zone in self.exclusions:
             return True
-        atlas = atlas or load_atlas()
+        if atlas is None:
+            from guidance.zones.body_atlas import plan_atlas
+            atlas = plan_atlas(self)
         z = atlas.zones.get(zone) if zone else None
         return z is not None and z.kind == "exclusion"
 
     def summary(self) -> str:
-        lines = [f"plan {self.plan_id} ({self.area}) from {self.source}",
+        area = f"body: {self.body_area}" if self.area == "body" else self.area
+        lines = [f"plan {self.plan_id} ({area}) from {self.source}",
                  f"  handpiece profile: {self.handpiece_profile}",
                  f"  margin {self.margin_mm:g} mm, permit ttl {self.ttl_ms} ms, stop at target: "
                  f"{'yes' if self.stop_at_target else 'no'}",
@@ -113,6 +119,19 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
     validate(data, PLAN_SCHEMA, path)
     assert isinstance(data, dict), "validate() refuses anything but a mapping"
 
+    body_area = data.get("body_area")
+    if data["area"] == "body":
+        from guidance.zones.body_atlas import body_area_names, load_body_area
+        if body_area is None:
+            raise UserError(f"a body plan names its body area ({', '.join(body_area_names())})", path=path,
+                            field="body_area")
+        if body_area not in body_area_names():
+            raise UserError(f"unknown body area {body_area!r} (known: {', '.join(body_area_names())})", path=path,
+                            field="body_area")
+        atlas = load_body_area(body_area).atlas  # the body area's patch chart, whatever atlas was passed
+    elif body_area is not None:
+        raise UserError(f"body_area goes only with area 'body' (this plan's area is {data['area']!r})", path=path,
+                        field="body_area")
     atlas = atlas or load_atlas()
     allowed_surfaces = AREAS[data["area"]]
     zones: dict[str, ZoneTarget] = {}
@@ -121,7 +140,8 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
         name = z["zone"]
         az = atlas.zones.get(name)
         if az is None:
-            raise UserError(f"unknown zone {name!r} (see `guidance atlas --list`)", path=path, field=f"{f}.zone")
+            see = f"--body {body_area} --list" if data["area"] == "body" else "--list"
+            raise UserError(f"unknown zone {name!r} (see `guidance atlas {see}`)", path=path, field=f"{f}.zone")
         if az.kind == "exclusion":
             raise UserError(f"zone {name!r} is an exclusion zone in the atlas and cannot be treated", path=path,
                             field=f"{f}.zone")
@@ -149,7 +169,7 @@ def parse_plan(data: object, path: str | Path, atlas: Atlas | None = None) -> Tr
         plan_id=data["plan_id"], area=data["area"], zones=zones, exclusions=exclusions,
         handpiece_profile=resolved.resolve(), margin_mm=float(data["margin_mm"]), ttl_ms=int(data["ttl_ms"]),
         stop_at_target=bool(data.get("stop_at_target", True)), source=str(path),
-        description=str(data.get("description", "")),
+        description=str(data.get("description", "")), body_area=str(body_area or ""),
     )
 
 

@@ -31,8 +31,8 @@ def free_port() -> int:
 
 
 def free_port_pair() -> int:
-    from guidance.sim.demo import _free_port_pair
-    return _free_port_pair()
+    from guidance.sim.demo import free_port_pair
+    return free_port_pair()
 
 
 def simulated_video(base: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from guidance.device_bridge.attribution import (OutcomeLedger, PermitLog, PulseAttributor, PulseListSink, TipSample,
@@ -242,3 +243,33 @@ def test_a_pulse_naming_half_a_permit_is_a_violation():
     assert [o.reason for o in a.on_pulse(no_boot, no_boot.t_ctrl_ns, 0)] == ["unknown_permit"]
     assert [o.reason for o in a.on_pulse(no_seq, no_seq.t_ctrl_ns, 0)] == ["no_permit"]
     assert sink.pulses == [] and a.accounted()
+
+
+def test_a_controller_carried_over_from_an_earlier_session_starts_clean():
+    """A controller linked across sessions: its earlier pulses are not this session's `missing` violations."""
+    log, track = PermitLog(SB), TipTrack()
+    a = PulseAttributor(log, track, PulseListSink())
+    a.on_status(status(50), 0)  # first heard before this service boot granted anything: 1..50 are earlier
+    assert a.earlier_session == 50
+    old = dataclasses.replace(pulse(50, 1, 7), permit_boot="6666666666666666")  # a late report of one of them
+    assert a.on_pulse(old, 1 * MS, 0) == [] and a.earlier_session_reports == 1
+    assert a.flag_overdue(10**12) == [] and a.flag_all_announced() == [] and a.violations == []
+    for i in (1, 2):
+        p = permit(i, 10 * i)
+        log.add(p)
+        track.add(TipSample(p.t_capture_ns, p.tip_u, p.tip_v, p.zone, True))
+    out = a.on_pulse(pulse(52, 15, 1), 15 * MS, 0)  # 51 was this session's and never reported
+    assert [(o.reason, o.pulse_seq) for o in out] == [("missing", 51), ("ok", 52)]
+    a.on_status(status(53, seq=2), 20 * MS)
+    assert [(o.reason, o.pulse_seq) for o in a.flag_all_announced()] == [("missing", 53)]
+    # a rogue pulse numbered inside the baseline that cites no permit is judged all the same
+    rogue = a.on_pulse(pulse(3, 16, None), 16 * MS, 0)
+    assert [(o.outcome, o.reason) for o in rogue] == [("violation", "no_permit")]
+
+
+def test_no_baseline_once_this_service_boot_has_granted_a_permit():
+    """After a grant, a first status's pulses may be this session's: unreported ones are all `missing`."""
+    a, _ = make()  # permits granted already
+    a.on_status(status(3), 0)
+    assert a.earlier_session == 0
+    assert [o.pulse_seq for o in a.flag_all_announced()] == [1, 2, 3]

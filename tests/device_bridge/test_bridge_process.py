@@ -35,7 +35,7 @@ POLICY = GatePolicy(ttl_ms=TTL_MS)
 
 
 # Every controller id these tests use has its own key, allow-listed under that id (identity binding).
-CONTROLLER_IDS = ("controller", "hp1", "hpj", "m", "big", "good", "last", "slow", "later", "end", "hpr")
+CONTROLLER_IDS = ("controller", "hp1", "hpj", "m", "big", "good", "last", "slow", "later", "end", "hpr", "kept")
 
 
 @pytest.fixture(scope="module")
@@ -680,3 +680,39 @@ def test_service_stopped_and_continued_does_not_blame_the_controller(tmp_path, k
     svc_proc.stdout.close()
     kinds = [e["kind"] for e in lines]
     assert "service_stall" in kinds and "silent" not in kinds, kinds
+
+
+def test_a_controller_linked_across_two_sessions_brings_no_missing_into_the_second(keydir):
+    """The same controller boot stays connected while one service session ends and the next starts on the
+    same endpoints (the console's flow): the first session's pulses are not the second's `missing`."""
+    from guidance.sim.demo import free_port_pair
+
+    port = free_port_pair()
+    eps = (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}")
+    keys = keyfiles.load_service_keys(keydir)
+    first = BridgeService(*eps, keys=keys, policy=POLICY, ping_interval_ms=20)
+    pair = keyfiles.load_pair(keydir / "kept.key_secret")
+    link = ControllerLink(*eps, controller_id="kept",
+                          keys=LinkKeys(keyfiles.load_public(keydir / "service.key"), pair.public, pair.secret))
+    try:
+        for _ in range(4):
+            fire(link, first)
+        fire(link, first, report=False)  # the first session's last report is lost: ITS missing, not the next's
+        beat(link, first, 5.0, until=lambda s: any(p.reason == "missing" for _, p in s))
+        assert missing(first) == [(link.boot, 5)]
+        first.close()
+        second = BridgeService(*eps, keys=keys, policy=POLICY, ping_interval_ms=20)
+        try:
+            beat(link, second, 5.0, until=lambda s: status_received(second, link, 5))
+            assert status_received(second, link, 5) and second.attributor.earlier_session == 5
+            fire(link, second)
+            fire(link, second)
+            seen = beat(link, second, 0.2 + ANNOUNCED_REPORT_GRACE_MS / 1000)
+            assert [(p.pulse_seq, p.outcome) for _, p in seen] == [(6, "coverage"), (7, "coverage")]
+            assert missing(second) == [] and second.violations == []
+            assert second.summary()["pulses"]["earlier_session"] == 5
+        finally:
+            second.close()
+    finally:
+        link.close()
+        first.close()

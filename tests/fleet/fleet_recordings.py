@@ -24,7 +24,7 @@ import yaml
 
 from guidance import samples
 from guidance.resources import verified_path
-from guidance.sim.demo import _free_port_pair
+from guidance.sim.demo import free_port_pair
 from review.review_sessions import add_pulses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def make_recordings(base: Path) -> dict:
     for k, plan in enumerate(("full_face", "wide", "neck")):
         dst = root / ("north" if k % 2 == 0 else "south") / "2024" / f"live-{plan}"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        port = _free_port_pair()
+        port = free_port_pair()
         r = _run(["run", "--source", str(sim / "simulated.avi"), "--plan", str(plans[plan]), "--headless",
                   "--record", str(dst), "--arm", "--publish", f"tcp://127.0.0.1:{port}", "--insecure"], timeout=180)
         assert r.returncode == 0, r.stderr

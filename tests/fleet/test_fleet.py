@@ -191,6 +191,10 @@ def test_an_interrupted_run_resumes(recs, reprocessed, tmp_path):
         proc.wait(timeout=30)
     done = len(list((out / "results").glob("*.json")))
     assert 3 <= done < COUNT, "the run should be cut part way"
+    # what a writer killed mid-recording leaves: its hidden temporary folder (planted, so it is always there)
+    pending = sorted({p.name for p in (run.out / "recordings").iterdir()}
+                     - {p.stem for p in (out / "results").glob("*.json")})[0]
+    (out / "recordings" / f".{pending}.part.part-planted").mkdir(parents=True)
     again = run_fleet(Job("reprocess", margin_mm=3.0), [str(recs["root"])], out, progress=False)
     assert again.skipped == done and again.ran == COUNT - done and not again.failed
     assert _results(out) == _results(run.out)

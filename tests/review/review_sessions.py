@@ -29,7 +29,7 @@ import yaml
 
 from guidance.resources import verified_path
 from guidance import samples
-from guidance.sim.demo import _free_port_pair, stop_process
+from guidance.sim.demo import free_port_pair, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = verified_path("full_face", kind="plans")
@@ -65,7 +65,7 @@ def make_sessions(base: Path) -> dict[str, Path]:
               "-o", str(out["sim"]), "--max-frames", "150"])
     assert r.returncode == 0, r.stderr
     video = out["sim"] / "simulated.avi"
-    port = _free_port_pair()
+    port = free_port_pair()
     ctrl = subprocess.Popen(GUIDANCE + ["controller-sim", "--connect", f"tcp://127.0.0.1:{port}", "--insecure",
                                         "--trigger", "held", "--rate-hz", "8", "--rogue-pulse-at-s", "3.0"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

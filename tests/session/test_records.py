@@ -27,6 +27,11 @@ BAND = rec.HeadBandRecord("ok", True, "", True, 15, 1.25, 0.5, (0.1, 3.0, 0.2), 
                           None)
 SCALP = dataclasses.replace(FRAME, head_band=BAND)
 BARE = rec.FrameRecord(0, (640, 480), 1, 1, 1, 1, 1, 1, False, rec.FaceRecord(False, 0.0), DENY)
+OTHER = rec.FaceRecord(False, 0.25, True, None, 2, True)  # the client's face lost, two other faces seen
+PATCH = rec.PatchRecord(True, "held", 123, (0.1, 3.1, -0.05), (10.5, -20.25, 450.125), 0.21, (20, 21, 26))
+BODY_ZONE = rec.ZoneRecord("abdomen_upper_left", "treat", "body", (30.5, -60.25), 4.5, 67.5, 1.25)
+BODY = rec.FrameRecord(9, (640, 480), 1, 1, 1, 1, 1, 1, True, rec.FaceRecord(False, 0.0), GATE, TIP, BODY_ZONE,
+                       patch=PATCH)
 
 EVENTS = [
     rec.SessionStart(1, version="0.1.0"), rec.SessionEnd(2, summary={"pulses": 3}, comparison={"frames": 2}),
@@ -49,7 +54,8 @@ def roundtrip(r):
     return type(r).from_json(json.loads(json.dumps(r.to_json(), allow_nan=False)))
 
 
-@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, BAND, FRAME, SCALP, BARE], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, BAND, FRAME, SCALP, BARE, PATCH, BODY_ZONE,
+                               BODY, OTHER], ids=lambda r: type(r).__name__)
 def test_every_frame_record_kind_reads_back_exactly(r):
     assert roundtrip(r) == r
 
@@ -112,7 +118,8 @@ def test_the_format_doc_lists_every_field_of_every_record():
     """docs/recording.md is checked against the records: no field missing, none stale."""
     sections = _doc_sections()
     kinds = [rec.FrameRecord, rec.FaceRecord, rec.PoseRecord, rec.TipRecord, rec.ZoneRecord, rec.GateRecord,
-             rec.ShoulderRecord, rec.HeadBandRecord] + [c for c in rec.EVENT_KINDS.values() if c.__bases__[0] is not rec.PulseEvent]
+             rec.ShoulderRecord, rec.HeadBandRecord, rec.PatchRecord] + [c for c in rec.EVENT_KINDS.values()
+                                                                         if c.__bases__[0] is not rec.PulseEvent]
     for cls in kinds:
         assert cls.__name__ in sections, f"docs/recording.md has no section for {cls.__name__}"
         assert sections[cls.__name__] == {f.name for f in dataclasses.fields(cls)}, cls.__name__

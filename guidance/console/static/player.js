@@ -5,7 +5,8 @@
   const $ = id => document.getElementById(id);
   let d = null, frame = 0, playing = false, timer = null, loading = false, want = null;
   const COLORS = {ok: "#0072B2", not_armed: "#888", service_stopping: "#888"};
-  const TRACK = new Set(["no_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved", "tip_lost", "tip_low_confidence", "camera_stalled"]);
+  const TRACK = new Set(["no_face", "other_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved",
+                         "tip_lost", "tip_low_confidence", "camera_stalled", "patch_lost", "patch_stale"]);
   const colour = r => COLORS[r] || (TRACK.has(r) ? "#E69F00" : "#D55E00");
 
   function show(i) {

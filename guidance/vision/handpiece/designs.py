@@ -11,6 +11,12 @@ whether the handpiece is seen from the side or from behind while the tip sits
 on the skin. Handpiece frame: origin on the shaft axis at the plate centres,
 +z along the shaft towards the tip, the tip on +z.
 
+Skin reference patch: a rigid card (printed at true scale, laminated, stuck on
+the skin with double-sided medical tape) carrying eight markers in two columns
+of four, which defines a local chart in millimetres on the body: origin at the
+card's centre, u to the right of the printed card, v down it (the printed
+arrow points to the client's head), z into the skin. docs/body.md.
+
 Head band: a rigid elliptical band (the markers must not move relative to each
 other; an elastic strap holds the rigid band on the head) with eight plates
 every 45 degrees, so some plates stay in view when the face turns away. Band
@@ -118,6 +124,46 @@ class HeadBandDesign:
             "dictionary": TRACKING_DICTIONARY,
             "markers": _marker_entries(body, self.ids, self.marker_mm, self.plate_mm),
         }
+
+
+@dataclass(frozen=True)
+class PatchDesign:
+    """The skin reference patch: a rigid card, `columns` x `rows` markers on contiguous plates.
+
+    Narrow across (u) and long along the body (v): a rigid card must sit on a body curved across (thigh,
+    flank); 50 mm wide it stands off the skin by d^2/(2R) = 3.9 mm at its edges on a thigh of R = 80 mm,
+    a 72 mm square card by 8.6 mm.
+    """
+
+    ids: tuple[int, ...] = (20, 21, 22, 23, 24, 25, 26, 27)  # row by row, from the top-left as printed
+    columns: int = 2
+    rows: int = 4
+    marker_mm: float = 18.0  # black square side (25 px at 45 cm for a 640 px wide webcam)
+    pitch_mm: float = 22.0  # plate side: the plates touch, one white card
+    border_mm: float = 3.0  # white card beyond the outer plates (the cut line)
+    # The printed face above the skin where the card touches it: laminated card (0.5 mm) on double-sided
+    # medical tape (1 mm). The skin plane is this far behind the markers' plane.
+    standoff_mm: float = 1.5
+    name: str = "skin reference patch, 2 x 4 markers"
+
+    @property
+    def size_mm(self) -> tuple[float, float]:
+        """Card width (u) and height (v)."""
+        return (self.columns * self.pitch_mm + 2 * self.border_mm, self.rows * self.pitch_mm + 2 * self.border_mm)
+
+    def plates(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """id -> (centre, right, up) in the patch frame (x = u right, y = v down, z into the skin)."""
+        out = {}
+        right, up = np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
+        for k, marker_id in enumerate(self.ids):
+            r, c = divmod(k, self.columns)
+            centre = np.array([(c - (self.columns - 1) / 2) * self.pitch_mm, (r - (self.rows - 1) / 2) * self.pitch_mm,
+                               0.0])
+            out[marker_id] = (centre, right, up)
+        return out
+
+    def body(self) -> MarkerBody:
+        return _plates_body(self.name, self.plates(), self.marker_mm)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from guidance.vision.handpiece.designs import CharucoDesign, ClipDesign, HeadBandDesign, TRACKING_DICTIONARY, marker_tile
+from guidance.vision.handpiece.designs import (CharucoDesign, ClipDesign, HeadBandDesign, PatchDesign, TRACKING_DICTIONARY,
+                                               marker_tile)
 
 A4_MM = (210.0, 297.0)
 
@@ -48,14 +49,16 @@ class _Canvas:
         cv2.rectangle(self.img, (self.px(x_mm), self.px(y_mm)), (self.px(x_mm + w_mm), self.px(y_mm + h_mm)),
                       grey, max(1, self.px(0.2)))
 
-    def marker(self, marker_id: int, x_mm: float, y_mm: float, marker_mm: float, plate_mm: float) -> None:
+    def marker(self, marker_id: int, x_mm: float, y_mm: float, marker_mm: float, plate_mm: float,
+               outline: bool = True) -> None:
         """A marker centred on a plate whose top-left corner is at (x, y); the plate outline is the cut line."""
         m = self.px(marker_mm)
         tile = marker_tile(TRACKING_DICTIONARY, marker_id, m, m)
         o = (plate_mm - marker_mm) / 2
         x, y = self.px(x_mm + o), self.px(y_mm + o)
         self.img[y:y + m, x:x + m] = tile
-        self.rect(x_mm, y_mm, plate_mm, plate_mm)
+        if outline:
+            self.rect(x_mm, y_mm, plate_mm, plate_mm)
 
     def scale_bar(self, x_mm: float, y_mm: float) -> None:
         x0, y0 = self.px(x_mm), self.px(y_mm)
@@ -94,6 +97,36 @@ def head_band_sheet(dpi: int = 600, design: HeadBandDesign = HeadBandDesign()) -
         c.text(f"id {mid} - {45 * k} deg", x, y + design.plate_mm + 7)
     c.scale_bar(20, 230)
     return Sheet("head_band", c.img, dpi, f"8 band markers, {design.marker_mm:g} mm")
+
+
+def patch_sheet(dpi: int = 600, design: PatchDesign = PatchDesign()) -> Sheet:
+    """Two skin reference patches (one spare) at true scale, with centre ticks and the head arrow."""
+    c = _Canvas(A4_MM, dpi)
+    w, h = design.size_mm
+    c.text("guidance: skin reference patch (DICT_4X4_50, ids "
+           f"{design.ids[0]}-{design.ids[-1]})", 15, 20, 5)
+    c.text(f"Black square {design.marker_mm:g} mm on {design.pitch_mm:g} mm plates; card {w:g} x {h:g} mm.", 15, 30)
+    c.text("Laminate, cut along the grey line, stick flat on the skin with double-sided", 15, 36)
+    c.text("medical tape, the arrow towards the client's head (placement: docs/body.md).", 15, 42)
+    for k in range(2):
+        x0, y0 = 30.0 + k * 90.0, 70.0
+        for mid, (centre, _, _) in design.plates().items():
+            c.marker(mid, x0 + w / 2 + centre[0] - design.pitch_mm / 2, y0 + h / 2 + centre[1] - design.pitch_mm / 2,
+                     design.marker_mm, design.pitch_mm, outline=False)
+        c.rect(x0, y0, w, h, grey=110)
+        # centre ticks on the border (align with skin marks), and the arrow to the head above the card
+        t = max(1, c.px(0.4))
+        for (xa, ya, xb, yb) in ((x0 + w / 2, y0, x0 + w / 2, y0 + design.border_mm),
+                                 (x0 + w / 2, y0 + h - design.border_mm, x0 + w / 2, y0 + h),
+                                 (x0, y0 + h / 2, x0 + design.border_mm, y0 + h / 2),
+                                 (x0 + w - design.border_mm, y0 + h / 2, x0 + w, y0 + h / 2)):
+            cv2.line(c.img, (c.px(xa), c.px(ya)), (c.px(xb), c.px(yb)), 0, t)
+        tip = (c.px(x0 + w / 2), c.px(y0 - 12))
+        cv2.arrowedLine(c.img, (tip[0], c.px(y0 - 3)), tip, 0, t, tipLength=0.35)
+        c.text("head", x0 + w / 2 + 3, y0 - 7, 3.0)
+        c.text(f"u -> (id {design.ids[0]} top-left)", x0, y0 + h + 7, 3.0)
+    c.scale_bar(20, 200)
+    return Sheet("skin_patch", c.img, dpi, f"skin reference patch, {design.marker_mm:g} mm markers")
 
 
 def charuco_sheet(dpi: int = 600, design: CharucoDesign = CharucoDesign()) -> Sheet:
@@ -166,7 +199,7 @@ def write_sheets(out_dir: str | Path, dpi: int = 600) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for sheet in (clip_sheet(dpi), head_band_sheet(dpi), charuco_sheet(dpi)):
+    for sheet in (clip_sheet(dpi), head_band_sheet(dpi), patch_sheet(dpi), charuco_sheet(dpi)):
         for suffix, data in ((".png", png_bytes(sheet.image, dpi)), (".pdf", pdf_bytes(sheet.image, dpi))):
             path = out / f"{sheet.name}{suffix}"
             _write_atomic(path, data)

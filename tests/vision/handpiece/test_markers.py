@@ -10,7 +10,7 @@ import numpy as np
 
 from guidance.cli import main
 from guidance.vision.handpiece.marker_body import get_dictionary
-from guidance.vision.handpiece.designs import CharucoDesign, ClipDesign, HeadBandDesign
+from guidance.vision.handpiece.designs import CharucoDesign, ClipDesign, HeadBandDesign, PatchDesign
 
 DPI = 300
 
@@ -34,7 +34,7 @@ def _markers_mm(path, dictionary):
 
 def test_sheets_are_true_scale(tmp_path, capsys):
     assert main(["markers", "-o", str(tmp_path), "--dpi", str(DPI)]) == 0
-    for name in ("handpiece_clip", "head_band", "charuco_board"):
+    for name in ("handpiece_clip", "head_band", "skin_patch", "charuco_board"):
         assert abs(_png_dpi(tmp_path / f"{name}.png") - DPI) < 0.1
         pdf = (tmp_path / f"{name}.pdf").read_bytes()
         assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
@@ -47,6 +47,19 @@ def test_sheets_are_true_scale(tmp_path, capsys):
     band, _ = _markers_mm(tmp_path / "head_band.png", "DICT_4X4_50")
     assert sorted(band) == list(HeadBandDesign().ids)
     assert all(abs(s - HeadBandDesign().marker_mm) < 0.2 for s in band.values())
+    # The skin patch: two copies of the card, every marker at its size, and the pitch between them true too.
+    img = cv2.imread(str(tmp_path / "skin_patch.png"), cv2.IMREAD_GRAYSCALE)
+    corners, ids, _ = cv2.aruco.ArucoDetector(get_dictionary("DICT_4X4_50")).detectMarkers(img)
+    design = PatchDesign()
+    assert sorted(ids.ravel().tolist()) == sorted(list(design.ids) * 2)
+    patch, _ = _markers_mm(tmp_path / "skin_patch.png", "DICT_4X4_50")
+    assert all(abs(s - design.marker_mm) < 0.2 for s in patch.values())
+    centres = {}
+    for c, i in zip(corners, ids.ravel()):
+        centres.setdefault(int(i), []).append(c.reshape(4, 2).mean(axis=0))
+    first = {i: min(v, key=lambda p: p[0]) for i, v in centres.items()}  # the left card
+    pitch_mm = np.linalg.norm(first[21] - first[20]) / DPI * 25.4
+    assert abs(pitch_mm - design.pitch_mm) < 0.2
     # The board: every chessboard corner found, spaced by the stated square size.
     design = CharucoDesign()
     img = cv2.imread(str(tmp_path / "charuco_board.png"), cv2.IMREAD_GRAYSCALE)
