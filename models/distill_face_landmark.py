@@ -279,7 +279,7 @@ def _sha256(p: Path) -> str:
 
 
 # The pairs the shipped model was trained on: three runs of the pair maker, concatenated.
-ORIGINAL_SOURCES = ["WolfgangLanger_Pexels.mp4", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg",
+ORIGINAL_SOURCES = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg",
                     "45-m7-di-ph.jpg", "astronaut.png", "multi_face.jpg", "Image_with_alpha.png"]
 MORE_FACES = ["grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "facetorch_test.jpg", "facetorch_test2.jpg",
               "facetorch_test3.jpg", "facexlib_test.jpg", "facexlib_test2.jpg"]
@@ -298,7 +298,7 @@ NONFACE_RUNS = {
 
 def manifest_entry(out: Path, report: dict, manifest: dict) -> dict:
     return {
-        "file": out.name, "sha256": _sha256(out),
+        "file": out.resolve().relative_to(bundle.DATA.resolve()).as_posix(), "sha256": _sha256(out),
         "derived_from": SOURCE, "derived_from_sha256": manifest["models"][SOURCE]["sha256"],
         "script": "models/distill_face_landmark.py", "pairs_script": "models/occlusion_pairs.py",
         "nonface_script": "models/nonface_crops.py",
