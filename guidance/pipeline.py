@@ -399,19 +399,9 @@ class GuidancePipeline:
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
             self.events.append(records.Fault(self.clock(), where="hot_path", error=f"{type(exc).__name__}: {exc}"))
             if face is None:
-                face = FaceObservation(frame.index, frame.t_capture_ns, self.clock(), False, 0.0, None, None, None,
-                                       None, False, {})
-        t_decided = decision.t_decided_ns  # the "now" the gate judged freshness against
-        seq = None
-        if self.publish_fn is not None:
-            permit = self.publish_fn(decision)
-            seq = getattr(permit, "seq", None)
-        t_pub = self.clock()
-        self.last_seq = seq
-        self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
-        self.count(decision)
-        return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           armed, lookahead, shoulders, head_band=band_head)
+                face = _no_face(frame, self.clock())
+        return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, shoulders,
+                             head_band=band_head)
 
     def _band_head(self, band: Any, face: FaceObservation) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when
@@ -497,7 +487,9 @@ class GuidancePipeline:
 
     def _publish(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, lookup: ZoneLookup | None,
                  decision: GateDecision, t_face: int, t_tip: int, t_zone: int, armed: bool, lookahead: float,
-                 shoulders: ShoulderObservation | None, patch: PatchObservation | None = None) -> FrameResult:
+                 shoulders: ShoulderObservation | None, patch: PatchObservation | None = None,
+                 head_band: BandHead | None = None) -> FrameResult:
+        """Publish the decision and account for it: the tail of every frame's hot path (face, scalp or body)."""
         t_decided = decision.t_decided_ns  # the "now" the gate judged freshness against
         seq = None
         if self.publish_fn is not None:
@@ -508,7 +500,7 @@ class GuidancePipeline:
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           armed, lookahead, shoulders, patch=patch)
+                           armed, lookahead, shoulders, head_band=head_band, patch=patch)
 
     def _watch_reference(self, found: bool, frame: Frame, cause: str) -> None:
         """Disarm once the skin reference (face or patch) has been lost for longer than face_lost_disarm_s."""

@@ -50,15 +50,15 @@ from guidance.errors import UserError
 from guidance.samples import fetch
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
 from guidance.sim.head_scene import HeadScene
-from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item, pose_with_tip_at
-from guidance.sim.simulate import _HAND_TAU_S, _ROLL_OFFSET_RAD, INFO_FILE, VIDEO_FILE, Hand, _rotation_rate
+from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item
+from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, Hand, _rotation_rate
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.sources import Frame
 from guidance.vision.face.head_pose import load_canonical_face
 from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face.tracker import FaceTracker, TrackerConfig
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
-from guidance.vision.rigid import RigidPose, rotation_aligning
+from guidance.vision.rigid import RigidPose
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
 from guidance.zones.mapper import ZoneMapper
@@ -179,20 +179,7 @@ class ScalpHand(Hand):
 
     def hold_on(self, tip_cam: np.ndarray, normal_cam: np.ndarray, dt_s: float, normal_weight: float) -> RigidPose:
         view = tip_cam / np.linalg.norm(tip_cam)
-        target = (1.0 - normal_weight) * view - normal_weight * np.asarray(normal_cam, float)
-        target /= np.linalg.norm(target)
-        a = 1.0 if self.axis is None else 1.0 - np.exp(-dt_s / _HAND_TAU_S)
-        axis = target if self.axis is None else self.axis + a * (target - self.axis)
-        self.axis = axis / np.linalg.norm(axis)
-        c = rotation_aligning(np.array([0.0, 0.0, 1.0]), self.axis).T @ (-view)
-        if np.hypot(c[0], c[1]) > 0.15 or self.roll is None:
-            want = float(np.arctan2(c[1], c[0])) + _ROLL_OFFSET_RAD
-            if self.roll is None:
-                self.roll = want
-            else:
-                d = (want - self.roll + np.pi) % (2 * np.pi) - np.pi
-                self.roll += a * d
-        return pose_with_tip_at(self.profile, tip_cam, self.axis, self.roll)
+        return self.steer(tip_cam, (1.0 - normal_weight) * view - normal_weight * np.asarray(normal_cam, float), dt_s)
 
 
 def _background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -101,7 +101,12 @@ class Hand:
         lean -= np.dot(lean, view) * view
         lean /= np.linalg.norm(lean)
         target = view + self.tan_tilt * lean
-        target /= np.linalg.norm(target)
+        return self.steer(tip_cam, target, dt_s)
+
+    def steer(self, tip_cam: np.ndarray, target: np.ndarray, dt_s: float) -> RigidPose:
+        """Turn the shaft towards `target` (smoothed over _HAND_TAU_S) and roll the markers to the camera."""
+        view = tip_cam / np.linalg.norm(tip_cam)
+        target = target / np.linalg.norm(target)
         a = 1.0 if self.axis is None else 1.0 - np.exp(-dt_s / _HAND_TAU_S)
         axis = target if self.axis is None else self.axis + a * (target - self.axis)
         self.axis = axis / np.linalg.norm(axis)
