@@ -26,15 +26,13 @@ from guidance.outputs import output_file
 STREAM_SUFFIXES = (".mkv",)
 
 
-class AtomicVideoWriter:
-    """mp4 (mp4v) writer into `<name>.part.mp4`, renamed into place on successful close."""
+class _MP4VWriter:
+    """An OpenCV mp4v writer into `target` that resizes frames to `size` and counts them."""
 
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, field: str = "video"):
-        self.path = output_file(path, field, what="video file")
-        self.tmp = self.path.with_name(self.path.stem + ".part" + self.path.suffix)
-        self._w = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps or 30.0), size)
+    def __init__(self, target: Path, shown: Path, fps: float, size: tuple[int, int]):
+        self._w = cv2.VideoWriter(str(target), cv2.VideoWriter.fourcc(*"mp4v"), float(fps or 30.0), size)
         if not self._w.isOpened():
-            raise UserError("cannot open for writing as a video", path=self.path)
+            raise UserError("cannot open for writing as a video", path=shown)
         self.size = size
         self.frames = 0
 
@@ -43,6 +41,15 @@ class AtomicVideoWriter:
             image = cv2.resize(image, self.size)
         self._w.write(image)
         self.frames += 1
+
+
+class AtomicVideoWriter(_MP4VWriter):
+    """mp4 (mp4v) writer into `<name>.part.mp4`, renamed into place on successful close."""
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, field: str = "video"):
+        self.path = output_file(path, field, what="video file")
+        self.tmp = self.path.with_name(self.path.stem + ".part" + self.path.suffix)
+        super().__init__(self.tmp, self.path, fps, size)
 
     def close(self, *, keep: bool = True) -> None:
         self._w.release()
@@ -58,22 +65,12 @@ class AtomicVideoWriter:
         self.close(keep=exc_type is None)
 
 
-class StreamVideoWriter:
+class StreamVideoWriter(_MP4VWriter):
     """Matroska (MPEG-4 video) written straight to `path`: playable while written and after a kill."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int], *, field: str = "--out"):
         self.path = output_file(path, field, suffixes=STREAM_SUFFIXES, what="Matroska video")
-        self._w = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), float(fps or 30.0), size)
-        if not self._w.isOpened():
-            raise UserError("cannot open for writing as a video", path=self.path)
-        self.size = size
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size)
-        self._w.write(image)
-        self.frames += 1
+        super().__init__(self.path, self.path, fps, size)
 
     def close(self) -> None:
         self._w.release()  # writes the index (cues) and duration; the file played without them too
