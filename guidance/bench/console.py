@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from guidance.errors import UserError
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
 
 def _guidance(*args: str) -> list[str]:
     return [sys.executable, "-m", "guidance.cli", *args]
@@ -92,16 +87,15 @@ def _wait(cond, timeout_s: float, what: str) -> None:
     raise UserError(f"bench: timed out waiting for {what}")
 
 
-def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
+def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1, browser: str | None = None,
                   plan_zones: tuple[str, ...] = ("forehead_central", "cheek_left", "cheek_right", "nose", "chin")) -> dict:
     """`rounds` pairs, alternating without / with (so a change in the machine's load hits both alike)."""
     from guidance.device_bridge.keys import generate
     from guidance.sim.demo import free_port_pair, stop_process
 
     video = str(Path(video).resolve())
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        raise UserError("the console bench needs Debian's chromium (apt-get install chromium)")
+    from guidance.console.kiosk import find_browser
+    exe = find_browser(browser)
     out: dict = {"video": video, "frames": frames, "load_before": list(os.getloadavg()), "rounds": [],
                  "control_check": control_check_cost(), "pictures": picture_cost(video)}
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -135,7 +129,7 @@ def bench_console(video: str | Path, *, frames: int = 600, rounds: int = 1,
                 z: {"target_passes": 2, "max_passes": 50} for z in plan_zones}})
             for k in range(rounds):
                 pair: dict = {"without": _run_alone(tmp / f"without-{k}", video, plan, permit, tmp / "keys", frames, env),
-                        "with_console": _run_in_console(http, exe, tmp / f"chromium-{k}", data, cport, frames, k)}
+                        "with_console": _run_in_console(http, exe, tmp / f"chromium-{k}", data, con.pid, cport, frames)}
                 pair["load"] = list(os.getloadavg())
                 out["rounds"].append(pair)
         finally:
@@ -215,15 +209,15 @@ def _run_alone(rec: Path, video: str, plan: Path, permit: str, keys: Path, frame
     return _latency(rec)
 
 
-def _run_in_console(http: _Http, exe: str, profile: Path, data: Path, cport: int, frames: int, k: int) -> dict:
+def _run_in_console(http: _Http, exe: str, profile: Path, data: Path, console_pid: int, cport: int, frames: int) -> dict:
+    from guidance.console.kiosk import start_browser
     from guidance.sim.demo import stop_process
     recs = data / "recordings"
     before = {p for p in recs.glob("*/*") if p.is_dir()}
     http.get("/clients/1")
     http.post("/clients/1/sessions", form={"plan": "1", "operator": "bench"})
-    browser = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                "--window-size=1366,1024", f"http://127.0.0.1:{cport}/live"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the browser as `guidance console --kiosk` starts it (idle priority), headless here
+    browser = start_browser(exe, f"http://127.0.0.1:{cport}/live", profile, headless=True)
     try:
         def new_rec() -> Path | None:
             fresh = [p for p in recs.glob("*/*") if p.is_dir() and p not in before]
@@ -236,11 +230,43 @@ def _run_in_console(http: _Http, exe: str, profile: Path, data: Path, cport: int
             return bool(json.loads(http.post("/live/arm")).get("ok"))
         _wait(armed, 60, "arming through the console (browser watching, controller linked)")
         start = _frames(rec)
+        cpu0, t0 = _cpu_by_part(console_pid, browser.pid), time.monotonic()
         _wait(lambda: _frames(rec) >= start + frames, frames / 5 + 120, "the session's frames")
+        cpu1, wall = _cpu_by_part(console_pid, browser.pid), time.monotonic() - t0
         http.post("/live/stop")
     finally:
         stop_process(browser)
-    return _latency(rec)
+    return {**_latency(rec), "cores": {k: round((cpu1[k] - cpu0.get(k, 0.0)) / wall, 3) for k in cpu1}}
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds so far) for every process (Linux /proc; empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    table = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        table[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def _cpu_by_part(console_pid: int, browser_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the console server itself, its `guidance run`, and the browser with its children."""
+    table = _proc_table()
+
+    def tree(root: int) -> set[int]:
+        found, todo = {root}, [root]
+        while todo:
+            p = todo.pop()
+            kids = [c for c, (pp, _) in table.items() if pp == p]
+            found.update(kids)
+            todo.extend(kids)
+        return found & table.keys()
+    run = tree(console_pid) - {console_pid}
+    return {"console_server": table.get(console_pid, (0, 0.0))[1], "run": sum(table[p][1] for p in run),
+            "browser": sum(table[p][1] for p in tree(browser_pid))}
 
 
 def _try(fn, *a) -> bool:
@@ -260,7 +286,8 @@ def format_console(r: dict) -> str:
     for k, x in enumerate(r["rounds"], 1):
         lines.append(f"  round {k}: p99 {x['without']['p99_ms']:.2f} -> {x['with_console']['p99_ms']:.2f} ms, median "
                      f"{x['without']['median_ms']:.2f} -> {x['with_console']['median_ms']:.2f} ms, load "
-                     f"{'/'.join(f'{v:.1f}' for v in x['load'])}")
+                     f"{'/'.join(f'{v:.1f}' for v in x['load'])}; cores used with the console: "
+                     + ", ".join(f"{name} {v:.2f}" for name, v in x["with_console"].get("cores", {}).items()))
     c = r["control_check"]
     lines.append(f"  the console's check on the capture thread between frames: median {c['median_us']:.1f} us, "
                  f"p99 {c['p99_us']:.1f} us ({c['n']} checks)")

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ask for a login on 127.0.0.1 too (behind a reverse proxy that serves other machines)")
     p.add_argument("--orphan-stop-s", type=float, default=30.0,
                    help="a session whose console is gone this long stops by itself (default 30)")
+    p.add_argument("--kiosk", action="store_true", help="open the console full screen in chromium on this machine, at idle "
+                   "priority so that it never slows the hot path (docs/console.md, cost)")
+    p.add_argument("--kiosk-headless", action="store_true", help=argparse.SUPPRESS)  # the bench and tests: no screen
+    p.add_argument("--browser", metavar="EXE", help="the chromium for --kiosk (default: chromium on PATH)")
     p.add_argument("--add-user", metavar="NAME", help="add (or reset) a login and exit; the password is read from stdin "
                    "or asked for")
     p.set_defaults(func=run)
@@ -72,10 +76,18 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{'--require-login' if args.require_login else 'listening on ' + args.host} needs a login: add one with "
                                 f"`guidance console --data {data} --add-user NAME` (and put TLS in front: docs/console.md)",
                                 field="--host")
+    kiosk = None
+    if args.kiosk or args.kiosk_headless:
+        from guidance.console.kiosk import Kiosk, find_browser
+        kiosk = Kiosk(find_browser(args.browser), args.port, data / "kiosk-browser", headless=args.kiosk_headless)
     import uvicorn
     print(f"guidance console: http://{args.host}:{args.port}/  (data in {data})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio",
-                timeout_graceful_shutdown=5)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio",
+                    timeout_graceful_shutdown=5)
+    finally:
+        if kiosk is not None:
+            kiosk.close()
     return 0
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from guidance.live.control import state_json
 from guidance.live.overlay import OverlayState, draw_overlay
+from guidance.live.priority import lower_this_thread
 from guidance.vision.capture.video_out import StreamVideoWriter
 
 WINDOW = "guidance"
@@ -46,6 +47,8 @@ class Display:
             self.dropped += 1
 
     def _run(self) -> None:
+        # drawing, the window, the video and the console's JPEGs yield to the gate's two stages
+        lower_this_thread()
         try:
             sized = False
             if self.window:
