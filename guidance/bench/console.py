@@ -199,14 +199,18 @@ def _run_alone(rec: Path, video: str, plan: Path, permit: str, keys: Path, frame
     run = subprocess.Popen(_guidance("run", "--source", video, "--loop", "--plan", str(plan), "--headless", "--arm",
                                      "--record", str(rec), "--publish", permit, "--keys", str(keys)),
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cores = 0.0
     try:
+        _wait(lambda: _frames(rec) >= 30 or run.poll() is not None, 120, "the session's first frames")
+        cpu0, t0 = _proc_table().get(run.pid, (0, 0.0))[1], time.monotonic()
         _wait(lambda: _frames(rec) >= frames + 30 or run.poll() is not None, frames / 5 + 120, "the session's frames")
+        cores = (_proc_table().get(run.pid, (0, 0.0))[1] - cpu0) / (time.monotonic() - t0)
     finally:
         run.send_signal(signal.SIGINT)  # Ctrl-C: the run loop ends and closes its recording
         _, err = run.communicate(timeout=60)
     if _frames(rec) < frames:
         raise UserError(f"bench: guidance run failed: {(err.strip().splitlines() or ['?'])[-1]}")
-    return _latency(rec)
+    return {**_latency(rec), "cores": {"run": round(cores, 3)}}
 
 
 def _run_in_console(http: _Http, exe: str, profile: Path, data: Path, console_pid: int, cport: int, frames: int) -> dict:
@@ -286,7 +290,8 @@ def format_console(r: dict) -> str:
     for k, x in enumerate(r["rounds"], 1):
         lines.append(f"  round {k}: p99 {x['without']['p99_ms']:.2f} -> {x['with_console']['p99_ms']:.2f} ms, median "
                      f"{x['without']['median_ms']:.2f} -> {x['with_console']['median_ms']:.2f} ms, load "
-                     f"{'/'.join(f'{v:.1f}' for v in x['load'])}; cores used with the console: "
+                     f"{'/'.join(f'{v:.1f}' for v in x['load'])}; cores used: run alone {x['without']['cores']['run']:.2f}; "
+                     "with the console "
                      + ", ".join(f"{name} {v:.2f}" for name, v in x["with_console"].get("cores", {}).items()))
     c = r["control_check"]
     lines.append(f"  the console's check on the capture thread between frames: median {c['median_us']:.1f} us, "

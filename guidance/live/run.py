@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import queue
 import sys
 import time
@@ -33,6 +34,7 @@ from guidance.errors import UserError
 from guidance.live.display import Display
 from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
+from guidance.live.priority import GIL_SWITCH_S, gil_handoff
 from guidance.live.overlay_scene import OverlayScene
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
@@ -179,10 +181,18 @@ def session_info(opts: RunOptions, plan: Any, profile: Any, camera: Any, config:
         "permit_endpoint": permit_endpoint,
         "operator": opts.operator or "not recorded",
         "client": opts.client or "not recorded",
+        # what the latency figures of this recording ran under
+        "runtime": {"python": platform.python_version(), "gil_switch_s": sys.getswitchinterval(),
+                    "cpus": os.cpu_count()},
     }
 
 
 def run_session(opts: RunOptions) -> RunSummary:
+    with gil_handoff(GIL_SWITCH_S):
+        return _run_session(opts)
+
+
+def _run_session(opts: RunOptions) -> RunSummary:
     plan, profile, camera, config, manifest = _startup(opts)
     bridge = None
     if opts.publish:

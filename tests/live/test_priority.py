@@ -67,3 +67,33 @@ def test_idle_priority_command_runs_the_program_and_its_children_at_sched_idle()
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller keeps its own
     with pytest.raises(ValueError):
         idle_priority_command([])
+
+
+def test_gil_handoff_holds_the_interval_for_the_run_and_puts_it_back():
+    from guidance.live.priority import GIL_SWITCH_S, gil_handoff
+    before = sys.getswitchinterval()
+    with gil_handoff(GIL_SWITCH_S):
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), gil_handoff(0.001):
+        raise RuntimeError("the run failed")
+    assert sys.getswitchinterval() == before  # also after a failure
+    with pytest.raises(ValueError):
+        with gil_handoff(0):
+            pass
+
+
+def test_a_run_holds_the_short_switch_interval_and_records_it(tmp_path, sample):
+    """In process: `guidance run` runs under GIL_SWITCH_S, writes it into info.json, and puts the interval back."""
+    import json
+
+    from guidance.cli import main
+    from guidance.live.priority import GIL_SWITCH_S
+    from guidance.resources import verified_path
+    before = sys.getswitchinterval()
+    rec = tmp_path / "rec"
+    assert main(["run", "--source", str(sample("single_face.mp4")), "--plan", str(verified_path("full_face", kind="plans")),
+                 "--headless", "--no-realtime", "--max-frames", "3", "--record", str(rec)]) == 0
+    runtime = json.loads((rec / "info.json").read_text())["runtime"]
+    assert runtime["gil_switch_s"] == pytest.approx(GIL_SWITCH_S) and runtime["cpus"] == os.cpu_count()
+    assert sys.getswitchinterval() == before
