@@ -6,7 +6,9 @@ in that third (drawing the overlay, a browser decoding the console's pictures)
 delays a permit. Measured with `guidance bench VIDEO --stage run --console`
 (quiet machine, load 0.0–1.6, 3 rounds of 600 armed frames): a headless
 chromium on the live page at normal priority added 4.3 ms to the p99
-(12.0 → 16.3 ms); the same chromium at idle priority added 0.6 ms.
+(12.0 → 16.3 ms); the same chromium at idle priority added 0.6 ms; with the
+overlay thread niced and the GIL interval below, the console costs −0.08 to
++0.20 ms of p99 (docs/console.md).
 
 Inside the `guidance run` process the threads share Python's GIL as well: a
 stage thread that wants it back waits until the holder drops it, at the latest
