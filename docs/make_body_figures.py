@@ -5,9 +5,13 @@ Usage:
     guidance demo -o out/body --path demo_body_abdomen --plan body_abdomen
     python docs/make_body_figures.py out/body
 
-Writes docs/images/body_atlas.png (the three body areas), body_session.png (frames of the recording with the
+Writes docs/images/body_atlas.png (the body areas), body_session.png (frames of the recording with the
 zones projected through the recorded patch pose, the tip and the gate's answer) and body_chart.png (the service's
-chart point against the truth on every contact frame).
+chart point against the truth on every contact frame); for a body area other than the abdomen,
+body_AREA_session.png and body_AREA_chart.png:
+
+    guidance demo -o out/decolletage --path demo_body_decolletage --plan body_decolletage
+    python docs/make_body_figures.py out/decolletage
 """
 
 from __future__ import annotations
@@ -126,9 +130,11 @@ def main(argv: list[str]) -> int:
     plan = session.plan()
     fig = frame_figures(session, gt, plan, plan_atlas(plan))
     acc = verify(folder / "simulation", folder / "session", folder / "controller.jsonl", plan.source)
-    picks = [int(p) for p in argv[2:]] or [60, 330, 560, 840]
-    cv2.imwrite(str(OUT / "body_session.png"), session_figure(session, gt, picks))
-    cv2.imwrite(str(OUT / "body_chart.png"), chart_figure(session, gt))
+    n = len(session.frames)
+    picks = [int(p) for p in argv[2:]] or [60, 330, 560, 840] if n > 900 else [n // 10, n * 4 // 10, n * 6 // 10, n * 9 // 10]
+    name = "body" if plan.body_area == "abdomen" else f"body_{plan.body_area}"  # the abdomen's names as they were
+    cv2.imwrite(str(OUT / f"{name}_session.png"), session_figure(session, gt, picks))
+    cv2.imwrite(str(OUT / f"{name}_chart.png"), chart_figure(session, gt))
     sig = [(r.gate.mapping_sigma_mm, r.zone.curvature_mm, r.zone.patch_distance_mm) for r in session.frames
            if r.zone is not None and r.gate.mapping_sigma_mm is not None and r.zone.curvature_mm is not None]
     s = np.asarray(sig, float)

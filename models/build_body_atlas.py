@@ -64,6 +64,20 @@ AREAS = {
         "card midway from the greater trochanter to the knee, on the front-lateral line, arrow to the hip",
         (80.0, 1000.0), (42.0, 130.0),
         [("thigh_upper", "Thigh, upper half", 0, -1), ("thigh_lower", "Thigh, lower half", 0, 1)]),
+    # The décolletage on the torso, not on the head: a card on the sternum moves with the chest, so a head turn
+    # (which swings a head-carried décolletage) does not move these zones. The card's top edge 30 mm below the
+    # suprasternal notch puts its centre 77 mm below it; the range's upper end (75 mm) stops 2 mm below the
+    # notch (the neck is above), its lower end about 150 mm below the notch (the 4th rib), its sides 65 mm
+    # either side of the midline (the mid-clavicular lines of a small chest).
+    "decolletage": (
+        "Décolletage (upper chest), on the sternum",
+        "card on the sternum, long side along it, top edge 30 mm (two finger-widths) below the suprasternal notch, "
+        "arrow to the head",
+        (200.0, 300.0), (65.0, 75.0),
+        [("decolletage_upper_right", "Décolletage, upper right", -1, -1),
+         ("decolletage_upper_left", "Décolletage, upper left", 1, -1),
+         ("decolletage_lower_right", "Décolletage, lower right", -1, 1),
+         ("decolletage_lower_left", "Décolletage, lower left", 1, 1)]),
 }
 
 
