@@ -8,6 +8,8 @@ operations, done on the overlay thread, never on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -40,13 +42,18 @@ class OverlayScene:
         self.diameter_mm = electrode_diameter_mm
         self.locator = ChartLocator(chart)
         self.outlines: list[tuple[str, str, list[SkinPoints]]] = []
+        # body plans: the zones on the patch chart, placed through this frame's patch pose (a plane projection)
+        self.body_outlines: list[tuple[str, str, list[np.ndarray]]] = []
         for z in self.atlas.zones.values():
-            if z.surface != "face":
+            if z.surface not in ("face", "body"):
                 continue
             kind = "exclusion" if (z.kind == "exclusion" or z.name in plan.exclusions) else (
                 "planned" if z.name in plan.zones else "other")
-            rings = [self.locator.locate(_resample(np.asarray(r), OUTLINE_STEP_MM)) for r in z.boundary_mm]
-            self.outlines.append((z.name, kind, rings))
+            resampled = [_resample(np.asarray(r), OUTLINE_STEP_MM) for r in z.boundary_mm]
+            if z.surface == "body":
+                self.body_outlines.append((z.name, kind, resampled))
+            else:
+                self.outlines.append((z.name, kind, [self.locator.locate(r) for r in resampled]))
         self._pulse_uv: list[tuple[float, float]] = []
         self._pulse_skin: SkinPoints | None = None
         self._inset_base, self._inset_origin, self._inset_scale = self._make_inset_base(inset_px_per_mm)
@@ -93,6 +100,18 @@ class OverlayScene:
             cv2.drawMarker(img, self._chart_px(*tip_uv), (66, 228, 240), cv2.MARKER_CROSS, 12, 2)
         return img
 
+    def _fill_body(self, st: OverlayState, project: Callable[[np.ndarray], np.ndarray | None]) -> None:
+        for name, kind, rings in self.body_outlines:
+            polys = [p for p in (project(r) for r in rings) if p is not None and len(p) > 2]
+            if polys:
+                st.outlines.append(ZoneOutline(name, kind, [np.asarray(p, float) for p in polys]))
+        uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)], float).reshape(-1, 2)
+        if len(uv):
+            px = project(uv)
+            if px is not None:
+                passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv])
+                st.coverage_px = np.c_[np.asarray(px, float), passes]
+
     # ---- per-frame ------------------------------------------------------------
     def add_pulse(self, u: float, v: float) -> None:
         self._pulse_uv.append((u, v))
@@ -107,7 +126,12 @@ class OverlayScene:
             self._progress_pulses = n
         return self._progress
 
-    def fill(self, st: OverlayState, landmarks_px: np.ndarray | None, px_per_mm: float | None) -> OverlayState:
+    def fill(self, st: OverlayState, landmarks_px: np.ndarray | None, px_per_mm: float | None,
+             project: Callable[[np.ndarray], np.ndarray | None] | None = None) -> OverlayState:
+        """Zones and coverage on this frame: through the face's landmarks, or for a body plan through `project`
+        (chart mm (N, 2) -> image px (N, 2) on this frame's patch pose; None when the patch is not found)."""
+        if project is not None and self.body_outlines:
+            self._fill_body(st, project)
         if landmarks_px is not None:
             for name, kind, rings in self.outlines:
                 polys = []

@@ -403,7 +403,9 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 st.elapsed_s = (time.monotonic_ns() - t_start) / 1e9
                 lm = result.face.landmarks if result.face.found else None
                 ppm = _px_per_mm(result, pipeline)
-                display.submit(frame.image, st, lambda s, lm=lm, ppm=ppm, uv=st_uv(result): _finish(scene, s, lm, ppm, uv))
+                proj = _patch_projector(result, pipeline)
+                display.submit(frame.image, st,
+                               lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj: _finish(scene, s, lm, ppm, uv, proj))
             if opts.max_frames and result.frame.index + 1 >= opts.max_frames:
                 break
     except KeyboardInterrupt:
@@ -469,8 +471,17 @@ def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, 
     )
 
 
-def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv) -> None:
-    scene.fill(st, landmarks, px_per_mm)
+def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):
+    """Body plans: chart mm -> image px through this frame's patch pose (for the overlay thread), else None."""
+    patch, mapper, hand = result.patch, pipeline.patch_mapper, pipeline.hand
+    if patch is None or not patch.found or mapper is None or hand is None:
+        return None
+    camera = hand.camera
+    return lambda uv: mapper.project(patch, uv, camera)
+
+
+def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv, project=None) -> None:
+    scene.fill(st, landmarks, px_per_mm, project)
     if st.layers.get("inset"):
         st.chart_inset = scene.inset(tip_uv)
 

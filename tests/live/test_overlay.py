@@ -47,3 +47,44 @@ def test_overlay_never_modifies_the_input_frame():
     draw_overlay(f, OverlayState(armed=True, permit=False, tip_px=(320, 240), footprint_radius_px=10))
     assert (f == 127).all()
     assert VERMILION != BLUE
+
+
+def test_a_body_plan_draws_its_zones_and_pulses_through_the_patch_pose():
+    """Body plans: the zones of the patch chart are placed on the frame through the patch's pose (they were not
+    drawn at all before), the card as an exclusion around the patch's own pixel, pulses where they landed."""
+    import cv2
+
+    from guidance.live.overlay_scene import OverlayScene
+    from guidance.vision.body.patch import PatchObservation
+    from guidance.vision.capture.camera import CameraModel
+    from guidance.zones.body_atlas import load_body_area, plan_atlas
+    from guidance.zones.body_mapper import PatchMapper
+    from guidance.zones.chart import load_chart
+    from guidance.zones.coverage import CoverageMap
+    from guidance.zones.plan import load_plan
+
+    plan = load_plan("body_decolletage")
+    atlas = plan_atlas(plan)
+    coverage = CoverageMap.for_plan(plan)
+    scene = OverlayScene(plan, load_chart(), coverage, 10.0)
+    assert {n for n, _, _ in scene.body_outlines} == set(atlas.zones) and not scene.outlines
+    cam = CameraModel.default(640, 480)
+    mapper = PatchMapper(load_body_area("decolletage"))
+    patch = PatchObservation(0, 0, True, "", (0.2, -0.1, 0.05), (10.0, -5.0, 450.0), 0.3, (20, 21), None)
+    centre = mapper.project(patch, np.array([[0.0, 0.0]]), cam)[0]
+    coverage.deposit_pulse(30.0, -30.0, 10.0)
+    scene.add_pulse(30.0, -30.0)
+    st = scene.fill(OverlayState(), None, None, lambda uv: mapper.project(patch, uv, cam))
+    kinds = {o.name: o.kind for o in st.outlines}
+    assert kinds["patch"] == "exclusion" and kinds["decolletage_upper_left"] == "planned"
+    assert kinds["decolletage_lower_right"] == "other"  # not in this plan
+    card = next(o for o in st.outlines if o.name == "patch").polylines_px[0].astype(np.float32)
+    assert cv2.pointPolygonTest(card, (float(centre[0]), float(centre[1])), False) > 0
+    for o in st.outlines:
+        for p in o.polylines_px:
+            assert ((p >= 0) & (p < [640, 480])).all(), o.name  # on the frame
+    pulse_px = mapper.project(patch, np.array([[30.0, -30.0]]), cam)[0]
+    assert st.coverage_px is not None and np.allclose(st.coverage_px[0, :2], pulse_px) and st.coverage_px[0, 2] >= 1
+    # no patch this frame: nothing drawn for the zones, the progress bars still there
+    st2 = scene.fill(OverlayState(), None, None, lambda uv: mapper.project(None, uv, cam))
+    assert st2.outlines == [] and st2.coverage_px is None and len(st2.progress) == 3
