@@ -31,7 +31,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from guidance.console import checklist as cl
 from guidance.console.db import Client, Note, Photo, Plan, Session, User, open_db, utcnow
-from guidance.console.plans import PlanDraft, chart_svg, default_handpiece, draft_of, load_saved, plan_used, save_plan, slug, zone_table
+from guidance.console.plans import (PlanDraft, chart_svg, default_handpiece, draft_of, editor_areas, editor_atlas, load_saved,
+                                     plan_used, save_plan, slug, zone_table)
 from guidance.console.security import SESSION_COOKIE, Logins, csrf_ok, is_loopback, verify_password
 from guidance.console.sessions import LiveSession, RunSettings, SessionManager, recording_summary
 from guidance.console.texts import PRACTITIONER_TEXT, practitioner_text
@@ -319,9 +320,15 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
                 p = db.get(Plan, int(pid))
                 if p is not None and p.client_id == cid:
                     draft = draft_of(p)
-        return console.page(request, "plan_edit.html", c=c, svg=chart_svg(), zones=zone_table(),
+        areas = editor_areas()
+        body_area = draft["body_area"] if draft else request.query_params.get("area", "")
+        if body_area not in {a for a, _ in areas}:
+            body_area = ""  # an unknown area in the address: the face chart
+        atlas = editor_atlas(body_area)
+        return console.page(request, "plan_edit.html", c=c, svg=chart_svg(atlas), zones=zone_table(atlas),
+                            areas=areas, body_area=body_area, editing=draft is not None,
                             draft=draft or {"name": "", "zones": {}, "exclusions": [], "margin_mm": 2.0, "ttl_ms": 60,
-                                            "stop_at_target": True, "description": ""})
+                                            "stop_at_target": True, "description": "", "body_area": body_area})
 
     async def plan_save(request: Request) -> Response:
         cid = int(request.path_params["cid"])
@@ -332,8 +339,10 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
         with console.Db() as db:
             c = _client(db, cid)
             try:
-                plan, what = save_plan(db, c, PlanDraft.from_json(data), console.plans_dir,
-                                       handpiece=Path(cfg.run.handpiece) if cfg.run.handpiece else None)
+                draft = PlanDraft.from_json(data)
+                plan, what = save_plan(db, c, draft, console.plans_dir,
+                                       handpiece=Path(cfg.run.handpiece) if cfg.run.handpiece else None,
+                                       atlas=editor_atlas(draft.body_area))
             except UserError as exc:
                 return JSONResponse({"ok": False, "error": str(exc)}, status_code=422)
             return JSONResponse({"ok": True, "plan": plan.id, "version": plan.version, "status": what,

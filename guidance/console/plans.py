@@ -103,6 +103,7 @@ class PlanDraft:
     ttl_ms: int = 60
     stop_at_target: bool = True
     description: str = ""
+    body_area: str = ""  # a body plan on the skin reference patch (zones of that body area); "" for the face chart
 
     @classmethod
     def from_json(cls, d: dict) -> "PlanDraft":
@@ -113,13 +114,15 @@ class PlanDraft:
             return cls(name=str(d.get("name") or "").strip(), zones=zones,
                        exclusions=[str(x) for x in d.get("exclusions") or []], margin_mm=float(d.get("margin_mm", 2.0)),
                        ttl_ms=int(d.get("ttl_ms", 60)), stop_at_target=bool(d.get("stop_at_target", True)),
-                       description=str(d.get("description") or ""))
+                       description=str(d.get("description") or ""), body_area=str(d.get("body_area") or ""))
         except (TypeError, ValueError, KeyError) as exc:
             raise UserError(f"malformed plan from the editor ({type(exc).__name__}: {exc})", field="plan") from None
 
     def document(self, plan_id: str, handpiece: Path, atlas: Atlas) -> dict:
+        where = {"area": "body", "body_area": self.body_area} if self.body_area else {
+            "area": area_for(list(self.zones), atlas)}
         return {
-            "plan_version": 1, "plan_id": plan_id, "area": area_for(list(self.zones), atlas),
+            "plan_version": 1, "plan_id": plan_id, **where,
             "description": self.description or f"{self.name} (guidance console)",
             "handpiece_profile": str(handpiece), "margin_mm": self.margin_mm, "ttl_ms": self.ttl_ms,
             "stop_at_target": self.stop_at_target,
@@ -189,4 +192,19 @@ def draft_of(plan: Plan) -> dict:
     return {"name": plan.name, "zones": {z["zone"]: {"target_passes": z["target_passes"], "max_passes": z["max_passes"]}
                                          for z in d["zones"]},
             "exclusions": d.get("exclusions", []), "margin_mm": d["margin_mm"], "ttl_ms": d["ttl_ms"],
-            "stop_at_target": d.get("stop_at_target", True), "description": d.get("description", "")}
+            "stop_at_target": d.get("stop_at_target", True), "description": d.get("description", ""),
+            "body_area": d.get("body_area", "") if d.get("area") == "body" else ""}
+
+
+def editor_atlas(body_area: str) -> Atlas:
+    """The chart the editor shows: the face chart, or a body area's patch chart (an unknown area: UserError)."""
+    if not body_area:
+        return load_atlas()
+    from guidance.zones.body_atlas import load_body_area
+    return load_body_area(body_area).atlas
+
+
+def editor_areas() -> list[tuple[str, str]]:
+    """(body_area or "" for the face, label) for the editor's chart choice."""
+    from guidance.zones.body_atlas import body_area_names, load_body_area
+    return [("", "Face, neck, scalp")] + [(a, load_body_area(a).clinical_name) for a in body_area_names()]

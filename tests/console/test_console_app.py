@@ -163,6 +163,44 @@ def test_loopback_console_csrf_and_host_checks(tmp_path):
     assert 'data-key="consent"' in start and 'data-key="controller"' in start
 
 
+def test_the_editor_plans_a_body_area_on_its_patch_chart(tmp_path):
+    """A plan on the décolletage (sternum patch) from the editor: the patch chart's zones, saved as a body plan
+    that `guidance run` loads; a face zone in a body plan and an unknown area are refused or ignored."""
+    from sqlalchemy import select
+
+    from guidance.zones.plan import load_plan
+    app, client = _app(tmp_path)
+    token = _csrf(client.get("/clients").text)
+    client.post("/clients", data={"name": "Ada", "csrf": token, "consent_given": "on"})
+    assert "/plans/new?area=decolletage" in client.get("/clients/1").text
+    page = client.get("/clients/1/plans/new?area=decolletage").text
+    assert 'data-zone="decolletage_upper_left"' in page and 'data-zone="patch"' in page
+    assert 'data-zone="forehead_central"' not in page and "reference patch" in page
+    face = client.get("/clients/1/plans/new?area=no-such-area").text  # an unknown area: the face chart
+    assert 'data-zone="forehead_central"' in face and 'data-zone="decolletage_upper_left"' not in face
+    hdr = {"X-Guidance-Token": token}
+    r = client.post("/clients/1/plans", headers=hdr, json={
+        "name": "chest", "body_area": "decolletage",
+        "zones": {"decolletage_upper_left": {"target_passes": 2, "max_passes": 3},
+                  "decolletage_upper_right": {"target_passes": 2, "max_passes": 3}}})
+    assert r.json()["ok"], r.json()
+    with app.state.console.Db() as s:
+        row = s.scalars(select(Plan).where(Plan.name == "chest")).one()
+        plan = load_plan(row.path)
+        assert plan.area == "body" and plan.body_area == "decolletage"
+        assert set(plan.zones) == {"decolletage_upper_left", "decolletage_upper_right"}
+        assert load_saved(row).body_area == "decolletage"
+        pid = row.id
+    again = client.get(f"/clients/1/plans/new?from={pid}").text  # editing it keeps its chart
+    assert 'data-zone="decolletage_upper_left"' in again and '"body_area": "decolletage"' in again
+    r = client.post("/clients/1/plans", headers=hdr, json={
+        "name": "bad", "body_area": "decolletage", "zones": {"forehead_central": {"target_passes": 1, "max_passes": 2}}})
+    assert r.status_code == 422 and "zones.0.zone" in r.json()["error"]
+    r = client.post("/clients/1/plans", headers=hdr, json={
+        "name": "bad", "body_area": "elbow", "zones": {"elbow_tip": {"target_passes": 1, "max_passes": 2}}})
+    assert r.status_code == 422 and "body_area" in r.json()["error"]
+
+
 def test_beyond_loopback_a_login_is_required(tmp_path):
     app, client = _app(tmp_path, host="0.0.0.0")
     with app.state.console.Db() as s:

@@ -53,6 +53,7 @@
       stop_at_target: document.getElementById("stop-at-target").checked,
       zones: Object.fromEntries(Object.entries(state).map(([z, t]) => [z, {target_passes: t.target, max_passes: t.max}])),
       exclusions: [...excluded],
+      body_area: draft.body_area || "",
     };
     msg.className = ""; msg.textContent = "saving…";
     const r = await fetch(location.pathname.replace(/\/new$/, ""), {
