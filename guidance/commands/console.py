@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     kiosk = None
     if args.kiosk or args.kiosk_headless:
         from guidance.console.kiosk import Kiosk, find_browser
-        kiosk = Kiosk(find_browser(args.browser), args.port, data / "kiosk-browser", headless=args.kiosk_headless)
+        kiosk = Kiosk(find_browser(args.browser), args.port, data / "kiosk-browser", host=args.host,
+                      headless=args.kiosk_headless)
     import uvicorn
     print(f"guidance console: http://{args.host}:{args.port}/  (data in {data})", flush=True)
     try:

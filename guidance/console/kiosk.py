@@ -61,9 +61,11 @@ def start_browser(exe: str, url: str, profile: Path, *, headless: bool = False) 
 class Kiosk:
     """The console's own browser: started once the console listens, stopped when the console stops."""
 
-    def __init__(self, exe: str, port: int, profile: Path, *, headless: bool = False, path: str = "/",
-                 wait_s: float = 60.0):
-        self.url = f"http://127.0.0.1:{port}{path}"
+    def __init__(self, exe: str, port: int, profile: Path, *, host: str = "127.0.0.1", headless: bool = False,
+                 path: str = "/", wait_s: float = 60.0):
+        # the console's own address, or loopback where it listens on every interface
+        self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
+        self.url = f"http://{self._host if ':' not in self._host else '[' + self._host + ']'}:{port}{path}"
         self._exe, self._port, self._profile, self._headless, self._wait_s = exe, port, profile, headless, wait_s
         self.proc: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -74,7 +76,7 @@ class Kiosk:
         t_end = time.monotonic() + self._wait_s
         while not self._stop.is_set() and time.monotonic() < t_end:
             try:
-                with socket.create_connection(("127.0.0.1", self._port), timeout=0.5):
+                with socket.create_connection((self._host, self._port), timeout=0.5):
                     break
             except OSError:
                 self._stop.wait(0.1)
