@@ -365,3 +365,34 @@ def test_login_in_the_browser_beyond_loopback(world, browser, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_body_plan_drawn_on_the_patch_chart(world, browser):
+    """The décolletage on the sternum patch, planned by tapping its chart in the browser: saved as a body plan."""
+    url = world["console"].url
+    d = browser()
+    d.get(url + "/clients")
+    d.find_element("id", "client-name").send_keys("Body Example")
+    d.find_element("id", "consent-given").click()
+    d.find_element("id", "create-client").click()
+    wait(d, lambda d: re.search(r"/clients/\d+$", d.current_url), what="the client page")
+    d.find_element("id", "new-body-plan").click()
+    wait(d, lambda d: d.find_elements("css selector", "#chart path.zone"), what="the patch chart")
+    assert not d.find_elements("id", "zone-forehead_central")  # the face chart is not shown
+    d.find_element("id", "plan-name").send_keys("chest")
+    for z in ("decolletage_upper_left", "decolletage_lower_left"):
+        d.find_element("id", f"zone-{z}").click()
+    d.find_element("id", "zone-patch").click()  # the card: an atlas exclusion, cannot be selected
+    rows = d.find_elements("css selector", "#zone-list tr[data-zone]")
+    assert sorted(r.get_attribute("data-zone") for r in rows) == ["decolletage_lower_left", "decolletage_upper_left"]
+    shot(d, "plan_editor_body")
+    d.find_element("id", "save-plan").click()
+    wait(d, lambda d: "Saved" in text(d, "#plan-message") or "error" in (
+        d.find_element("id", "plan-message").get_attribute("class") or ""), what="the body plan to save")
+    assert "Saved: v1.yaml (new, version 1)" in text(d, "#plan-message"), text(d, "#plan-message")
+    saved = list((world["base"] / "data" / "plans").glob("*/chest/v1.yaml"))
+    assert len(saved) == 1
+    from guidance.zones.plan import load_plan
+    plan = load_plan(saved[0])
+    assert plan.area == "body" and plan.body_area == "decolletage"
+    assert set(plan.zones) == {"decolletage_upper_left", "decolletage_lower_left"}
