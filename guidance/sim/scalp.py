@@ -35,7 +35,6 @@ is the truth's "the face is towards the camera" (yaw within 90 degrees),
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -51,7 +50,7 @@ from guidance.samples import fetch
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
 from guidance.sim.head_scene import HeadScene
 from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item
-from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, Hand, _rotation_rate
+from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, Hand, _rotation_rate, commit_folder
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.sources import Frame
 from guidance.vision.face.head_pose import load_canonical_face
@@ -309,14 +308,7 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
             "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        commit_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -164,7 +164,7 @@ def _plan_fields(sim: SimPath, atlas: Atlas, zone_name: str | None, u: float, v:
     return in_plan, atlas.region_distance_mm(tuple(plan.zones), u, v)
 
 
-def _commit(tmp: Path, out_dir: Path) -> None:
+def commit_folder(tmp: Path, out_dir: Path) -> None:
     """Put the finished temporary folder in place of OUT_DIR (replacing an old one only once all is written)."""
     os.chmod(tmp, 0o755)
     if out_dir.exists():
@@ -196,7 +196,7 @@ def simulate(face_video: str | Path | None, path_file: str | Path, out_dir: str 
             raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
         n, fps, duration, drawn, contact = simulate_body(sim, out_dir, profile=profile, profile_path=profile_path,
                                                          camera=camera, size=size, max_frames=max_frames,
-                                                         progress=progress, commit=_commit)
+                                                         progress=progress, commit=commit_folder)
         return SimResult(out_dir, n, fps, duration, drawn, contact)
     if face_video is None:
         raise UserError("a face path needs a face video", field="--face-video")
@@ -249,7 +249,7 @@ def simulate(face_video: str | Path | None, path_file: str | Path, out_dir: str 
             "contact_frames": int(sum(r.contact for r in rows)),
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        _commit(tmp, out_dir)
+        commit_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
