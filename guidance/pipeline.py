@@ -39,6 +39,7 @@ from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
 from guidance.vision.face.head_band import (BandHead, HeadBandRegistration, HeadPoseSample, HeadReferenceTracker,
                                             Registration)
 from guidance.vision.handpiece.profiles import HandpieceProfile, load_head_band
+from guidance.vision.face.touch_registration import TouchRegistration, scalp_targets
 from guidance.vision.handpiece.silhouette import PosePredictor, Silhouette, pose_of
 from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
@@ -84,6 +85,12 @@ class PipelineConfig:
     # up to 17 mm on the skin at the back in the rendered session, docs/scalp.md). The registration's spread
     # adds to it; the lookup divides it by the cosine of the ray's incidence on the scalp.
     band_sigma_mm: float = 8.0
+    # How the band is tied to the head: "touch" (the practitioner touches four face landmarks with the tip, after
+    # the face pose's registration; the head pose then comes from the touches, docs/scalp.md) or "face" (the face
+    # pose's registration alone: no touching, but its bias, 11 mm median on the rendered client, is every scalp
+    # point's). A touch registration's sigma is its own (TouchRegistration.sigma_mm: the fit's expected error at
+    # the scalp for the touches' localization error, with the band's own).
+    band_registration: str = "touch"
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -249,9 +256,13 @@ class GuidancePipeline:
             cam = self.camera.scaled_to(w, h) if self.camera else CameraModel.default(w, h)
             self.hand = HandpieceTracker(self.profile, cam)
             if self.band_body is not None:
+                touch = None
+                if self.config.band_registration == "touch":
+                    touch = TouchRegistration(load_canonical_face(),
+                                              targets=scalp_targets(self.mapper.chart.surfaces["scalp"]))
                 self.head_ref = HeadReferenceTracker(
                     self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
-                    moved_after=self.config.band_slip_frames)
+                    moved_after=self.config.band_slip_frames, touch=touch)
             if self.config.skin_memory and self.body_area is None:
                 self.silhouette = Silhouette(self.profile, cam)
             if self.body_area is not None:
@@ -382,7 +393,7 @@ class GuidancePipeline:
                 tip, t_tip = pending.result()  # never leave the stage thread working on a frame we moved past
                 band = band_pending.result() if band_pending is not None else None
             if band is not None:
-                band_head = self._band_head(band, face)
+                band_head = self._band_head(band, face, tip)
             self._remember_skin(frame, face, tip)
             self._watch_face(face, frame, band_head)
             mapping_sigma = self._mapping_sigma(face, tip)
@@ -403,9 +414,10 @@ class GuidancePipeline:
         return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, shoulders,
                              head_band=band_head)
 
-    def _band_head(self, band: Any, face: FaceObservation) -> BandHead:
+    def _band_head(self, band: Any, face: FaceObservation, tip: TipObservation | None = None) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when
-        the face is found, its pose valid and within `band_face_max_yaw_deg` of facing the camera."""
+        the face is found, its pose valid and within `band_face_max_yaw_deg` of facing the camera; the tip (a
+        touch registration's pointer) when tracked."""
         assert self.head_ref is not None
         sample = None
         pose = face.head_pose if face.found else None
@@ -422,15 +434,20 @@ class GuidancePipeline:
                 frontal = not reg.registered
             if frontal:
                 sample = HeadPoseSample(pose.R, np.asarray(pose.tvec_mm, float), face.t_capture_ns)
-        obs = self.head_ref.combine(band, sample)
-        reg = self.head_ref.registration.result
+        tip_mm = np.asarray(tip.tip_mm, float) if tip is not None and tip.valid and tip.tip_mm is not None else None
+        obs = self.head_ref.combine(band, sample, tip_mm)
+        reg = self.head_ref.carrier()
         return BandHead.of(obs, reg, sample is not None, self._band_sigma(reg))
 
     def _band_sigma(self, reg: Registration) -> float | None:
         """1-sigma (mm) of a scalp point carried by the band: the floor, and the registration's mean error
-        (its RMS spread, the rotation at a 120 mm lever to the scalp, over the square root of its samples)."""
+        (its RMS spread, the rotation at a 120 mm lever to the scalp, over the square root of its samples);
+        a touch registration's own (its floor and residual)."""
         if not reg.registered or reg.samples < 1:
             return None
+        if reg.method == "touch":
+            assert self.head_ref is not None and self.head_ref.touch is not None
+            return self.head_ref.touch.sigma_mm()
         random = float(np.hypot(reg.spread_mm, np.radians(reg.spread_deg) * 120.0)) / float(np.sqrt(reg.samples))
         return float(np.hypot(self.config.band_sigma_mm, random))
 

@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "time (ns): frame i is released at T + i/fps (simulated sessions, with controller-sim --t0-ns)")
     p.add_argument("--head-band", metavar="BAND.yaml", help="scalp plans: the head band profile (a file, or a bundled "
                    "name; default head_band_default); see docs/scalp.md")
+    p.add_argument("--band-registration", choices=("touch", "face"), default="touch",
+                   help="scalp plans: tie the band to the head by touching four face landmarks with the tip (touch, "
+                        "the default: the overlay asks for each) or by the face pose alone (face: no touching, but "
+                        "about 10 mm less accurate); see docs/scalp.md")
     p.add_argument("--face-lost-disarm-s", type=float, default=1.0, help="disarm after the face is lost this long")
     p.add_argument("--loop", action="store_true", help="play a video file again and again, like a camera (kiosk, demo)")
     p.add_argument("--operator", help="who treats (written into the recording and shown in its report)")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                       face_lost_disarm_s=args.face_lost_disarm_s, start_at_ns=args.start_at_ns,
                       operator=args.operator, client=args.client, control=args.control, control_fps=args.control_fps,
                       control_orphan_stop_s=args.control_orphan_stop_s, loop=args.loop,
-                      head_band=args.head_band)
+                      head_band=args.head_band, band_registration=args.band_registration)
     s = run_session(opts)
     for line in summary_lines(s):
         print(line)

@@ -448,9 +448,15 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
         return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame",
                                  headers={"Cache-Control": "no-store"})
 
+    def _said(st: dict) -> tuple[str, str]:
+        """The reason in practitioner words, and the next step: the session's own prompt when it asks for one
+        (a scalp session's touch registration: which landmark to touch)."""
+        words, nxt = practitioner_text(str(st.get("reason", "not_armed")))
+        return words, str(st.get("prompt") or nxt)
+
     def live_json(live: LiveSession) -> dict:
         st = dict(live.client.state)
-        words, nxt = practitioner_text(str(st.get("reason", "not_armed")))
+        words, nxt = _said(st)
         items = _live_items(live)
         return {"state": st, "words": words, "next": nxt, "running": live.running, "ended": live.ended,
                 "error": live.error, "elapsed_s": round(time.monotonic() - live.started, 1),
@@ -481,7 +487,7 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
                     last_items = now
                 else:
                     st = dict(live.client.state)
-                    words, nxt = practitioner_text(str(st.get("reason", "not_armed")))
+                    words, nxt = _said(st)
                     snapshot.update(state=st, words=words, next=nxt, running=live.running, ended=live.ended,
                                     error=live.error, starting=not st, watching=console.manager.watching())
                 await ws.send_json(snapshot)

@@ -390,4 +390,5 @@ def state_json(st: Any) -> dict:
         "progress": [{"zone": p.name, "fraction": round(float(p.fraction), 4), "over": int(p.over)} for p in st.progress],
         "frame": int(getattr(st, "frame_index", -1)), "elapsed_s": round(float(getattr(st, "elapsed_s", 0.0)), 2),
         "key_refusals": int(getattr(st, "key_refusals", 0)),
+        "prompt": str(getattr(st, "prompt", "")),
     }

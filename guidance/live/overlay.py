@@ -67,6 +67,7 @@ class OverlayState:
     frame_index: int = -1  # for the console: which frame, and how long the session has run
     elapsed_s: float = 0.0
     key_refusals: int = 0  # controller keys refused (not on the allow-list) so far
+    prompt: str = ""  # what the practitioner is asked to do now (a scalp session's touch registration), shown big
 
 
 def _text(img, s, org, scale, colour=WHITE, thick=2):
@@ -96,6 +97,27 @@ def _banner(img: np.ndarray, st: OverlayState) -> None:
     _text(img, detail, (24 + tw, int(bh * 0.72)), scale * 0.55, WHITE, 2)
     if st.paused:
         _text(img, "PAUSED", (w - 130, int(bh * 0.7)), 0.8, YELLOW, 2)
+
+
+def _prompt(img: np.ndarray, st: OverlayState) -> None:
+    """The step asked for, under the banner, in words large enough to read from the chair (wrapped to fit)."""
+    if not st.prompt:
+        return
+    h, w = img.shape[:2]
+    scale = max(0.55, min(1.0, w / 900))
+    words, lines, line = st.prompt.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, FONT, scale, 2)[0][0] > w * 0.62:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    y = max(44, h // 9) + int(34 * scale)
+    for text in lines[:4]:
+        _text(img, text, (12, y), scale, YELLOW, 2)
+        y += int(32 * scale)
 
 
 def _bars(img: np.ndarray, st: OverlayState) -> None:
@@ -160,6 +182,7 @@ def draw_overlay(frame_bgr: np.ndarray, st: OverlayState) -> np.ndarray:
         img[y0:y0 + ih, 8:8 + iw] = inset
         cv2.rectangle(img, (8, y0), (8 + iw, y0 + ih), WHITE, 1)
     _banner(img, st)
+    _prompt(img, st)
     _bars(img, st)
     _status(img, st)
     return img

@@ -78,6 +78,7 @@ class RunOptions:
     control_orphan_stop_s: float = 30.0  # stop when no console has been heard for this long
     loop: bool = False  # play a video file again and again, like a camera
     head_band: str | None = None  # scalp plans: the head band profile (default: the bundled head_band_default)
+    band_registration: str = "touch"  # scalp plans: touch | face (PipelineConfig.band_registration)
 
 
 @dataclass
@@ -115,6 +116,10 @@ def _startup(opts: RunOptions):
     config = PipelineConfig.for_plan(plan, face_lost_disarm_s=opts.face_lost_disarm_s)
     if opts.head_band is not None:
         config = dataclasses.replace(config, head_band=opts.head_band)
+    if opts.band_registration not in ("touch", "face"):
+        raise UserError(f"unknown band registration {opts.band_registration!r} (touch or face)",
+                        field="--band-registration")
+    config = dataclasses.replace(config, band_registration=opts.band_registration)
     atlas = load_atlas()
     if opts.head_band is not None or any(atlas.zones[z].surface == "scalp" for z in plan.zones if z in atlas.zones):
         load_head_band(config.head_band)  # a bad band profile ends here (one line, exit 2)
@@ -467,8 +472,18 @@ def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, 
         tip_px=result.tip.tip_px if result.tip is not None and result.tip.valid else None,
         fps=fps, latency_ms_p50=float(np.median(arr)) if arr.size else None,
         latency_ms_p99=float(np.percentile(arr, 99)) if arr.size else None,
-        link=link, pulses=summary.pulses, violations=summary.violations,
+        link=link, pulses=summary.pulses, violations=summary.violations, prompt=_prompt(result),
     )
+
+
+def _prompt(result: FrameResult) -> str:
+    """A scalp session waiting for its band registration: what the practitioner should do (the touch asked for)."""
+    band = result.head_band
+    if band is None or band.state != "unregistered" or band.registration is None or band.registration.registered:
+        return ""
+    text = band.registration.reason
+    prefix = "head_band_not_registered: "
+    return text[len(prefix):] if text.startswith(prefix) else ""
 
 
 def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):

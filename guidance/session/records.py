@@ -203,14 +203,16 @@ class HeadBandRecord(Record):
     band_valid: bool = False  # the band's own pose was found this frame
     band_reason: str = ""  # why not
     registered: bool = False
-    samples: int = 0  # face/band pose pairs the registration averaged
-    spread_mm: float | None = None  # their RMS spread in translation
-    spread_deg: float | None = None  # and in rotation
+    samples: int = 0  # face/band pose pairs the registration averaged ("face"), landmarks touched ("touch")
+    spread_mm: float | None = None  # their RMS spread in translation ("face"), the touch fit's RMS residual ("touch")
+    spread_deg: float | None = None  # and in rotation ("face")
     rvec: tuple[float, float, float] | None = None  # head -> camera from the band (state ok)
     tvec_mm: tuple[float, float, float] | None = None
     sigma_mm: float | None = None  # 1-sigma of a scalp point carried by the band
     face_used: bool = False  # a near-frontal face pose was given to the band this frame
     disagreement_mm: float | None = None  # band head vs face head, translation, when both were there
+    method: str = "face"  # how the band is registered: face (the face pose) | touch (landmarks touched by the tip)
+    prompt: str = ""  # while unregistered: why, or what the practitioner is asked to do (the touch to make)
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,9 @@ def head_band_record(b: Any) -> HeadBandRecord:
         rvec=None if b.pose is None else _floats(b.pose.rvec),
         tvec_mm=None if b.pose is None else _floats(b.pose.t_mm),
         sigma_mm=_finite_or_none(b.sigma_mm), face_used=bool(b.face_used),
-        disagreement_mm=_finite_or_none(b.disagreement_mm))
+        disagreement_mm=_finite_or_none(b.disagreement_mm),
+        method=str(reg.method) if reg is not None else "face",
+        prompt=str(reg.reason) if reg is not None and not reg.registered else "")
 
 
 def band_head(r: FrameRecord) -> Any:
@@ -332,8 +336,8 @@ def band_head(r: FrameRecord) -> Any:
         return None
     pose = None if b.rvec is None or b.tvec_mm is None else RigidPose.from_rvec(np.asarray(b.rvec), np.asarray(b.tvec_mm))
     nan = float("nan")
-    reg = Registration(b.registered, "", None, b.samples, nan if b.spread_mm is None else b.spread_mm,
-                       nan if b.spread_deg is None else b.spread_deg)
+    reg = Registration(b.registered, b.prompt, None, b.samples, nan if b.spread_mm is None else b.spread_mm,
+                       nan if b.spread_deg is None else b.spread_deg, b.method)
     return BandHead(b.state, pose, b.band_valid, b.band_reason, reg, b.face_used, b.disagreement_mm, b.sigma_mm)
 
 

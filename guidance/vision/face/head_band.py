@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from guidance.vision.capture.camera import CameraModel
+from guidance.vision.face.touch_registration import TouchRegistration
 from guidance.vision.handpiece.marker_body import MarkerBody
 from guidance.vision.handpiece.marker_detect import MarkerDetector
 from guidance.vision.handpiece.marker_pose import BodyPose, PoseLimits, estimate_body_pose
@@ -55,9 +56,10 @@ class Registration:
     registered: bool
     reason: str
     band_to_head: RigidPose | None  # x_band = band_to_head.apply(x_head)
-    samples: int
-    spread_mm: float
-    spread_deg: float
+    samples: int  # face/band pose pairs averaged (method "face"), or landmarks touched (method "touch")
+    spread_mm: float  # their RMS spread in translation ("face"), or the touch fit's RMS residual ("touch")
+    spread_deg: float  # their RMS spread in rotation ("face"; NaN for "touch")
+    method: str = "face"  # face | touch (vision/face/touch_registration.py)
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,18 @@ class HeadBandRegistration:
 
 class HeadReferenceTracker:
     def __init__(self, band: MarkerBody, camera: CameraModel, registration: HeadBandRegistration | None = None,
-                 max_disagreement_mm: float = 8.0, limits: PoseLimits = PoseLimits(), moved_after: int = 1):
+                 max_disagreement_mm: float = 8.0, limits: PoseLimits = PoseLimits(), moved_after: int = 1,
+                 touch: TouchRegistration | None = None):
         """`moved_after`: consecutive frames of disagreement before the band counts as slipped and is
         registered again; a frame that disagrees short of that is still not trusted (state `moved` for
         that frame: a scalp session's gate denies it), so a face pose's passing glitch costs a frame, not
-        the registration."""
+        the registration.
+
+        `touch`: register by touching face landmarks with the tip (docs/scalp.md). The face-pose registration
+        is still made first: it says where the landmarks are roughly (a hold elsewhere is not a touch) and it
+        stays the slip check's reference (the face pose's bias is the same in both, so it does not read as a
+        slip); the head pose, and with it every scalp point, is carried by the touch fit. A slip clears both."""
+        self.touch = touch
         self.band = band
         self.camera = camera
         self.registration = registration or HeadBandRegistration()
@@ -148,8 +157,26 @@ class HeadReferenceTracker:
         self.moved_after = max(1, int(moved_after))
         self._disagree_run = 0
 
-    def process(self, image: np.ndarray, t_capture_ns: int, face: HeadPoseSample | None) -> HeadPoseObservation:
-        return self.combine(self.track(image, t_capture_ns), face)
+    def process(self, image: np.ndarray, t_capture_ns: int, face: HeadPoseSample | None,
+                tip_cam_mm: np.ndarray | None = None) -> HeadPoseObservation:
+        return self.combine(self.track(image, t_capture_ns), face, tip_cam_mm)
+
+    def carrier(self) -> Registration:
+        """The registration the head pose is carried by: the touch fit when touching is asked for, else the face's."""
+        if self.touch is None:
+            return self.registration.result
+        face = self.registration.result
+        fit = self.touch.fit
+        if fit is None:
+            if face.registered:
+                reason = f"{NOT_REGISTERED}: {self.touch.prompt()}"
+            elif face.reason and face.reason != NOT_REGISTERED:
+                reason = face.reason
+            else:
+                reason = f"{NOT_REGISTERED}: face the camera and keep the head still (the band is being found)"
+            return Registration(False, reason or NOT_REGISTERED, None, len(self.touch.touched), float("nan"),
+                                float("nan"), "touch")
+        return Registration(True, "", fit.band_to_head, len(self.touch.touched), fit.rms_mm, float("nan"), "touch")
 
     def track(self, image: np.ndarray, t_capture_ns: int) -> BodyPose:
         """The band's own pose in this frame (markers only; no face needed, so it can run beside the face)."""
@@ -166,7 +193,8 @@ class HeadReferenceTracker:
         self._prior = band if band.valid else None
         return band
 
-    def combine(self, band: BodyPose, face: HeadPoseSample | None) -> HeadPoseObservation:
+    def combine(self, band: BodyPose, face: HeadPoseSample | None,
+                tip_cam_mm: np.ndarray | None = None) -> HeadPoseObservation:
         t = band.t_capture_ns
         fresh_face = face if face is not None and abs(face.t_ns - t) <= self.registration.max_dt_ns else None
         reg = self.registration.result
@@ -184,6 +212,8 @@ class HeadReferenceTracker:
                 if self._disagree_run >= self.moved_after:
                     self._moved = True  # the band slipped on the head: re-register from scratch
                     self.registration.reset()
+                    if self.touch is not None:
+                        self.touch.reset()
                     self._disagree_run = 0
                 from_band = None
                 doubt = not self._moved
@@ -193,13 +223,16 @@ class HeadReferenceTracker:
             reg = self.registration.add(band, fresh_face)
             if reg.registered:
                 self._moved = False
+        if self.touch is not None and not self._moved and not doubt:
+            self.touch.add(band, tip_cam_mm, self.registration.result.band_to_head)
+        carrier = self.carrier()
         band_head = None
-        if band.valid and not self._moved and not doubt and self.registration.result.registered:
-            assert band.pose is not None and self.registration.result.band_to_head is not None
-            band_head = band.pose.compose(self.registration.result.band_to_head)
+        if band.valid and not self._moved and not doubt and carrier.registered:
+            assert band.pose is not None and carrier.band_to_head is not None
+            band_head = band.pose.compose(carrier.band_to_head)
         if self._moved or doubt:
             state = "moved"
-        elif not self.registration.result.registered:
+        elif not carrier.registered:
             state = "unregistered"
         elif not band.valid:
             state = "lost"
@@ -209,13 +242,13 @@ class HeadReferenceTracker:
             return HeadPoseObservation(t, True, "", np.asarray(fresh_face.R, float),
                                        np.asarray(fresh_face.t_mm, float), "face", band.valid, band.reason,
                                        disagreement, band_head, state)
-        if from_band is not None and not self._moved:
-            return HeadPoseObservation(t, True, "", from_band.R, from_band.t_mm, "band", True, "", None, band_head,
+        if band_head is not None:
+            return HeadPoseObservation(t, True, "", band_head.R, band_head.t_mm, "band", True, "", None, band_head,
                                        state)
         if self._moved:
             reason = BAND_MOVED
         elif band.valid:
-            reason = self.registration.result.reason or NOT_REGISTERED
+            reason = carrier.reason or NOT_REGISTERED
         else:
             reason = NO_HEAD
         return HeadPoseObservation(t, False, reason, None, None, "", band.valid, band.reason, disagreement, band_head,
