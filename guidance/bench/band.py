@@ -28,7 +28,7 @@ SIZE = (640, 480)
 def run_band_bench(frames: int = 120) -> dict:
     """Median and p99 (ms) of the band's detection + pose per frame, and in how many frames it was found."""
     fps = 30.0
-    script = ScalpScript(fps=fps, frontal_s=0.5, turn_s=max(frames / fps - 0.5, 0.1), back_s=0.0)
+    script = ScalpScript(fps=fps, frontal_s=0.5, turn_s=max(frames / fps - 0.5, 0.1), back_s=0.0, touches=False)
     with tempfile.TemporaryDirectory(prefix="guidance-band-bench-") as tmp:
         sim = simulate_scalp(Path(tmp) / "sim", script=script, size=SIZE).out_dir
         cap = cv2.VideoCapture(str(sim / VIDEO_FILE))

@@ -267,10 +267,12 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
 
 def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, plan: str | Path,
                       max_frames: int | None, rate_hz: float, log,
-                      simulated: Path | None = None) -> tuple[subprocess.CompletedProcess, Path, Path]:
+                      simulated: Path | None = None, run_args: tuple[str, ...] = ()
+                      ) -> tuple[subprocess.CompletedProcess, Path, Path]:
     """Steps 1-3: simulate, keys, controller simulator and `guidance run`; a failing step raises its own line.
 
-    `simulated`: a simulation folder made already (e.g. `sim/scalp.py`): step 1 is skipped."""
+    `simulated`: a simulation folder made already (e.g. `sim/scalp.py`): step 1 is skipped. `run_args`: more
+    arguments for `guidance run`."""
     sim, keys, session = out / "simulation", out / "keys", out / "session"
     if simulated is not None:
         sim = simulated
@@ -298,7 +300,8 @@ def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, p
         run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
                                        "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
                                        "--record", str(session), "--headless", "--out", str(out / "overlay.mkv"),
-                                       "--arm", "--start-at-ns", str(t0)), env=env, capture_output=True, text=True)
+                                       "--arm", "--start-at-ns", str(t0), *run_args), env=env, capture_output=True,
+                             text=True)
         if run.returncode != 0:
             raise UserError(f"guidance run failed: {_last_line(run.stderr, run.returncode)}")
         (out / "run.txt").write_text(run.stdout)

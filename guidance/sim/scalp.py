@@ -82,12 +82,15 @@ def band_on_head() -> RigidPose:
 @dataclass(frozen=True)
 class ScalpScript:
     fps: float = 30.0
-    frontal_s: float = 2.0
+    frontal_s: float = 8.5  # the touches (7.4 s with the defaults below), then strokes on the frontal scalp
     turn_s: float = 6.0
     back_s: float = 4.0
     turn_deg: float = 180.0
     distance_mm: float = 520.0  # camera to the cranium's centre
     camera_down_deg: float = 5.0
+    head_y_mm: float = 25.0  # the cranium's centre this far below the optical axis, so the scalp strokes stay in view
+    touch_head_y_mm: float = -30.0  # ... and during the touches (above it), so the chin and the handpiece on it do;
+    # the head comes down to head_y_mm over the second after them (the client settles)
     tilt_back_deg: float = 25.0  # the head tilts back this much over the turn (with its back to the camera, the
     # crown comes towards it, as a client seated below a standing practitioner's camera would show it)
     sway_deg: float = 5.0  # yaw sway while frontal
@@ -100,10 +103,27 @@ class ScalpScript:
     tilt_deg: float = 20.0  # (unused by the scalp hand, kept for the Hand it extends)
     normal_weight: float = 0.45  # the shaft's direction: this much the skin's inward normal, the rest the line of sight
     seed: int = 7
+    # The touch registration (docs/scalp.md): from `touch_start_s` the tip touches the five landmarks in turn
+    # (vision/face/touch_registration.py TOUCH_POINTS), `touch_move_s` on the way (lifted) and `touch_hold_s` on
+    # each, placed with a random aim error of `aim_mm` (3D RMS, in the skin's tangent plane, seeded); then it moves
+    # to the scalp and the strokes begin. `touches=False`: strokes from the start (a face-pose registration).
+    touches: bool = True
+    touch_start_s: float = 0.7
+    touch_move_s: float = 0.45
+    touch_hold_s: float = 0.8
+    aim_mm: float = 1.0
 
     @property
     def duration_s(self) -> float:
         return self.frontal_s + self.turn_s + self.back_s
+
+    @property
+    def touches_end_s(self) -> float:
+        """When the tip leaves the last landmark (0 without touches); it reaches the scalp `touch_move_s` later."""
+        if not self.touches:
+            return 0.0
+        from guidance.vision.face.touch_registration import TOUCH_POINTS
+        return self.touch_start_s + len(TOUCH_POINTS) * (self.touch_move_s + self.touch_hold_s)
 
     def yaw_deg(self, t: float) -> float:
         """Head yaw (degrees) about its vertical: 0 faces the camera, 180 shows the back."""
@@ -113,6 +133,14 @@ class ScalpScript:
             x = (t - self.frontal_s) / self.turn_s
             return self.turn_deg * (x - np.sin(2 * np.pi * x) / (2 * np.pi))  # smooth start and stop
         return self.turn_deg
+
+    def head_y(self, t: float) -> float:
+        """The cranium centre's height in the camera (mm, +y down): up for the touches, then down to head_y_mm."""
+        if not self.touches:
+            return self.head_y_mm
+        x = float(np.clip(t - self.touches_end_s - self.touch_move_s, 0.0, 1.0))
+        e = x * x * (3 - 2 * x)
+        return (1 - e) * self.touch_head_y_mm + e * self.head_y_mm
 
     def turned(self, t: float) -> float:
         """How far through the turn (0 before, 1 after), smooth."""
@@ -168,8 +196,102 @@ def head_pose(script: ScalpScript, t: float, scalp: dict) -> RigidPose:
     down = cv2.Rodrigues(np.array([np.radians(script.camera_down_deg), 0.0, 0.0]))[0]
     R = down @ yaw @ bow
     sway = np.array([6.0 * np.sin(2 * np.pi * 0.37 * t), 3.0 * np.sin(2 * np.pi * 0.29 * t), 0.0])
-    centre_cam = np.array([0.0, 25.0, script.distance_mm]) + sway
+    centre_cam = np.array([0.0, script.head_y(t), script.distance_mm]) + sway
     return RigidPose(R, centre_cam - R @ c)
+
+
+FACE_CENTRE_MM = np.array([0.0, 10.0, 60.0])  # head frame: inside the face, for the face's outward direction
+
+
+def _face_normals(face: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Outward unit normal at each canonical face vertex (area-weighted over its triangles)."""
+    a, b, c = (face[triangles[:, k]] for k in range(3))
+    tn = np.cross(b - a, c - a)
+    n = np.zeros_like(face)
+    for k in range(3):
+        np.add.at(n, triangles[:, k], tn)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+    flip = np.sum(n * (face - FACE_CENTRE_MM), axis=1) < 0
+    n[flip] *= -1
+    return n
+
+
+@dataclass(frozen=True)
+class TouchPlan:
+    """Where the scripted practitioner touches: each landmark's aimed point and outward normal (head frame)."""
+
+    points: np.ndarray  # (K, 3) aimed points (landmark + aim error)
+    normals: np.ndarray  # (K, 3)
+    landmarks: tuple[int, ...]
+
+    @classmethod
+    def make(cls, script: "ScalpScript", face: np.ndarray, triangles: np.ndarray) -> "TouchPlan":
+        from guidance.vision.face.touch_registration import TOUCH_POINTS
+        rng = np.random.default_rng(script.seed + 101)
+        normals = _face_normals(face, triangles)
+        ids = tuple(p.landmark for p in TOUCH_POINTS)
+        pts, ns = [], []
+        for i in ids:
+            n = normals[i]
+            e = rng.normal(0.0, script.aim_mm / np.sqrt(2.0), 3)
+            pts.append(face[i] + e - n * float(np.dot(e, n)))  # the aim error lies in the skin's tangent plane
+            ns.append(n)
+        return cls(np.array(pts), np.array(ns), ids)
+
+
+def _arc(p0: np.ndarray, n0: np.ndarray, p1: np.ndarray, n1: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The tip's way from one skin point to another, lifted clear of the skin (a Bezier bowed outward): (point,
+    normal) at fraction s."""
+    s = float(np.clip(s, 0.0, 1.0))
+    e = s * s * (3 - 2 * s)
+    mid = 0.5 * (p0 + p1)
+    out = n0 + n1
+    out = out / max(float(np.linalg.norm(out)), 1e-9)
+    ctrl = mid + out * (0.5 * float(np.linalg.norm(p1 - p0)) + 15.0)
+    q = (1 - e) ** 2 * p0 + 2 * (1 - e) * e * ctrl + e ** 2 * p1
+    n = (1 - e) * n0 + e * n1
+    return q, n / max(float(np.linalg.norm(n)), 1e-9)
+
+
+def touch_tip(script: "ScalpScript", t: float, plan: TouchPlan, scalp: dict
+              ) -> tuple[np.ndarray, np.ndarray, float, int] | None:
+    """The tip during the touch registration: (head-frame point, outward normal, height off the skin in mm, the
+    landmark touched or -1), or None once the tip is on the scalp (the strokes)."""
+    if not script.touches or t >= script.touches_end_s + script.touch_move_s:
+        return None
+    step = script.touch_move_s + script.touch_hold_s
+    hover = plan.points[0] + plan.normals[0] * 25.0
+    if t < script.touch_start_s:
+        return hover, plan.normals[0], 25.0, -1
+    k = int((t - script.touch_start_s) // step)
+    if k >= len(plan.points):  # from the last landmark to the scalp, where the strokes begin
+        t1 = script.touches_end_s + script.touch_move_s
+        p1, n1, _ = scalp_point(*script.tip_chart(t1, scalp), scalp)
+        s = (t - script.touches_end_s) / script.touch_move_s
+        q, n = _arc(plan.points[-1], plan.normals[-1], p1, n1, s)
+        return q, n, float(np.linalg.norm(q - ((1 - s) * plan.points[-1] + s * p1))), -1
+    into = t - script.touch_start_s - k * step
+    if into >= script.touch_move_s:
+        return plan.points[k], plan.normals[k], 0.0, k
+    p0, n0 = (hover, plan.normals[0]) if k == 0 else (plan.points[k - 1], plan.normals[k - 1])
+    s = into / script.touch_move_s
+    q, n = _arc(p0, n0, plan.points[k], plan.normals[k], s)
+    return q, n, max(1.0, float(np.linalg.norm(q - ((1 - s) * p0 + s * plan.points[k])))), -1
+
+
+def face_uv(point: np.ndarray, face: np.ndarray, triangles: np.ndarray, vertex_uv: np.ndarray) -> np.ndarray:
+    """Chart (u, v) of a head-frame point on (or just off) the canonical face: through the nearest triangle."""
+    a, b, c = (face[triangles[:, k]] for k in range(3))
+    e1, e2, d = b - a, c - a, np.asarray(point, float) - a
+    d11, d12, d22 = np.sum(e1 * e1, 1), np.sum(e1 * e2, 1), np.sum(e2 * e2, 1)
+    p1, p2 = np.sum(d * e1, 1), np.sum(d * e2, 1)
+    den = np.maximum(d11 * d22 - d12 ** 2, 1e-12)
+    w1 = np.clip((d22 * p1 - d12 * p2) / den, 0.0, 1.0)
+    w2 = np.clip((d11 * p2 - d12 * p1) / den, 0.0, 1.0 - w1)
+    q = a + w1[:, None] * e1 + w2[:, None] * e2
+    best = int(np.argmin(np.linalg.norm(q - point, axis=1)))
+    w = np.array([1.0 - w1[best] - w2[best], w1[best], w2[best]])
+    return w @ vertex_uv[triangles[best]]
 
 
 class ScalpHand(Hand):
@@ -219,7 +341,12 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
     seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
     if not seen.found or seen.landmarks_raw is None:
         raise UserError("no face found in the face photo", path=FACE_PHOTO)
-    scene = HeadScene(camera, chart.surfaces, atlas, load_canonical_face(), chart.triangles, photo,
+    canonical = load_canonical_face()
+    touch_plan = TouchPlan.make(script, canonical, chart.triangles) if script.touches else None
+    if script.touches and script.touches_end_s + script.touch_move_s > script.frontal_s:
+        raise UserError(f"the touches end at {script.touches_end_s + script.touch_move_s:.2f} s, after the frontal "
+                        f"phase ({script.frontal_s:g} s)", field="frontal_s")
+    scene = HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo,
                       seen.landmarks_raw, _background(size, rng), seed=script.seed)
     renderer = SceneRenderer(camera)
     hand = ScalpHand(profile, camera, script.tilt_deg)
@@ -243,11 +370,22 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                 t = i * dt
                 head = head_pose(script, t, scalp)
                 band_pose = head.compose(on_head)
-                theta, phi = script.tip_chart(t, scalp)
-                p_head, n_head, (u, v) = scalp_point(theta, phi, scalp)
-                h_mm = script.height_mm(t)
-                tip = head.apply(p_head + n_head * h_mm)
-                pose = hand.hold_on(tip, head.R @ n_head, dt, script.normal_weight)
+                touching = touch_tip(script, t, touch_plan, scalp) if touch_plan is not None else None
+                if touching is not None:  # the touch registration: on the face, or on the way
+                    p_head, n_head, h_mm, _ = touching
+                    u, v = (float(x) for x in face_uv(p_head, canonical, chart.triangles, chart.vertex_uv_mm))
+                    tip = head.apply(p_head[None])[0]
+                else:
+                    theta, phi = script.tip_chart(t, scalp)
+                    p_head, n_head, (u, v) = scalp_point(theta, phi, scalp)
+                    h_mm = script.height_mm(t)
+                    tip = head.apply(p_head + n_head * h_mm)
+                n_hold = n_head
+                if touching is not None:  # below the mouth the handle comes from the client's right, in view
+                    side = float(np.clip((p_head[1] - 40.0) / 40.0, 0.0, 1.0))
+                    n_hold = n_head + side * np.array([-1.5, 0.0, 0.0])
+                    n_hold = n_hold / np.linalg.norm(n_hold)
+                pose = hand.hold_on(tip, head.R @ n_hold, dt, script.normal_weight)
                 lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
                 if prev is not None:
                     lin = (tip - prev[0]) / dt
@@ -264,7 +402,8 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                 writer.write(image)
                 gt = truth[1]
                 zone, bnd = atlas.zone_at(u, v)
-                if zone is not None and (mapper.on_face_mesh(u, v) or "scalp" not in zone.carried_on):
+                if touching is None and zone is not None and (mapper.on_face_mesh(u, v)
+                                                              or "scalp" not in zone.carried_on):
                     zone = None  # the scalp lookup never claims these (the face's own)
                 in_plan = zone is not None and zone.name in planned
                 normal_cam = head.R @ n_head
@@ -274,7 +413,7 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                     frame_index=i, t_video_ns=int(round(t * 1e9)), source_frame=-1,
                     face_found=bool(abs(yaw) < 90.0), segment=0 if t < script.frontal_s else
                     (1 if t < script.frontal_s + script.turn_s else 2),
-                    segment_type="frontal" if t < script.frontal_s else
+                    segment_type=("touch" if touching is not None else "frontal") if t < script.frontal_s else
                     ("turn" if t < script.frontal_s + script.turn_s else "back"),
                     contact=bool(h_mm <= 0.0), height_mm=float(h_mm), chart_u_mm=u, chart_v_mm=v,
                     true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
@@ -306,6 +445,9 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
             "contact_frames": int(sum(r.contact for r in rows)),
             "face_found_frames": int(sum(r.face_found for r in rows)),
             "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera
+            "touches": None if touch_plan is None else {
+                "landmarks": list(touch_plan.landmarks), "aimed_points_mm": touch_plan.points.tolist(),
+                "end_s": script.touches_end_s},
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
         commit_folder(tmp, out_dir)

@@ -135,7 +135,8 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
                 f.permits_outside_plan.append(where)
         if g.contact and r.zone is not None and r.zone.chart_mm is not None:
             e = chart_error_mm(r.zone.chart_mm, (g.chart_u_mm, g.chart_v_mm), scalp)
-            errors.append(e)
+            if g.segment_type != "touch":  # the touches are on the face (the face's mapping), shown apart
+                errors.append(e)
             by_phase.setdefault(g.segment_type, []).append(e)
         if g.contact and g.plan_distance_mm >= plan.margin_mm + USABLE_EXTRA_MM:
             u = usable.setdefault(g.segment_type, [0, 0])
@@ -161,7 +162,9 @@ def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), r
     try:
         log(f"[1/5] rendering the scalp session ({script.duration_s:g} s at {script.fps:g} fps) ...")
         sim = simulate_scalp(out / "simulation", script=script).out_dir
-        run, sim, session = _simulate_and_run(out, env, "", "", PLAN, None, rate_hz, log, simulated=sim)
+        how = "touch" if script.touches else "face"  # the script touches the landmarks, or leaves it to the face
+        run, sim, session = _simulate_and_run(out, env, "", "", PLAN, None, rate_hz, log, simulated=sim,
+                                              run_args=("--band-registration", how))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

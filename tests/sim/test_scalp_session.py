@@ -1,7 +1,9 @@
-"""A rendered scalp session end to end (docs/scalp.md): the head turns from frontal to its back for 5 s; the head
-band, registered to the face at the start, carries the scalp zones; real processes, CURVE, recording, report.
+"""A rendered scalp session end to end (docs/scalp.md): the practitioner touches the five face landmarks, then the
+head turns from frontal to its back over 4 s; the head band, registered by the touches, carries the scalp zones; real
+processes, CURVE, recording, report.
 
-Short (30 fps, 6.8 s, 205 frames): the figures in docs/scalp.md come from the longer session of `docs/make_scalp_figures.py`.
+Short (30 fps, 11.6 s, 349 frames): the figures in docs/scalp.md come from the longer session of
+`docs/make_scalp_figures.py`.
 """
 
 import pytest
@@ -12,7 +14,7 @@ from guidance.sim.ground_truth import load_ground_truth
 from guidance.sim.scalp import ScalpScript
 from guidance.sim.scalp_session import run_scalp_session
 
-SCRIPT = ScalpScript(fps=30.0, frontal_s=1.0, turn_s=5.0, back_s=0.8)
+SCRIPT = ScalpScript(fps=30.0, frontal_s=6.8, turn_s=4.0, back_s=0.8, touch_move_s=0.35, touch_hold_s=0.7)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,16 @@ def session(tmp_path_factory):
 def test_the_band_registers_while_frontal_and_carries_the_head_through_the_turn(session):
     result, _ = session
     f = result.figures
-    assert f.registered_at_s is not None and f.registered_at_s < SCRIPT.frontal_s
+    # registered by the touches: after the last one has been held, before the tip leaves it
+    assert f.registered_at_s is not None
+    assert SCRIPT.touches_end_s - SCRIPT.touch_hold_s < f.registered_at_s < SCRIPT.touches_end_s
+    frames = open_session(result.session_dir, quiet=True).frames
+    asked = [r.head_band.prompt for r in frames if r.head_band.state == "unregistered"]
+    for k, words in enumerate(("forehead", "nasion", "chin", "right ear", "left ear")):
+        assert any(f"touch {k + 1} of 5" in a and words in a for a in asked), words
+    ok = [r.head_band for r in frames if r.head_band.state == "ok"]
+    assert all(b.method == "touch" and b.samples == 5 and b.spread_mm < 3.0 for b in ok)
+    assert all(b.sigma_mm < 4.0 for b in ok)  # the touches' own sigma, not the face pose's 8 mm
     # no slip is seen where there is none (a near-frontal face pose may disagree for a frame or two: denied, but
     # the registration stands), and the band is tracked through the turn to the back
     states = [r.head_band.state for r in open_session(result.session_dir, quiet=True).frames]
@@ -55,10 +66,9 @@ def test_the_tip_lands_on_the_chart_and_coverage_follows_the_truth(session):
     print(f"\nscalp session: chart error {e}, by phase {result.figures.chart_error_by_phase_mm}, usable share "
           f"{result.figures.usable_share:.2f} {result.figures.usable_share_by_phase}, coverage max diff "
           f"{result.acceptance.coverage_max_diff_pp:.1f} pp, pulses {result.acceptance.pulses_fired}")
-    # A broken band lookup is off by tens of centimetres or maps few frames; the accuracy itself (the registration's
-    # depth bias, which differs from run to run with the frames the realtime run judged) is a figure, not a bound:
-    # docs/scalp.md (median / p90 over runs of this test: 7.9 / 18.3, 10.5 / 26.4 mm).
-    assert e["n"] >= 30 and e["median"] < 15.0 and e["p90"] < 40.0, e
+    # The issue's bound (a touch registration, on the rendered head, which is the model: docs/scalp.md). With the face
+    # pose's registration this was 7.9-11 mm.
+    assert e["n"] >= 30 and e["median"] <= 2.0 and e["p90"] < 6.0, e
     assert result.acceptance.coverage_max_diff_pp <= 3.0, (result.acceptance.coverage_service,
                                                          result.acceptance.coverage_truth)
 

@@ -207,7 +207,11 @@ class HeadReferenceTracker:
         doubt = False  # the face disagrees with the band this frame, not (yet) for long enough to re-register
         if from_band is not None and fresh_face is not None:
             disagreement = float(np.linalg.norm(from_band.t_mm - np.asarray(fresh_face.t_mm, float)))
-            if disagreement > self.max_disagreement_mm:
+            # While the landmarks are being touched the handpiece covers the face and its pose wanders (8-9 mm on
+            # the rendered chin touch): no slip is judged then; nothing is carried by the band yet, and a band
+            # that slips between touches spoils the fit, which its residual refuses.
+            touching = self.touch is not None and not self.touch.registered
+            if disagreement > self.max_disagreement_mm and not touching:
                 self._disagree_run += 1
                 if self._disagree_run >= self.moved_after:
                     self._moved = True  # the band slipped on the head: re-register from scratch
