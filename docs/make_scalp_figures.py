@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Regenerate the figures of docs/scalp.md: one rendered scalp session (default script: 2 s frontal, a 6 s turn
-to the back, 4 s at the back, 30 fps), run end to end, checked against its truth.
+"""Regenerate the figures of docs/scalp.md: one rendered scalp session (default script: the five touches and
+frontal strokes, 8.5 s, a 6 s turn to the back, 4 s at the back, 30 fps), run end to end, checked against its truth.
 
-Usage: python docs/make_scalp_figures.py OUT_DIR      (about 4 minutes on 2 cores; OUT_DIR new or empty)
+Usage: python docs/make_scalp_figures.py OUT_DIR      (about 6 minutes on 2 cores; OUT_DIR new or empty)
+       python docs/make_scalp_figures.py --face OUT_DIR   (no touches: the face pose's registration, 2 s frontal)
        python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
 """
 
@@ -29,22 +30,24 @@ def main() -> int:
                         session)
     elif len(args) == 1:
         r = run_scalp_session(Path(args[0]), script=ScalpScript())
+    elif len(args) == 2 and args[0] == "--face":
+        r = run_scalp_session(Path(args[1]), script=ScalpScript(touches=False, frontal_s=2.0))
     else:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     f, a = r.figures, r.acceptance
     e = f.chart_error_mm
     rows = [
-        ("frames recorded (frontal / turn / back)",
-         f"{f.frames_recorded} ({f.frames_by_phase.get('frontal', 0)} / {f.frames_by_phase.get('turn', 0)} / "
-         f"{f.frames_by_phase.get('back', 0)})"),
+        ("frames recorded (touch / frontal / turn / back)",
+         f"{f.frames_recorded} ({f.frames_by_phase.get('touch', 0)} / {f.frames_by_phase.get('frontal', 0)} / "
+         f"{f.frames_by_phase.get('turn', 0)} / {f.frames_by_phase.get('back', 0)})"),
         ("band registered after", f"{f.registered_at_s:.2f} s" if f.registered_at_s is not None else "never"),
         ("band state per frame", ", ".join(f"{k} {v}" for k, v in sorted(f.band_states.items()))),
         ("permits with the true tip in contact outside the plan beyond the margin", str(len(f.permits_outside_plan))),
         ("permits with the true tip on an exclusion", str(len(f.permits_on_exclusion))),
         ("pulses fired / outside the plan beyond the margin / in an exclusion",
          f"{a.pulses_fired} / {len(a.pulses_outside_plan)} / {len(a.pulses_in_exclusion)}"),
-        ("tip chart error in contact, median / p90 / max (frames)",
+        ("tip chart error in contact on the scalp, median / p90 / max (frames)",
          f"{e.get('median', float('nan')):.1f} / {e.get('p90', float('nan')):.1f} / {e.get('max', float('nan')):.1f} mm"
          f" ({e.get('n', 0)})"),
         *[(f"  ... {k}", f"{v.get('median', float('nan')):.1f} / {v.get('p90', float('nan')):.1f} mm ({v.get('n', 0)})")

@@ -1,7 +1,7 @@
 """What limits the scalp session's accuracy: the band's own pose, or its registration to the face? (experiment)
 
-Renders the scalp session of docs/scalp.md (`ScalpScript()`, 361 frames) unless SIM already holds it, runs the
-face tracker and the head band's marker pose on every frame offline (no realtime, no gate), and compares, with
+Renders the scalp session of docs/scalp.md without touches (`ScalpScript(touches=False, frontal_s=2.0)`, 361
+frames) unless SIM already holds it, runs the face tracker and the head band's marker pose on every frame offline (no realtime, no gate), and compares, with
 the rendering's exact head pose, the 3D error of the skin point under the tip (the script's own point on the
 scalp) when the head is carried by the band through:
 
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
         return 2
     sim = Path(argv[0])
     if not (sim / "info.json").exists():
-        simulate_scalp(sim, script=ScalpScript())
+        simulate_scalp(sim, script=ScalpScript(touches=False, frontal_s=2.0))
     info, rows = collect(sim)
     script = ScalpScript(**info["script"])
     scalp = load_chart().surfaces["scalp"]

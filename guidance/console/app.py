@@ -35,7 +35,7 @@ from guidance.console.plans import (PlanDraft, chart_svg, default_handpiece, dra
                                      plan_used, save_plan, slug, zone_table)
 from guidance.console.security import SESSION_COOKIE, Logins, csrf_ok, is_loopback, verify_password
 from guidance.console.sessions import LiveSession, RunSettings, SessionManager, recording_summary
-from guidance.console.texts import PRACTITIONER_TEXT, practitioner_text
+from guidance.console.texts import PRACTITIONER_TEXT, live_words
 from guidance.errors import UserError
 from guidance.review.templating import environment
 
@@ -448,15 +448,9 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
         return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame",
                                  headers={"Cache-Control": "no-store"})
 
-    def _said(st: dict) -> tuple[str, str]:
-        """The reason in practitioner words, and the next step: the session's own prompt when it asks for one
-        (a scalp session's touch registration: which landmark to touch)."""
-        words, nxt = practitioner_text(str(st.get("reason", "not_armed")))
-        return words, str(st.get("prompt") or nxt)
-
     def live_json(live: LiveSession) -> dict:
         st = dict(live.client.state)
-        words, nxt = _said(st)
+        words, nxt = live_words(st)
         items = _live_items(live)
         return {"state": st, "words": words, "next": nxt, "running": live.running, "ended": live.ended,
                 "error": live.error, "elapsed_s": round(time.monotonic() - live.started, 1),
@@ -487,7 +481,7 @@ def build_app(cfg: ConsoleConfig) -> Starlette:
                     last_items = now
                 else:
                     st = dict(live.client.state)
-                    words, nxt = _said(st)
+                    words, nxt = live_words(st)
                     snapshot.update(state=st, words=words, next=nxt, running=live.running, ended=live.ended,
                                     error=live.error, starting=not st, watching=console.manager.watching())
                 await ws.send_json(snapshot)

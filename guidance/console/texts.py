@@ -41,3 +41,10 @@ PRACTITIONER_TEXT: dict[str, tuple[str, str]] = {
 def practitioner_text(reason: str) -> tuple[str, str]:
     """(words, next step) for a reason code; an unknown code (a newer service) is still said, never hidden."""
     return PRACTITIONER_TEXT.get(reason, (reason.replace("_", " "), "stop and check the session"))
+
+
+def live_words(state: dict) -> tuple[str, str]:
+    """(words, next step) for a live session's state: the reason in practitioner words, and the next step the
+    session's own prompt when it asks for one (a scalp session's touch registration: which landmark to touch)."""
+    words, nxt = practitioner_text(str(state.get("reason", "not_armed")))
+    return words, str(state.get("prompt") or nxt)

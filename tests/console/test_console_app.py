@@ -13,7 +13,7 @@ from guidance.console import checklist as cl
 from guidance.console.db import Client, Plan, Session, User, open_db, sqlite_url
 from guidance.console.plans import PlanDraft, chart_svg, load_saved, save_plan
 from guidance.console.security import hash_password, verify_password
-from guidance.console.texts import PRACTITIONER_TEXT, practitioner_text
+from guidance.console.texts import PRACTITIONER_TEXT, live_words, practitioner_text
 from guidance.errors import UserError
 from guidance.gate import Reason
 from guidance.zones.atlas import load_atlas
@@ -25,6 +25,18 @@ def test_every_deny_reason_has_practitioner_words_and_a_next_step():
         assert words and nxt and "_" not in words
     assert practitioner_text("passes_exceeded") == ("this area has had its passes", "move on to an area that still needs passes")
     assert practitioner_text("some_new_code")[0] == "some new code"  # a newer service's code is still said
+
+
+def test_a_session_that_asks_for_a_step_says_it_as_the_next_step():
+    """A scalp session's touch registration: the console's next step is the touch asked for, not the generic one."""
+    from guidance.live.control import state_json
+    from guidance.live.overlay import OverlayState
+    ask = "touch 3 of 5: the chin (mouth closed), and hold the tip still"
+    st = state_json(OverlayState(armed=True, reason="band_unregistered", prompt=ask))
+    assert st["prompt"] == ask
+    assert live_words(st) == (PRACTITIONER_TEXT["band_unregistered"][0], ask)
+    assert live_words(state_json(OverlayState(armed=True, reason="band_unregistered"))) == \
+        PRACTITIONER_TEXT["band_unregistered"]
 
 
 def test_chart_svg_has_every_zone_and_marks_atlas_exclusions():

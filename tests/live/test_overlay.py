@@ -88,3 +88,20 @@ def test_a_body_plan_draws_its_zones_and_pulses_through_the_patch_pose():
     # no patch this frame: nothing drawn for the zones, the progress bars still there
     st2 = scene.fill(OverlayState(), None, None, lambda uv: mapper.project(None, uv, cam))
     assert st2.outlines == [] and st2.coverage_px is None and len(st2.progress) == 3
+
+
+def test_a_prompt_is_written_under_the_banner_and_wrapped():
+    """The step asked for (a scalp session's touch) in yellow under the banner, wrapped to stay in the picture."""
+    ask = "touch 4 of 5: in front of the right ear, and hold the tip still"
+    st = OverlayState(armed=True, reason="band_unregistered")
+    plain = draw_overlay(_frame(), st)
+    asked = draw_overlay(_frame(), OverlayState(armed=True, reason="band_unregistered", prompt=ask))
+    below = slice(480 // 9, 480 // 9 + 120)
+    diff = np.abs(asked[below].astype(int) - plain[below].astype(int)).sum(axis=2) > 60
+    assert diff.mean() > 0.01  # written there
+    yellowish = (asked[below][..., 2] > 180) & (asked[below][..., 1] > 180) & (asked[below][..., 0] < 120)
+    assert yellowish.sum() > 200
+    rows = np.flatnonzero(diff.any(axis=1))
+    assert rows.max() - rows.min() > 30  # more than one line (about 20 px each): wrapped
+    assert not diff[:, int(640 * 0.75):].any()  # and kept left of the progress bars
+    assert np.array_equal(draw_overlay(_frame(), st)[below], plain[below])
