@@ -1,9 +1,9 @@
 """What limits the scalp session's accuracy: the band's own pose, or its registration to the face? (experiment)
 
 Renders the scalp session of docs/scalp.md without touches (`ScalpScript(touches=False, frontal_s=2.0)`, 361
-frames) unless SIM already holds it, runs the face tracker and the head band's marker pose on every frame offline (no realtime, no gate), and compares, with
-the rendering's exact head pose, the 3D error of the skin point under the tip (the script's own point on the
-scalp) when the head is carried by the band through:
+frames) unless SIM already holds it, runs the face tracker and the head band's marker pose on every frame offline
+(no realtime, no gate), and compares, with the rendering's exact head pose, the 3D error of the skin point under
+the tip (the script's own point on the scalp) when the head is carried by the band through:
 
 - the true band -> head transform (the band's own tracking error: the floor of any registration);
 - the registration `guidance run` makes (the first 15 near-frontal face/band pairs, averaged);
