@@ -48,7 +48,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "other_face": "another face, not the client's, in view (the client's lost)",
     "face_stale": "the face track was too old",
     "low_presence": "face presence below threshold",
-    "band_unregistered": "head band not registered to the face yet",
+    "band_unregistered": "head band not registered yet (face pose, then the landmark touches)",
     "band_lost": "head band not tracked",
     "band_moved": "head band slipped on the head",
     "patch_lost": "skin reference patch not seen",
@@ -503,6 +503,25 @@ def _when(iso: str) -> str:
         return iso
 
 
+def band_registration_text(tl: Timeline) -> str:
+    """A scalp session's head band registration in one line ("" for other sessions): how and when it registered,
+    the fit, the sigma it gave the gate, and how often it registered again (a slip)."""
+    frames = tl.session.frames
+    bands = [(r, r.head_band) for r in frames if r.head_band is not None]
+    if not bands:
+        return ""
+    t0 = frames[0].t_capture_ns
+    first = next(((r, b) for r, b in bands if b.state == "ok"), None)
+    if first is None:
+        return "never registered (every frame denied band_unregistered, band_lost or band_moved)"
+    r, b = first
+    again = sum(1 for (_, x), (_, y) in zip(bands, bands[1:]) if x.registered and not y.registered)
+    fit = (f"touching {b.samples} landmarks, fit residual {_num(b.spread_mm or math.nan)} mm RMS" if b.method == "touch"
+           else f"from {b.samples} face poses")
+    return (f"registered at {(r.t_capture_ns - t0) / 1e9:.1f} s {fit}; scalp sigma {_num(b.sigma_mm or math.nan)} mm; "
+            + (f"registered again {again} time(s) after a slip" if again else "no slip"))
+
+
 def summary_html(f: SessionFacts, tl: Timeline) -> str:
     info = tl.session.info
     plan = tl.plan
@@ -528,6 +547,9 @@ def summary_html(f: SessionFacts, tl: Timeline) -> str:
             if f.late_reports else "")),
         ("violations", f'<b class="{"bad" if f.violations else "ok"}">{f.violations}</b>'),
     ]
+    band = band_registration_text(tl)
+    if band:
+        rows.insert(-3, ("head band", _e(band)))
     warn = ""
     if f.damaged:
         warn += ('<p class="warn bad"><b>Damaged recording.</b> Parts of it could not be read; the figures '

@@ -78,6 +78,8 @@ def test_the_recording_keeps_the_band_and_reprocessing_reproduces_every_decision
     frames = open_session(result.session_dir, quiet=True).frames
     assert all(r.head_band is not None for r in frames)
     assert (out / "report.html").stat().st_size > 10_000
+    page = (out / "report.html").read_text()
+    assert "registered at" in page and "touching 5 landmarks, fit residual" in page  # the trainer sees how
     cmp = reprocess(result.session_dir, tmp_path / "same")
     assert cmp.decisions_changed == 0, cmp.changes
     wide = reprocess(result.session_dir, tmp_path / "wide", margin_mm=8.0)
