@@ -32,6 +32,7 @@ class ZoneOutline:
     name: str
     kind: str  # "planned" | "exclusion" | "other"
     polylines_px: list[np.ndarray]  # each (N, 2) float image pixels
+    closed: bool = True  # False: pieces of a ring (the scalp's, where part of it faces away from the camera)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class OverlayState:
     elapsed_s: float = 0.0
     key_refusals: int = 0  # controller keys refused (not on the allow-list) so far
     prompt: str = ""  # what the practitioner is asked to do now (a scalp session's touch registration), shown big
+    target_px: tuple[float, float] | None = None  # where the prompt asks the tip to go (the landmark to touch)
 
 
 def _text(img, s, org, scale, colour=WHITE, thick=2):
@@ -166,7 +168,13 @@ def draw_overlay(frame_bgr: np.ndarray, st: OverlayState) -> np.ndarray:
         widths = {"planned": 2, "exclusion": 3, "other": 1}
         for z in st.outlines:
             pts = [np.round(p * 16).astype(np.int32) for p in z.polylines_px if len(p) > 1]
-            cv2.polylines(img, pts, True, colours.get(z.kind, GREY), widths.get(z.kind, 1), cv2.LINE_AA, shift=4)
+            cv2.polylines(img, pts, z.closed, colours.get(z.kind, GREY), widths.get(z.kind, 1), cv2.LINE_AA, shift=4)
+    if st.target_px is not None and all(np.isfinite(st.target_px)):  # the landmark to touch: a ring with a gap
+        x, y = int(round(st.target_px[0])), int(round(st.target_px[1]))
+        for colour, width in ((BLACK, 5), (YELLOW, 2)):
+            cv2.circle(img, (x, y), 12, colour, width, cv2.LINE_AA)
+            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                cv2.line(img, (x + 16 * dx, y + 16 * dy), (x + 24 * dx, y + 24 * dy), colour, width, cv2.LINE_AA)
     if st.tip_px is not None:
         x, y = int(round(st.tip_px[0])), int(round(st.tip_px[1]))
         r = max(3, int(round(st.footprint_radius_px)))

@@ -14,13 +14,29 @@ import cv2
 import numpy as np
 
 from guidance.live.overlay import OverlayState, ZoneOutline, ZoneProgress
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.rigid import RigidPose
 from guidance.zones.atlas_render import zone_colours
 from guidance.zones.chart import FaceChart
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import TreatmentPlan
 from guidance.zones.skin import ChartLocator, SkinPoints
+from guidance.zones.surfaces import scalp_points
 
 OUTLINE_STEP_MM = 2.0
+
+
+def project_scalp_chart(head: RigidPose, scalp: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """Scalp chart mm (N, 2) -> image px (N, 2) for the head pose `head` (head -> camera), NaN where the scalp
+    faces away from the camera there (or lies behind it)."""
+    p, n = scalp_points(uv, scalp)
+    pc = head.apply(p)
+    facing = (np.sum((n @ head.R.T) * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
+    px = np.full((len(pc), 2), np.nan)
+    if facing.any():
+        out, _ = cv2.projectPoints(pc[facing].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), camera.K, camera.dist)
+        px[facing] = out.reshape(-1, 2)
+    return px
 
 
 def _resample(ring: np.ndarray, step: float) -> np.ndarray:
@@ -44,14 +60,18 @@ class OverlayScene:
         self.outlines: list[tuple[str, str, list[SkinPoints]]] = []
         # body plans: the zones on the patch chart, placed through this frame's patch pose (a plane projection)
         self.body_outlines: list[tuple[str, str, list[np.ndarray]]] = []
+        # scalp sessions: the scalp's zones, placed through the head band's head pose (`project_scalp`)
+        self.scalp_outlines: list[tuple[str, str, list[np.ndarray]]] = []
         for z in self.atlas.zones.values():
-            if z.surface not in ("face", "body"):
+            if z.surface not in ("face", "body", "scalp"):
                 continue
             kind = "exclusion" if (z.kind == "exclusion" or z.name in plan.exclusions) else (
                 "planned" if z.name in plan.zones else "other")
             resampled = [_resample(np.asarray(r), OUTLINE_STEP_MM) for r in z.boundary_mm]
             if z.surface == "body":
                 self.body_outlines.append((z.name, kind, resampled))
+            elif z.surface == "scalp":
+                self.scalp_outlines.append((z.name, kind, resampled))
             else:
                 self.outlines.append((z.name, kind, [self.locator.locate(r) for r in resampled]))
         self._pulse_uv: list[tuple[float, float]] = []
@@ -112,6 +132,42 @@ class OverlayScene:
                 passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv])
                 st.coverage_px = np.c_[np.asarray(px, float), passes]
 
+    def _fill_scalp(self, st: OverlayState, project: Callable[[np.ndarray], np.ndarray]) -> None:
+        """The scalp's zones and pulses through `project` (chart mm -> px, NaN where the scalp faces away): a ring
+        seen whole is drawn closed, one seen in part as its visible pieces."""
+        for name, kind, rings in self.scalp_outlines:
+            closed, pieces = True, []
+            for r in rings:
+                px = np.asarray(project(r), float)
+                seen = np.isfinite(px[:, 0])
+                if seen.all():
+                    pieces.append(px)
+                    continue
+                closed = False
+                if not seen.any():
+                    continue
+                start = int(np.argmin(seen))  # a hidden point: walk the ring from it, so no piece wraps
+                order = np.roll(np.arange(len(px)), -start)
+                run: list[np.ndarray] = []
+                for i in order:
+                    if seen[i]:
+                        run.append(px[i])
+                    else:
+                        if len(run) > 1:
+                            pieces.append(np.array(run))
+                        run = []
+                if len(run) > 1:
+                    pieces.append(np.array(run))
+            if pieces:
+                st.outlines.append(ZoneOutline(name, kind, pieces, closed))
+        uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)], float).reshape(-1, 2)
+        if len(uv):
+            px = np.asarray(project(uv), float)
+            ok = np.isfinite(px[:, 0])
+            if ok.any():
+                passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv[ok]])
+                st.coverage_px = np.c_[px[ok], passes]
+
     # ---- per-frame ------------------------------------------------------------
     def add_pulse(self, u: float, v: float) -> None:
         self._pulse_uv.append((u, v))
@@ -127,11 +183,18 @@ class OverlayScene:
         return self._progress
 
     def fill(self, st: OverlayState, landmarks_px: np.ndarray | None, px_per_mm: float | None,
-             project: Callable[[np.ndarray], np.ndarray | None] | None = None) -> OverlayState:
-        """Zones and coverage on this frame: through the face's landmarks, or for a body plan through `project`
-        (chart mm (N, 2) -> image px (N, 2) on this frame's patch pose; None when the patch is not found)."""
+             project: Callable[[np.ndarray], np.ndarray | None] | None = None,
+             project_scalp: Callable[[np.ndarray], np.ndarray] | None = None) -> OverlayState:
+        """Zones and coverage on this frame: through the face's landmarks, for a body plan through `project`
+        (chart mm (N, 2) -> image px (N, 2) on this frame's patch pose; None when the patch is not found), and in
+        a scalp session the scalp's zones through `project_scalp` (the band's head pose; NaN where hidden)."""
         if project is not None and self.body_outlines:
             self._fill_body(st, project)
+        if project_scalp is not None:
+            self._fill_scalp(st, project_scalp)
+            landmarks_pulses = False  # a scalp plan's pulses are on the scalp, drawn above
+        else:
+            landmarks_pulses = True
         if landmarks_px is not None:
             for name, kind, rings in self.outlines:
                 polys = []
@@ -143,7 +206,7 @@ class OverlayScene:
                 if polys:
                     st.outlines.append(ZoneOutline(name, kind, polys))
             uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)])  # snapshot: pulses arrive on another thread
-            if len(uv):
+            if len(uv) and landmarks_pulses:
                 known = 0 if self._pulse_skin is None else len(self._pulse_skin.triangle)
                 if known < len(uv):  # tie only the new pulses to the mesh
                     new = self.locator.locate(uv[known:])

@@ -22,6 +22,7 @@ import sys
 import time
 from collections import deque
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from guidance.live.display import Display
 from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.priority import GIL_SWITCH_S, gil_handoff
-from guidance.live.overlay_scene import OverlayScene
+from guidance.live.overlay_scene import OverlayScene, project_scalp_chart
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
@@ -43,6 +44,7 @@ from guidance.session.writer import SessionRecorder
 from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
+from guidance.vision.face.touch_registration import TOUCH_POINTS
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.yamlfile import read_yaml
 from guidance.zones.atlas import load_atlas
@@ -409,8 +411,10 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 lm = result.face.landmarks if result.face.found else None
                 ppm = _px_per_mm(result, pipeline)
                 proj = _patch_projector(result, pipeline)
+                scalp = _scalp_projector(result, pipeline)
                 display.submit(frame.image, st,
-                               lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj: _finish(scene, s, lm, ppm, uv, proj))
+                               lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj, scalp=scalp:
+                               _finish(scene, s, lm, ppm, uv, proj, scalp))
             if opts.max_frames and result.frame.index + 1 >= opts.max_frames:
                 break
     except KeyboardInterrupt:
@@ -473,7 +477,22 @@ def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, 
         fps=fps, latency_ms_p50=float(np.median(arr)) if arr.size else None,
         latency_ms_p99=float(np.percentile(arr, 99)) if arr.size else None,
         link=link, pulses=summary.pulses, violations=summary.violations, prompt=_prompt(result),
+        target_px=touch_target(result.head_band, result.face.landmarks if result.face.found else None),
     )
+
+
+def touch_target(band: Any, landmarks_px: np.ndarray | None) -> tuple[float, float] | None:
+    """A touch registration under way (`band`: this frame's `BandHead`): the pixel of the landmark asked for on
+    this frame's face landmarks; None otherwise (no face, not asked, or registered)."""
+    reg = band.registration if band is not None else None
+    if (reg is None or reg.registered or reg.method != "touch" or band.state != "unregistered"
+            or landmarks_px is None or "touch " not in reg.reason):
+        return None
+    k = int(reg.samples)
+    if not 0 <= k < len(TOUCH_POINTS):
+        return None
+    x, y = np.asarray(landmarks_px)[TOUCH_POINTS[k].landmark][:2]
+    return float(x), float(y)
 
 
 def _prompt(result: FrameResult) -> str:
@@ -495,8 +514,18 @@ def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):
     return lambda uv: mapper.project(patch, uv, camera)
 
 
-def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv, project=None) -> None:
-    scene.fill(st, landmarks, px_per_mm, project)
+def _scalp_projector(result: FrameResult, pipeline: GuidancePipeline):
+    """Scalp sessions: scalp chart mm -> image px through this frame's head from the band (NaN where the scalp
+    faces away from the camera), else None (not a scalp session, or the band not carrying the head now)."""
+    band, hand = result.head_band, pipeline.hand
+    if band is None or band.state != "ok" or band.pose is None or hand is None:
+        return None
+    return functools.partial(project_scalp_chart, band.pose, pipeline.mapper.chart.surfaces["scalp"], hand.camera)
+
+
+def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv, project=None,
+            project_scalp=None) -> None:
+    scene.fill(st, landmarks, px_per_mm, project, project_scalp)
     if st.layers.get("inset"):
         st.chart_inset = scene.inset(tip_uv)
 

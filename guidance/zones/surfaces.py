@@ -55,6 +55,21 @@ def scalp_chart(p: np.ndarray, params: dict) -> tuple[float, float]:
     return float(u), float(v)
 
 
+def scalp_points(uv: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `scalp_chart`: head-frame points (N, 3) on the scalp ellipsoid at chart (u, v) (N, 2), and
+    their outward unit normals. (The overlay draws the scalp zones through it.)"""
+    uv = np.asarray(uv, float).reshape(-1, 2)
+    c = np.asarray(params["centre_mm"], float)
+    a = np.asarray(params["semi_axes_mm"], float)
+    phi_top = (params["v_offset_mm"] - params["v_top_mm"]) / params["meridian_radius_mm"] if "v_top_mm" in params else 0.0
+    phi = (params["v_offset_mm"] - uv[:, 1]) / params["meridian_radius_mm"]
+    theta = uv[:, 0] * max(np.cos(phi_top), 1e-6) / (params["equator_radius_mm"] * np.maximum(np.cos(phi), 1e-6))
+    q = np.stack([np.sin(theta) * np.cos(phi), -np.sin(phi), -np.cos(theta) * np.cos(phi)], axis=1)
+    pts = c + a * q
+    n = (pts - c) / a ** 2
+    return pts, n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
 def intersect_scalp(o: np.ndarray, d: np.ndarray, params: dict) -> SurfaceHit | None:
     c = np.asarray(params["centre_mm"], float)
     a = np.asarray(params["semi_axes_mm"], float)

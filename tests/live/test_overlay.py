@@ -105,3 +105,78 @@ def test_a_prompt_is_written_under_the_banner_and_wrapped():
     assert rows.max() - rows.min() > 30  # more than one line (about 20 px each): wrapped
     assert not diff[:, int(640 * 0.75):].any()  # and kept left of the progress bars
     assert np.array_equal(draw_overlay(_frame(), st)[below], plain[below])
+
+
+def test_a_scalp_session_draws_the_scalp_zones_through_the_band_head_and_hides_the_far_side():
+    """Scalp sessions: the scalp's zones (not drawn at all before) follow the head the band carries, closed where a
+    zone is seen whole, in pieces where the head turns part of it away; pulses where they landed, hidden behind."""
+    import cv2
+
+    from guidance.live.overlay_scene import OverlayScene, project_scalp_chart
+    from guidance.vision.capture.camera import CameraModel
+    from guidance.vision.rigid import RigidPose
+    from guidance.zones.chart import load_chart
+    from guidance.zones.coverage import CoverageMap
+    from guidance.zones.plan import load_plan
+
+    plan = load_plan("scalp")
+    chart = load_chart()
+    sc = chart.surfaces["scalp"]
+    coverage = CoverageMap.for_plan(plan)
+    scene = OverlayScene(plan, chart, coverage, 10.0)
+    scalp_zones = {n for n, z in coverage.atlas.zones.items() if z.surface == "scalp"}
+    assert {n for n, _, _ in scene.scalp_outlines} == scalp_zones
+    cam = CameraModel.default(640, 480)
+
+    def head(yaw_deg: float) -> RigidPose:  # the cranium 520 mm away, turned about its own vertical
+        R = cv2.Rodrigues(np.array([0.0, np.radians(yaw_deg), 0.0]))[0]
+        return RigidPose(R, np.array([0.0, 20.0, 520.0]) - R @ np.asarray(sc["centre_mm"], float))
+
+    front, back = np.array([[0.0, -70.0]]), np.array([[150.0, -70.0]])  # the frontal hairline, far round the back
+    assert np.isfinite(project_scalp_chart(head(0), sc, cam, front)).all()
+    assert np.isnan(project_scalp_chart(head(0), sc, cam, back)).all()
+    assert np.isfinite(project_scalp_chart(head(180), sc, cam, back)).all()
+    coverage.deposit_pulse(0.0, -70.0, 10.0)
+    scene.add_pulse(0.0, -70.0)
+    for yaw, pulse_seen in ((0, True), (180, False)):
+        st = scene.fill(OverlayState(), None, None, None, lambda uv, y=yaw: project_scalp_chart(head(y), sc, cam, uv))
+        drawn = {o.name: o for o in st.outlines}
+        assert set(drawn) <= scalp_zones and drawn
+        assert all(o.kind == ("planned" if o.name in plan.zones else "other") for o in drawn.values())
+        assert any(not o.closed for o in drawn.values())  # a zone half round the head is drawn in pieces
+        for o in drawn.values():
+            for p in o.polylines_px:
+                assert np.isfinite(p).all() and len(p) > 1
+        assert (st.coverage_px is not None) == pulse_seen
+    st = scene.fill(OverlayState(), None, None, None, lambda uv: project_scalp_chart(head(0), sc, cam, uv))
+    assert np.allclose(st.coverage_px[0, :2], project_scalp_chart(head(0), sc, cam, front)[0])
+    img = draw_overlay(_frame(), st)
+    assert (np.abs(img.astype(int) - draw_overlay(_frame(), OverlayState()).astype(int)).sum(axis=2) > 60).mean() > 0.005
+
+
+def test_the_landmark_to_touch_is_marked_on_the_face():
+    """A touch registration under way: a ring where the landmark asked for is on this frame's face, none once
+    registered or without a face; the ring is drawn there."""
+    from guidance.live.run import touch_target
+    from guidance.vision.face.head_band import BandHead, Registration
+    from guidance.vision.face.touch_registration import TOUCH_POINTS
+
+    landmarks = np.c_[np.random.default_rng(1).uniform(100, 380, (468, 2)), np.zeros(468)]  # inside the 640x480 frame
+    nan = float("nan")
+    asking = Registration(False, "head_band_not_registered: touch 3 of 5: the chin (mouth closed), and hold the tip "
+                          "still", None, 2, nan, nan, "touch")
+    band = BandHead("unregistered", None, True, "", asking)
+    assert touch_target(band, landmarks) == tuple(landmarks[TOUCH_POINTS[2].landmark][:2])
+    assert TOUCH_POINTS[2].name == "chin"
+    assert touch_target(band, None) is None
+    done = Registration(True, "", None, 5, 0.8, nan, "touch")
+    assert touch_target(BandHead("ok", None, True, "", done), landmarks) is None
+    face_only = Registration(False, "head_band_not_registered: face the camera and keep the head still", None, 0,
+                             nan, nan, "touch")
+    assert touch_target(BandHead("unregistered", None, True, "", face_only), landmarks) is None
+    x, y = touch_target(band, landmarks)
+    plain = draw_overlay(_frame(), OverlayState())
+    marked = draw_overlay(_frame(), OverlayState(target_px=(x, y)))
+    changed = np.argwhere(np.abs(marked.astype(int) - plain.astype(int)).sum(axis=2) > 60)
+    assert len(changed) > 50
+    assert np.abs(changed[:, 1] - x).max() <= 28 and np.abs(changed[:, 0] - y).max() <= 28  # around the landmark

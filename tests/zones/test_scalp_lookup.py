@@ -67,3 +67,18 @@ def test_the_face_is_never_scalp(mapper):
     assert z.surface != "scalp" and z.kind == OFF_SURFACE
     miss, _ = mapper.locate_on_band(head.R, head.t_mm, 5.0, 5.0, CAM)  # the image corner: no head there
     assert miss.kind == OFF_SURFACE
+
+
+def test_scalp_points_invert_the_scalp_chart(mapper):
+    """The overlay's way from chart to head (surfaces.scalp_points) is the chart's own inverse, normals outward."""
+    from guidance.zones.surfaces import scalp_chart, scalp_points
+
+    sc = mapper.chart.surfaces["scalp"]
+    rng = np.random.default_rng(3)
+    thetas, phis = rng.uniform(-3.0, 3.0, 50), rng.uniform(0.05, 1.3, 50)
+    truth = [scalp_point(t, f, sc) for t, f in zip(thetas, phis)]
+    uv = np.array([u for _, _, u in truth])
+    pts, normals = scalp_points(uv, sc)
+    assert np.allclose(pts, np.array([p for p, _, _ in truth]), atol=1e-6)
+    assert np.allclose(normals, np.array([n for _, n, _ in truth]), atol=1e-6)
+    assert np.allclose([scalp_chart(p, sc) for p in pts], uv, atol=1e-6)
