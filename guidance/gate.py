@@ -39,6 +39,7 @@ class Reason(str, Enum):
     TIP_LOST = "tip_lost"
     TIP_LOW_CONFIDENCE = "tip_low_confidence"
     CALIBRATION_MISSING = "calibration_missing"
+    NECK_UNREFERENCED = "neck_unreferenced"
     PATCH_FAR = "patch_far"
     OFF_SURFACE = "off_surface"
     ZONE_EXCLUDED = "zone_excluded"
@@ -120,6 +121,12 @@ class GateInput:
     patch_found: bool = False
     t_patch_ns: int | None = None
     patch_in_range: bool = False
+    # Face sessions whose plan has neck zones: the neck stands on the torso and twists under the head
+    # (zones/neck_twist.py). None: not a neck point (or no neck zone planned); "ok": the torso's rest pose is
+    # made; anything else (not yet): denied neck_unreferenced. `twist_sigma_mm`: the twist model's 1-sigma at
+    # this point, in quadrature with the tip's and the mapping's (None: 0).
+    neck_torso: str | None = None
+    twist_sigma_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ class GateDecision:
     sigma_mm: float | None = None  # the combined skin-point uncertainty the look-ahead used
     mapping_sigma_mm: float | None = None  # the face-mapping part of it (an input, kept for the record)
     exclusion_clearance_mm: float | None = None
+    twist_sigma_mm: float | None = None  # the neck twist model's part of it (an input, kept for the record)
 
 
 def _true(x: object) -> bool:
@@ -159,16 +167,18 @@ def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: floa
 
 
 def combined_sigma_mm(g: GateInput) -> float:
-    """The skin point's 1-sigma uncertainty: the tip's and the face mapping's, independent, in quadrature.
+    """The skin point's 1-sigma uncertainty: the tip's, the face mapping's and (on the neck) the twist model's,
+    independent, in quadrature.
 
     A missing term counts as 0 (a recording made before the term existed re-judges as it was); a NaN or a
     negative term stays NaN and denies.
     """
     tip = g.tip_sigma_mm if g.tip_sigma_mm is not None else 0.0
     mapping = g.mapping_sigma_mm if g.mapping_sigma_mm is not None else 0.0
-    if not (_finite(tip) and _finite(mapping) and tip >= 0 and mapping >= 0):
+    twist = g.twist_sigma_mm if g.twist_sigma_mm is not None else 0.0
+    if not (_finite(tip) and _finite(mapping) and _finite(twist) and tip >= 0 and mapping >= 0 and twist >= 0):
         return math.nan
-    return math.hypot(tip, mapping)
+    return math.sqrt(tip * tip + mapping * mapping + twist * twist)
 
 
 def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], float | None, float]:
@@ -202,6 +212,8 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
         fails.append(Reason.TIP_LOW_CONFIDENCE)
     if g.calibration_required and not _true(g.calibration_ok):
         fails.append(Reason.CALIBRATION_MISSING)
+    if g.neck_torso is not None and g.neck_torso != "ok":
+        fails.append(Reason.NECK_UNREFERENCED)
     if patch and _true(g.patch_found) and g.zone is not None and not _true(g.patch_in_range):
         fails.append(Reason.PATCH_FAR)
     if g.zone is None or g.zone_kind is None or g.zone_kind == ZoneKind.OFF_SURFACE:
@@ -238,7 +250,7 @@ def decide(policy: GatePolicy, g: GateInput, now_ns: int) -> GateDecision:
             boundary_mm=g.boundary_mm, required_mm=required, speed_mm_s=g.speed_mm_s,
             tip_u=g.tip_u, tip_v=g.tip_v, latency_ms=latency_ms if math.isfinite(latency_ms) else None,
             sigma_mm=sigma if math.isfinite(sigma) else None, exclusion_clearance_mm=g.exclusion_clearance_mm,
-            mapping_sigma_mm=g.mapping_sigma_mm,
+            mapping_sigma_mm=g.mapping_sigma_mm, twist_sigma_mm=g.twist_sigma_mm,
         )
     except Exception:  # a bug in the policy must never become a permit
         return deny(policy, Reason.INTERNAL_ERROR, t_capture_ns=getattr(g, "t_capture_ns", now_ns), now_ns=now_ns)

@@ -47,6 +47,8 @@ from guidance.zones.body_atlas import load_body_area
 from guidance.zones.body_mapper import BodyLookup, PatchMapper
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
+from guidance.vision.rigid import RigidPose
+from guidance.zones.neck_twist import TorsoReferenceBuilder, TorsoState, twist_sigma_mm
 from guidance.zones.skin_speed import SkinSpeed
 from guidance.zones.plan import TreatmentPlan
 
@@ -158,6 +160,7 @@ class FrameResult:
     shoulders: ShoulderObservation | None = None  # what the zone lookup used (None: no pose model running)
     head_band: BandHead | None = None  # scalp sessions: the head from the band (None: a face session)
     patch: PatchObservation | None = None  # body plans: the skin patch the zone lookup went through
+    torso: TorsoState | None = None  # face sessions with neck zones: the torso the neck stands on
 
     @property
     def latency_ms(self) -> float:
@@ -229,12 +232,19 @@ class GuidancePipeline:
         # of the face (reasons band_unregistered, band_lost, band_moved).
         self.scalp = any(self.atlas.zones[z].surface == "scalp" for z in plan.zones)
         self.band_body = load_head_band(self.config.head_band) if self.scalp and vision else None
+        # Face sessions with neck zones: the neck stands on the torso (the head frame at rest) and twists under the
+        # head (zones/neck_twist.py); the rest pose is made from the first near-frontal face poses after arming.
+        neck_planned = any(self.atlas.zones[z].surface == "neck" for z in plan.zones if z in self.atlas.zones)
+        self.torso_builder = (TorsoReferenceBuilder() if neck_planned and not self.scalp and self.body_area is None
+                              else None)
         self.head_ref: HeadReferenceTracker | None = None
 
     # -- commands --------------------------------------------------------------
     def set_armed(self, armed: bool, cause: str) -> None:
         if armed and self.face is not None:
             self.face.lock_client()  # the face tracked when the session is armed is the client's, kept
+        if armed and not self.state.armed and self.torso_builder is not None:
+            self.torso_builder.reset()  # the client may have moved since: a new rest pose
         if armed != self.state.armed:
             self.state.armed = armed
             self.events.append((records.Arm if armed else records.Disarm)(self.clock(), cause=cause))
@@ -327,8 +337,8 @@ class GuidancePipeline:
     def judge(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, now_ns: int, *,
               armed: bool, lookahead_ms: float, camera: CameraModel | None = None,
               shoulders: ShoulderObservation | None = None, mapping_sigma_mm: float | None = None,
-              head_band: BandHead | None = None,
-              patch: PatchObservation | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
+              head_band: BandHead | None = None, patch: PatchObservation | None = None,
+              torso: TorsoState | None = None) -> tuple[ZoneLookup | None, GateDecision, int]:
         """Zone lookup and gate decision for observations of one frame (also used by re-processing).
 
         `armed`: the gate's armed input (armed and not paused); `lookahead_ms`: the pipeline latency the
@@ -358,7 +368,8 @@ class GuidancePipeline:
         elif tip is not None and tip.valid and face.found:
             cam = camera or (self.hand.camera if self.hand else CameraModel.default(*frame.size))
             assert tip.tip_px is not None, "a valid tip has its pixel"
-            lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders)
+            lookup = self.mapper.locate(face, tip.tip_px[0], tip.tip_px[1], frame.size, cam, shoulders=shoulders,
+                                        torso=torso.reference if torso is not None else None)
         t_zone = self.clock()
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)
         on_chart = lookup is not None and lookup.chart_mm is not None
@@ -366,6 +377,11 @@ class GuidancePipeline:
         g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
         if self.scalp:
             g = dataclasses.replace(g, head_band=head_band.state if head_band is not None else "lost")
+        if torso is not None and lookup is not None and lookup.surface == "neck":
+            ref = torso.reference
+            g = dataclasses.replace(g, neck_torso="ok" if ref is not None else "unreferenced",
+                                    twist_sigma_mm=twist_sigma_mm(ref, self.mapper.chart.surfaces["neck"])
+                                    if ref is not None else None)
         decision = decide(self.policy, g, now_ns)
         return lookup, decision, t_zone
 
@@ -373,7 +389,7 @@ class GuidancePipeline:
         if self.body_area is not None:
             return self._process_body(frame)
         assert self.face is not None, "a pipeline made with vision=False only judges recorded observations"
-        face = tip = lookup = shoulders = band_head = None
+        face = tip = lookup = shoulders = band_head = torso = None
         armed = self.state.armed and not self.state.paused
         lookahead = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
@@ -402,9 +418,10 @@ class GuidancePipeline:
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
+            torso = self._torso(face)
             lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
                                                   shoulders=shoulders, mapping_sigma_mm=mapping_sigma,
-                                                  head_band=band_head)
+                                                  head_band=band_head, torso=torso)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -412,7 +429,17 @@ class GuidancePipeline:
             if face is None:
                 face = _no_face(frame, self.clock())
         return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, shoulders,
-                             head_band=band_head)
+                             head_band=band_head, torso=torso)
+
+    def _torso(self, face: FaceObservation) -> TorsoState | None:
+        """Face sessions with neck zones: this frame's torso (the rest pose once made, and the head's turn since)."""
+        if self.torso_builder is None:
+            return None
+        pose = face.head_pose if face.found else None
+        ok = pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence
+        head = RigidPose(pose.R, np.asarray(pose.tvec_mm, float)) if ok and pose is not None else None
+        yaw = float(pose.euler_deg()[0]) if ok and pose is not None else None
+        return TorsoState(self.torso_builder.add(head, yaw))
 
     def _band_head(self, band: Any, face: FaceObservation, tip: TipObservation | None = None) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when
@@ -505,7 +532,7 @@ class GuidancePipeline:
     def _publish(self, frame: Frame, face: FaceObservation, tip: TipObservation | None, lookup: ZoneLookup | None,
                  decision: GateDecision, t_face: int, t_tip: int, t_zone: int, armed: bool, lookahead: float,
                  shoulders: ShoulderObservation | None, patch: PatchObservation | None = None,
-                 head_band: BandHead | None = None) -> FrameResult:
+                 head_band: BandHead | None = None, torso: TorsoState | None = None) -> FrameResult:
         """Publish the decision and account for it: the tail of every frame's hot path (face, scalp or body)."""
         t_decided = decision.t_decided_ns  # the "now" the gate judged freshness against
         seq = None
@@ -517,7 +544,7 @@ class GuidancePipeline:
         self.latency.add((t_pub - frame.t_capture_ns) / 1e6, t_pub)
         self.count(decision)
         return FrameResult(frame, face, tip, lookup, decision, seq, t_face, t_tip, t_zone, t_decided, t_pub,
-                           armed, lookahead, shoulders, head_band=head_band, patch=patch)
+                           armed, lookahead, shoulders, head_band=head_band, patch=patch, torso=torso)
 
     def _watch_reference(self, found: bool, frame: Frame, cause: str) -> None:
         """Disarm once the skin reference (face or patch) has been lost for longer than face_lost_disarm_s."""

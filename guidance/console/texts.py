@@ -24,6 +24,7 @@ PRACTITIONER_TEXT: dict[str, tuple[str, str]] = {
     Reason.TIP_LOW_CONFIDENCE.value: ("the tip position is uncertain", "turn the markers towards the camera; do not cover them with your fingers"),
     Reason.PATCH_LOST.value: ("the skin patch is not seen", "uncover the printed patch; turn the camera so it sees the patch"),
     Reason.PATCH_STALE.value: ("the skin patch is hidden", "keep the handpiece and your hand off the patch's markers"),
+    Reason.NECK_UNREFERENCED.value: ("the neck is not placed yet", "face the client to the camera, head straight, a moment"),
     Reason.PATCH_FAR.value: ("too far from the skin patch", "treat near the patch, or move the patch to this area"),
     Reason.CALIBRATION_MISSING.value: ("calibration is missing", "stop and calibrate the camera and the handpiece"),
     Reason.OFF_SURFACE.value: ("the tip is not over treatable skin", "move the tip onto a planned zone"),

@@ -202,7 +202,7 @@ class PlayerState:
 REASON_COLOURS = {  # BGR; permit blue, "not armed" grey, tracking losses orange, plan refusals vermilion
     "ok": BLUE, "not_armed": (110, 110, 110), "service_stopping": (110, 110, 110),
     "no_face": ORANGE, "other_face": ORANGE, "face_stale": ORANGE, "low_presence": ORANGE, "band_unregistered": ORANGE,
-    "band_lost": ORANGE, "band_moved": ORANGE, "patch_lost": ORANGE, "patch_stale": ORANGE, "tip_lost": (0, 200, 255),
+    "band_lost": ORANGE, "band_moved": ORANGE, "patch_lost": ORANGE, "patch_stale": ORANGE, "neck_unreferenced": ORANGE, "tip_lost": (0, 200, 255),
     "tip_low_confidence": (0, 200, 255), "camera_stalled": (140, 60, 160), "calibration_missing": (140, 60, 160),
     "internal_error": (0, 0, 160),
 }

@@ -53,6 +53,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "band_moved": "head band slipped on the head",
     "patch_lost": "skin reference patch not seen",
     "patch_stale": "the skin patch pose was too old (markers hidden)",
+    "neck_unreferenced": "the neck's rest pose (client facing the camera) not made yet",
     "tip_lost": "handpiece tip not tracked",
     "tip_low_confidence": "tip tracked with low confidence",
     "calibration_missing": "calibration required and missing",
@@ -88,7 +89,7 @@ def _reason_css(reason: str) -> str:
     if reason in ("not_armed", "service_stopping"):
         return C_OFF
     if reason in ("no_face", "other_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved",
-                  "patch_lost", "patch_stale", "tip_lost", "tip_low_confidence", "camera_stalled"):
+                  "patch_lost", "patch_stale", "neck_unreferenced", "tip_lost", "tip_low_confidence", "camera_stalled"):
         return C_TRACK
     return C_DENY
 

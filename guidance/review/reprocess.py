@@ -153,7 +153,7 @@ def reprocess(session_dir: str | Path, out_dir: str | Path, *, plan_path: str | 
         lookup, d, _ = pipe.judge(frame, face, tip, r.t_decided_ns, armed=r.armed,
                                   lookahead_ms=old.lookahead_latency_ms, camera=cam, shoulders=shoulders,
                                   mapping_sigma_mm=old.mapping_sigma_mm, head_band=rec.band_head(r),
-                                  patch=rec.patch_observation(r))
+                                  patch=rec.patch_observation(r), torso=rec.torso_state(r))
         pipe.count(d)
         new = dataclasses.replace(r, zone=rec.zone_record(lookup), gate=rec.gate_record(d, old.seq, old.lookahead_latency_ms),
                                   recorded_gate=old, video=None, landmarks=None)

@@ -258,6 +258,17 @@ class GateRecord(Record):
     sigma_mm: float | None = None  # the skin point's 1-sigma uncertainty (tip and mapping) the look-ahead used
     mapping_sigma_mm: float | None = None  # the face mapping's part of it (a gate input: re-processing reads it)
     exclusion_clearance_mm: float | None = None  # distance to the nearest exclusion beyond its buffer
+    twist_sigma_mm: float | None = None  # on the neck: the twist model's part of the uncertainty
+
+
+@dataclass(frozen=True)
+class TorsoRecord(Record):
+    """Face sessions with neck zones: the torso the neck stands on (zones/neck_twist.py; re-processing reads it)."""
+
+    ready: bool  # the rest pose is made (else a neck point is denied neck_unreferenced)
+    rest_rvec: tuple[float, float, float] | None = None  # rest head frame -> camera (Rodrigues)
+    rest_tvec_mm: tuple[float, float, float] | None = None
+    psi_deg: float | None = None  # the head's turn since rest, about the neck's axis (this frame's face pose)
 
 
 @dataclass(frozen=True)
@@ -284,6 +295,7 @@ class FrameRecord(Record):
     recorded_gate: GateRecord | None = None  # re-processed recordings: the decision as first recorded
     head_band: HeadBandRecord | None = None  # scalp sessions only: the head as the head band carried it
     patch: PatchRecord | None = None  # body plans: the skin patch pose the lookup used
+    torso: TorsoRecord | None = None  # face sessions with neck zones: the torso the neck stands on
 
     @property
     def latency_ms(self) -> float:
@@ -377,7 +389,8 @@ def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRec
                       lookahead_latency_ms=float(lookahead_latency_ms), speed_mm_s=_finite_or_none(d.speed_mm_s),
                       sigma_mm=_finite_or_none(d.sigma_mm),
                       exclusion_clearance_mm=_finite_or_none(d.exclusion_clearance_mm),
-                      mapping_sigma_mm=None if d.mapping_sigma_mm is None else float(d.mapping_sigma_mm))
+                      mapping_sigma_mm=None if d.mapping_sigma_mm is None else float(d.mapping_sigma_mm),
+                      twist_sigma_mm=_finite_or_none(getattr(d, "twist_sigma_mm", None)))
 
 
 def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
@@ -406,7 +419,31 @@ def frame_record(result: Any, gate_confidence: float) -> FrameRecord:
         shoulders=None if result.shoulders is None else shoulder_record(result.shoulders),
         head_band=None if getattr(result, "head_band", None) is None else head_band_record(result.head_band),
         patch=None if getattr(result, "patch", None) is None else patch_record(result.patch),
+        torso=None if getattr(result, "torso", None) is None else torso_record(result.torso),
     )
+
+
+def torso_record(t: Any) -> TorsoRecord:
+    """The record of a pipeline `TorsoState` (zones/neck_twist.py's reference, or its absence yet)."""
+    ref = t.reference
+    if ref is None:
+        return TorsoRecord(ready=False)
+    return TorsoRecord(ready=True, rest_rvec=_floats(ref.rest.rvec), rest_tvec_mm=_floats(ref.rest.t_mm),
+                       psi_deg=float(np.degrees(ref.psi_rad)))
+
+
+def torso_state(r: FrameRecord) -> Any:
+    """A frame's torso as recorded, for re-processing (None: the session had no neck zones)."""
+    from guidance.vision.rigid import RigidPose
+    from guidance.zones.neck_twist import TorsoReference, TorsoState
+
+    t = r.torso
+    if t is None:
+        return None
+    if not t.ready or t.rest_rvec is None or t.rest_tvec_mm is None or t.psi_deg is None:
+        return TorsoState(None)
+    rest = RigidPose.from_rvec(np.asarray(t.rest_rvec, float), np.asarray(t.rest_tvec_mm, float))
+    return TorsoState(TorsoReference(rest, float(np.radians(t.psi_deg))))
 
 
 def observations(r: FrameRecord, landmarks: np.ndarray | None) -> tuple[Any, Any, Any, Any]:

@@ -25,6 +25,8 @@ handpiece) and the truth agree to the micrometre with the body.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -158,8 +160,13 @@ class HeadScene:
 
     # -- rendering ---------------------------------------------------------------------------------------
     def render(self, head: RigidPose, band: RigidPose | None = None, band_half_axes_mm=(95.0, 110.0),
-               band_half_height_mm: float = 18.0) -> np.ndarray:
-        """The image (BGR uint8) of the client at this head pose, markers not included."""
+               band_half_height_mm: float = 18.0, neck: RigidPose | None = None,
+               neck_twist: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """The image (BGR uint8) of the client at this head pose, markers not included.
+
+        `neck`: the frame the neck cylinder stands in (default the head's: the neck carried by the head); with the
+        head turning about the neck's axis on a still torso, the torso's. `neck_twist`: the skin's rotation about
+        the neck's axis (radians) at each height y (mm, that frame): a neck twisting under a turned head."""
         w, h = self.size
         n = w * h
         depth = np.full(n, np.inf)
@@ -194,7 +201,7 @@ class HeadScene:
             normal[full] = nrm[better]
             kind[full] = 1
 
-        self._neck(head, Ds, take_roi)
+        self._neck(neck if neck is not None else head, Ds, take_roi, neck_twist)
         self._cranium(head, Ds, take_roi)
         self._face(head, take)
         if band is not None:
@@ -347,8 +354,10 @@ class HeadScene:
         # The scalp ellipsoid bulges a little through the eye sockets and temples: the face wins there.
         take(s, mask, col, nrm, 2, FACE_OVER_CRANIUM_MM)
 
-    def _neck(self, head: RigidPose, D: np.ndarray, take) -> None:
-        """The chart's neck cylinder, carried by the head, from under the jaw down past the image."""
+    def _neck(self, head: RigidPose, D: np.ndarray, take,
+              twist: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """The chart's neck cylinder in the frame `head` (the head's, or the torso's), from under the jaw down past
+        the image; its skin turned by `twist(y)` radians about the axis."""
         nk = self.surfaces["neck"]
         o = -head.R.T @ head.t_mm
         d = D @ head.R
@@ -364,5 +373,8 @@ class HeadScene:
             return
         p = o + s[idx, None] * d[idx]
         nrm = np.c_[p[:, 0] - nk["axis_x_mm"], np.zeros(len(p)), p[:, 2] - nk["axis_z_mm"]] / r
-        col = self._skin(r * np.arctan2(p[:, 0] - nk["axis_x_mm"], nk["axis_z_mm"] - p[:, 2]), p[:, 1])
+        angle = np.arctan2(p[:, 0] - nk["axis_x_mm"], nk["axis_z_mm"] - p[:, 2])
+        if twist is not None:
+            angle = angle + twist(p[:, 1])  # a point turned by +a about +y moves from chart angle alpha to alpha - a
+        col = self._skin(r * angle, p[:, 1])
         self._take_sub(take, idx, s, col, nrm @ head.R.T)

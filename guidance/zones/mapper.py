@@ -28,6 +28,8 @@ from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
 from guidance.zones.surfaces import cast_ray, intersect_scalp, ray_in_head_frame
+from guidance.zones.neck_twist import TorsoReference, locate_neck
+from guidance.vision.rigid import RigidPose
 
 _EPS = 1e-9
 _BARY_TOL = 1e-6
@@ -69,8 +71,12 @@ class FaceFrame:
     """One frame's mesh in the image, prepared once so each lookup is a few vector operations."""
 
     def __init__(self, mapper: "ZoneMapper", landmarks_px: np.ndarray, pose=None, camera: CameraModel | None = None,
-                 limit: DecolletageLimit | None = None, limit_reason: str = "no shoulders"):
+                 limit: DecolletageLimit | None = None, limit_reason: str = "no shoulders",
+                 torso: TorsoReference | None = None):
+        """`torso`: the neck stands on the torso and twists under the head (zones/neck_twist.py); None: the neck is
+        carried by the head pose whole (as before the twist model; a plan without neck zones)."""
         self.mapper = mapper
+        self.torso = torso
         chart = mapper.chart
         lm = np.asarray(landmarks_px, dtype=np.float64)
         p = lm[chart.triangles, :2]  # (T,3,2)
@@ -142,7 +148,13 @@ class FaceFrame:
         pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), cam.K, cam.dist).reshape(2)
         ray = np.array([pt[0], pt[1], 1.0])
         m = self.mapper
-        for hit in cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, self.surfaces):
+        hits = cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, self.surfaces)
+        if self.torso is not None:  # the neck on the torso, twisted: its hit replaces the head-carried one
+            neck = locate_neck(self.torso, RigidPose(pose.R, np.asarray(pose.tvec_mm, float)), ray,
+                               self.surfaces["neck"])
+            hits = sorted([h for h in hits if h.surface != "neck"] + ([neck] if neck is not None else []),
+                          key=lambda h: h.distance_mm)
+        for hit in hits:
             limit = None
             if self.limit is not None and hit.surface in ("neck", "decolletage"):
                 if hit.surface == "decolletage":
@@ -183,7 +195,8 @@ class ZoneMapper:
         return cell is not None and bool(self._mesh_cells[cell])
 
     def prepare(self, observation, image_size: tuple[int, int] | None = None,
-                camera: CameraModel | None = None, shoulders=None) -> FaceFrame | None:
+                camera: CameraModel | None = None, shoulders=None,
+                torso: TorsoReference | None = None) -> FaceFrame | None:
         """The frame's mesh ready for lookups, or None when the observation has no face.
 
         ``shoulders``: optional ``guidance.vision.body.shoulders.ShoulderObservation`` (e.g.
@@ -203,12 +216,12 @@ class ZoneMapper:
             limit, why = shoulder_limit(shoulders, observation.head_pose, camera, self.chart.surfaces, self.atlas,
                                         t_reference_ns=getattr(observation, "t_capture_ns", None),
                                         face_landmarks=observation.landmarks)
-        return FaceFrame(self, observation.landmarks, observation.head_pose, camera, limit, why)
+        return FaceFrame(self, observation.landmarks, observation.head_pose, camera, limit, why, torso)
 
     def locate(self, observation, x_px: float, y_px: float, image_size: tuple[int, int] | None = None,
-               camera: CameraModel | None = None, shoulders=None) -> ZoneLookup:
+               camera: CameraModel | None = None, shoulders=None, torso: TorsoReference | None = None) -> ZoneLookup:
         """One lookup. For many lookups in the same frame, `prepare` once and call `FaceFrame.locate`."""
-        frame = self.prepare(observation, image_size, camera, shoulders)
+        frame = self.prepare(observation, image_size, camera, shoulders, torso)
         if frame is None:
             return ZoneLookup(False, None, None, None, None, None, None, None, (float(x_px), float(y_px)))
         return frame.locate(float(x_px), float(y_px))

@@ -32,6 +32,10 @@ PATCH = rec.PatchRecord(True, "held", 123, (0.1, 3.1, -0.05), (10.5, -20.25, 450
 BODY_ZONE = rec.ZoneRecord("abdomen_upper_left", "treat", "body", (30.5, -60.25), 4.5, 67.5, 1.25)
 BODY = rec.FrameRecord(9, (640, 480), 1, 1, 1, 1, 1, 1, True, rec.FaceRecord(False, 0.0), GATE, TIP, BODY_ZONE,
                        patch=PATCH)
+TORSO = rec.TorsoRecord(True, (0.01, -0.02, 0.003), (1.5, -85.25, 470.125), 31.5)
+NECK_GATE = dataclasses.replace(GATE, twist_sigma_mm=7.125)
+NECK = dataclasses.replace(FRAME, gate=NECK_GATE, torso=TORSO)
+PENDING = dataclasses.replace(FRAME, torso=rec.TorsoRecord(False))
 
 EVENTS = [
     rec.SessionStart(1, version="0.1.0"), rec.SessionEnd(2, summary={"pulses": 3}, comparison={"frames": 2}),
@@ -55,7 +59,7 @@ def roundtrip(r):
 
 
 @pytest.mark.parametrize("r", [POSE, FACE, TIP, ZONE, GATE, DENY, SHOULDERS, BAND, FRAME, SCALP, BARE, PATCH, BODY_ZONE,
-                               BODY, OTHER], ids=lambda r: type(r).__name__)
+                               BODY, OTHER, TORSO, NECK_GATE, NECK, PENDING], ids=lambda r: type(r).__name__)
 def test_every_frame_record_kind_reads_back_exactly(r):
     assert roundtrip(r) == r
 
@@ -118,7 +122,7 @@ def test_the_format_doc_lists_every_field_of_every_record():
     """docs/recording.md is checked against the records: no field missing, none stale."""
     sections = _doc_sections()
     kinds = [rec.FrameRecord, rec.FaceRecord, rec.PoseRecord, rec.TipRecord, rec.ZoneRecord, rec.GateRecord,
-             rec.ShoulderRecord, rec.HeadBandRecord, rec.PatchRecord] + [c for c in rec.EVENT_KINDS.values()
+             rec.ShoulderRecord, rec.HeadBandRecord, rec.PatchRecord, rec.TorsoRecord] + [c for c in rec.EVENT_KINDS.values()
                                                                          if c.__bases__[0] is not rec.PulseEvent]
     for cls in kinds:
         assert cls.__name__ in sections, f"docs/recording.md has no section for {cls.__name__}"

@@ -6,7 +6,7 @@
   let d = null, frame = 0, playing = false, timer = null, loading = false, want = null;
   const COLORS = {ok: "#0072B2", not_armed: "#888", service_stopping: "#888"};
   const TRACK = new Set(["no_face", "other_face", "face_stale", "low_presence", "band_unregistered", "band_lost", "band_moved",
-                         "tip_lost", "tip_low_confidence", "camera_stalled", "patch_lost", "patch_stale"]);
+                         "tip_lost", "tip_low_confidence", "camera_stalled", "patch_lost", "patch_stale", "neck_unreferenced"]);
   const colour = r => COLORS[r] || (TRACK.has(r) ? "#E69F00" : "#D55E00");
 
   function show(i) {
