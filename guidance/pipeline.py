@@ -93,6 +93,9 @@ class PipelineConfig:
     # point's). A touch registration's sigma is its own (TouchRegistration.sigma_mm: the fit's expected error at
     # the scalp for the touches' localization error, with the band's own).
     band_registration: str = "touch"
+    # Plans with neck zones: the head band carries the head too (registered as above, `--head-band` given), and the
+    # neck twists on the torso at rest under the band's head (docs/neck.md); off: the face pose carries it.
+    neck_on_band: bool = False
 
     @classmethod
     def for_plan(cls, plan: TreatmentPlan, **kw: Any) -> "PipelineConfig":
@@ -230,13 +233,16 @@ class GuidancePipeline:
         # Scalp sessions: the head band, registered to the face's head frame while the face is near frontal,
         # carries the head (and the scalp zones) when the face turns away; the gate judges the band instead
         # of the face (reasons band_unregistered, band_lost, band_moved).
-        self.scalp = any(self.atlas.zones[z].surface == "scalp" for z in plan.zones)
-        self.band_body = load_head_band(self.config.head_band) if self.scalp and vision else None
-        # Face sessions with neck zones: the neck stands on the torso (the head frame at rest) and twists under the
-        # head (zones/neck_twist.py); the rest pose is made from the first near-frontal face poses after arming.
+        # A band session: the head band carries the head (scalp zones; or neck zones with `neck_on_band`).
         neck_planned = any(self.atlas.zones[z].surface == "neck" for z in plan.zones if z in self.atlas.zones)
-        self.torso_builder = (TorsoReferenceBuilder() if neck_planned and not self.scalp and self.body_area is None
-                              else None)
+        self.neck_planned = neck_planned and self.body_area is None
+        self.scalp = (any(self.atlas.zones[z].surface == "scalp" for z in plan.zones)
+                      or (self.neck_planned and self.config.neck_on_band))
+        self.band_body = load_head_band(self.config.head_band) if self.scalp and vision else None
+        # Plans with neck zones: the neck stands on the torso (the head frame at rest) and twists under the head
+        # (zones/neck_twist.py); the rest pose is made from the first near-frontal head poses after arming (the
+        # face's, or in a band session the band's once registered).
+        self.torso_builder = TorsoReferenceBuilder() if self.neck_planned else None
         self.head_ref: HeadReferenceTracker | None = None
 
     # -- commands --------------------------------------------------------------
@@ -361,7 +367,8 @@ class GuidancePipeline:
                 cam = cam.scaled_to(*frame.size)
                 face_frame = self.mapper.prepare(face, frame.size, cam) if face.found else None
                 lookup, cos = self.mapper.locate_on_band(head_band.pose.R, head_band.pose.t_mm, tip.tip_px[0],
-                                                         tip.tip_px[1], cam, face_frame)
+                                                         tip.tip_px[1], cam, face_frame, neck=self.neck_planned,
+                                                         torso=torso.reference if torso is not None else None)
                 # the band's head error, mostly along the line of sight, moves a grazing skin point the most
                 if head_band.sigma_mm is not None and lookup.surface == "scalp":
                     mapping_sigma_mm = head_band.sigma_mm / max(cos, MIN_INCIDENCE_COS)
@@ -418,7 +425,7 @@ class GuidancePipeline:
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
-            torso = self._torso(face)
+            torso = self._torso(face, band_head)
             lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
                                                   shoulders=shoulders, mapping_sigma_mm=mapping_sigma,
                                                   head_band=band_head, torso=torso)
@@ -431,14 +438,20 @@ class GuidancePipeline:
         return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, shoulders,
                              head_band=band_head, torso=torso)
 
-    def _torso(self, face: FaceObservation) -> TorsoState | None:
-        """Face sessions with neck zones: this frame's torso (the rest pose once made, and the head's turn since)."""
+    def _torso(self, face: FaceObservation, band_head: BandHead | None = None) -> TorsoState | None:
+        """Plans with neck zones: this frame's torso (the rest pose once made, and the head's turn since): from the
+        face pose, or in a band session from the band's head (registered, carried this frame)."""
         if self.torso_builder is None:
             return None
-        pose = face.head_pose if face.found else None
-        ok = pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence
-        head = RigidPose(pose.R, np.asarray(pose.tvec_mm, float)) if ok and pose is not None else None
-        yaw = float(pose.euler_deg()[0]) if ok and pose is not None else None
+        head: RigidPose | None = None
+        if self.scalp:
+            if band_head is not None and band_head.state == "ok" and band_head.pose is not None:
+                head = band_head.pose
+        else:
+            pose = face.head_pose if face.found else None
+            if pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence:
+                head = RigidPose(pose.R, np.asarray(pose.tvec_mm, float))
+        yaw = None if head is None else float(np.degrees(np.arcsin(-np.clip(head.R[2, 0], -1.0, 1.0))))
         return TorsoState(self.torso_builder.add(head, yaw))
 
     def _band_head(self, band: Any, face: FaceObservation, tip: TipObservation | None = None) -> BandHead:

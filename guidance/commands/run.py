@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start-at-ns", type=int, metavar="T", help="a video file's playback starts at this monotonic "
                    "time (ns): frame i is released at T + i/fps (simulated sessions, with controller-sim --t0-ns)")
     p.add_argument("--head-band", metavar="BAND.yaml", help="scalp plans: the head band profile (a file, or a bundled "
-                   "name; default head_band_default); see docs/scalp.md")
+                   "name; default head_band_default); see docs/scalp.md. Given for a plan with neck zones, the band "
+                   "carries the head there too (docs/neck.md)")
     p.add_argument("--band-registration", choices=("touch", "face"), default="touch",
                    help="scalp plans: tie the band to the head by touching four face landmarks with the tip (touch, "
                         "the default: the overlay asks for each) or by the face pose alone (face: no touching, but "

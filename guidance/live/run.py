@@ -117,7 +117,8 @@ def _startup(opts: RunOptions):
     camera = load_camera(opts.camera_calibration) if opts.camera_calibration else None
     config = PipelineConfig.for_plan(plan, face_lost_disarm_s=opts.face_lost_disarm_s)
     if opts.head_band is not None:
-        config = dataclasses.replace(config, head_band=opts.head_band)
+        # a neck plan with a band named: the band carries the head, the neck twists on the torso under it
+        config = dataclasses.replace(config, head_band=opts.head_band, neck_on_band=True)
     if opts.band_registration not in ("touch", "face"):
         raise UserError(f"unknown band registration {opts.band_registration!r} (touch or face)",
                         field="--band-registration")

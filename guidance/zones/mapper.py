@@ -27,7 +27,7 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
-from guidance.zones.surfaces import cast_ray, intersect_scalp, ray_in_head_frame
+from guidance.zones.surfaces import cast_ray, intersect_neck, intersect_scalp, ray_in_head_frame
 from guidance.zones.neck_twist import TorsoReference, locate_neck
 from guidance.vision.rigid import RigidPose
 
@@ -227,21 +227,28 @@ class ZoneMapper:
         return frame.locate(float(x_px), float(y_px))
 
     def locate_on_band(self, R: np.ndarray, t_mm: np.ndarray, x_px: float, y_px: float, camera: CameraModel,
-                       face: FaceFrame | None = None) -> tuple[ZoneLookup, float]:
-        """Scalp sessions: an image point on the scalp carried by the head pose from the head band.
+                       face: FaceFrame | None = None, *, neck: bool = False,
+                       torso: TorsoReference | None = None) -> tuple[ZoneLookup, float]:
+        """Scalp sessions (and neck plans carried by the band): an image point on the scalp, or the neck, carried by
+        the head pose from the head band.
 
         The face mesh, when the face is tracked and the point lies on it, still wins (a face zone: not in a
         scalp plan). Otherwise the camera ray meets the scalp ellipsoid of the head frame; chart points the
         face mesh covers are never scalp (off-surface, so the gate denies), as in `FaceFrame.locate`.
+        With `neck`, the ray also meets the neck: standing on `torso` and twisted under the head
+        (zones/neck_twist.py), or carried by the head while `torso` is None (the gate then denies it,
+        neck_unreferenced); the nearer of the two hits counts.
         Also returns the cosine of the angle between the ray and the scalp's normal there (1 where the ray
-        meets the skin square on; NaN without a scalp hit): an error of the head pose along the line of sight
-        moves the skin point by about that error over this cosine.
+        meets the skin square on, and on the neck; NaN without a hit): an error of the head pose along the line
+        of sight moves the skin point by about that error over this cosine.
         """
         x, y = float(x_px), float(y_px)
         if face is not None and face.hit(x, y) is not None:
             return face.locate(x, y), 1.0
         pt = cv2.undistortPoints(np.array([[[x, y]]], np.float64), camera.K, camera.dist).reshape(2)
-        o, d = ray_in_head_frame(np.asarray(R, float), np.asarray(t_mm, float), np.array([pt[0], pt[1], 1.0]))
+        ray = np.array([pt[0], pt[1], 1.0])
+        o, d = ray_in_head_frame(np.asarray(R, float), np.asarray(t_mm, float), ray)
+        found: list[tuple[float, ZoneLookup, float]] = []
         sc = self.chart.surfaces["scalp"]
         hit = intersect_scalp(o, d, sc)
         if hit is not None and not self.on_face_mesh(*hit.chart_mm):
@@ -249,7 +256,20 @@ class ZoneMapper:
             if zone is not None and "scalp" in zone.carried_on:
                 n = (hit.point_head_mm - np.asarray(sc["centre_mm"], float)) / np.asarray(sc["semi_axes_mm"], float) ** 2
                 cos = abs(float(n @ d)) / float(np.linalg.norm(n))
-                return ZoneLookup(True, zone.name, zone.kind, "scalp", hit.chart_mm, dist, None, None, (x, y)), cos
+                found.append((hit.distance_mm, ZoneLookup(True, zone.name, zone.kind, "scalp", hit.chart_mm, dist, None,
+                                                          None, (x, y)), cos))
+        if neck:
+            nk = self.chart.surfaces["neck"]
+            nh = (locate_neck(torso, RigidPose(np.asarray(R, float), np.asarray(t_mm, float)), ray, nk)
+                  if torso is not None else intersect_neck(o, d, nk))
+            if nh is not None and not self.on_face_mesh(*nh.chart_mm):
+                zone, dist = self.atlas.zone_at(*nh.chart_mm)
+                if zone is not None and "neck" in zone.carried_on:
+                    found.append((nh.distance_mm, ZoneLookup(True, zone.name, zone.kind, "neck", nh.chart_mm, dist,
+                                                             None, None, (x, y)), 1.0))
+        if found:
+            _, lookup, cos = min(found, key=lambda f: f[0])
+            return lookup, cos
         return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, None, None, None, None, None, (x, y)), float("nan")
 
     def locate_tip(self, observation, tip_cam_mm: np.ndarray, camera: CameraModel,
