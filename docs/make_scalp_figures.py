@@ -4,16 +4,21 @@ frontal strokes, 8.5 s, a 6 s turn to the back, 4 s at the back, 30 fps), run en
 
 Usage: python docs/make_scalp_figures.py OUT_DIR      (about 6 minutes on 2 cores; OUT_DIR new or empty)
        python docs/make_scalp_figures.py --face OUT_DIR   (no touches: the face pose's registration, 2 s frontal)
+       python docs/make_scalp_figures.py --neck OUT_DIR   (the neck session of docs/neck.md: the band carries the
+                                                           head, which turns +-45 degrees on a still torso)
        python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from guidance.sim.demo import verify
 from guidance.sim.scalp import ScalpScript
+from guidance.sim.neck_session import neck_chart_error_mm, run_neck_session
+from guidance.sim.neck_turn import NECK_PLAN, NeckScript
 from guidance.sim.scalp_session import PLAN, ScalpResult, run_scalp_session, scalp_figures
 
 
@@ -26,10 +31,14 @@ def main() -> int:
     if len(args) == 2 and args[0] == "--from":
         out = Path(args[1])
         sim, session = out / "simulation", out / "session"
-        r = ScalpResult(verify(sim, session, out / "controller.jsonl", PLAN), scalp_figures(sim, session, PLAN), sim,
-                        session)
+        neck = json.loads((sim / "info.json").read_text()).get("kind") == "neck"
+        plan = NECK_PLAN if neck else PLAN
+        r = ScalpResult(verify(sim, session, out / "controller.jsonl", plan),
+                        scalp_figures(sim, session, plan, neck_chart_error_mm if neck else None), sim, session)
     elif len(args) == 1:
         r = run_scalp_session(Path(args[0]), script=ScalpScript())
+    elif len(args) == 2 and args[0] == "--neck":
+        r = run_neck_session(Path(args[1]), script=NeckScript())
     elif len(args) == 2 and args[0] == "--face":
         r = run_scalp_session(Path(args[1]), script=ScalpScript(touches=False, frontal_s=2.0))
     else:
@@ -38,16 +47,15 @@ def main() -> int:
     f, a = r.figures, r.acceptance
     e = f.chart_error_mm
     rows = [
-        ("frames recorded (touch / frontal / turn / back)",
-         f"{f.frames_recorded} ({f.frames_by_phase.get('touch', 0)} / {f.frames_by_phase.get('frontal', 0)} / "
-         f"{f.frames_by_phase.get('turn', 0)} / {f.frames_by_phase.get('back', 0)})"),
+        ("frames recorded (by phase)",
+         f"{f.frames_recorded} (" + ", ".join(f"{k} {v}" for k, v in f.frames_by_phase.items()) + ")"),
         ("band registered after", f"{f.registered_at_s:.2f} s" if f.registered_at_s is not None else "never"),
         ("band state per frame", ", ".join(f"{k} {v}" for k, v in sorted(f.band_states.items()))),
         ("permits with the true tip in contact outside the plan beyond the margin", str(len(f.permits_outside_plan))),
         ("permits with the true tip on an exclusion", str(len(f.permits_on_exclusion))),
         ("pulses fired / outside the plan beyond the margin / in an exclusion",
          f"{a.pulses_fired} / {len(a.pulses_outside_plan)} / {len(a.pulses_in_exclusion)}"),
-        ("tip chart error in contact on the scalp, median / p90 / max (frames)",
+        ("tip chart error in contact (scalp or neck), median / p90 / max (frames)",
          f"{e.get('median', float('nan')):.1f} / {e.get('p90', float('nan')):.1f} / {e.get('max', float('nan')):.1f} mm"
          f" ({e.get('n', 0)})"),
         *[(f"  ... {k}", f"{v.get('median', float('nan')):.1f} / {v.get('p90', float('nan')):.1f} mm ({v.get('n', 0)})")

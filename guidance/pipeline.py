@@ -39,7 +39,7 @@ from guidance.vision.body.shoulders import ShoulderObservation, ShoulderTracker
 from guidance.vision.face.head_band import (BandHead, HeadBandRegistration, HeadPoseSample, HeadReferenceTracker,
                                             Registration)
 from guidance.vision.handpiece.profiles import HandpieceProfile, load_head_band
-from guidance.vision.face.touch_registration import TouchRegistration, scalp_targets
+from guidance.vision.face.touch_registration import TouchRegistration, neck_targets, scalp_targets
 from guidance.vision.handpiece.silhouette import PosePredictor, Silhouette, pose_of
 from guidance.vision.capture.sources import Frame
 from guidance.zones.atlas import Atlas
@@ -274,8 +274,11 @@ class GuidancePipeline:
             if self.band_body is not None:
                 touch = None
                 if self.config.band_registration == "touch":
-                    touch = TouchRegistration(load_canonical_face(),
-                                              targets=scalp_targets(self.mapper.chart.surfaces["scalp"]))
+                    surfaces = self.mapper.chart.surfaces
+                    targets = scalp_targets(surfaces["scalp"])
+                    if self.neck_planned:  # the band carries the neck too: the sigma must hold there as well
+                        targets = np.vstack([targets, neck_targets(surfaces["neck"])])
+                    touch = TouchRegistration(load_canonical_face(), targets=targets)
                 self.head_ref = HeadReferenceTracker(
                     self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
                     moved_after=self.config.band_slip_frames, touch=touch)

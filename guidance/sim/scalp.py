@@ -253,10 +253,12 @@ def _arc(p0: np.ndarray, n0: np.ndarray, p1: np.ndarray, n1: np.ndarray, s: floa
     return q, n / max(float(np.linalg.norm(n)), 1e-9)
 
 
-def touch_tip(script: "ScalpScript", t: float, plan: TouchPlan, scalp: dict
+def touch_tip(script: "ScalpScript", t: float, plan: TouchPlan, scalp: dict,
+              first_stroke: tuple[np.ndarray, np.ndarray] | None = None
               ) -> tuple[np.ndarray, np.ndarray, float, int] | None:
     """The tip during the touch registration: (head-frame point, outward normal, height off the skin in mm, the
-    landmark touched or -1), or None once the tip is on the scalp (the strokes)."""
+    landmark touched or -1), or None once the tip is on the skin the strokes treat: the scalp where
+    `script.tip_chart` begins, or `first_stroke` (head-frame point and normal)."""
     if not script.touches or t >= script.touches_end_s + script.touch_move_s:
         return None
     step = script.touch_move_s + script.touch_hold_s
@@ -266,7 +268,7 @@ def touch_tip(script: "ScalpScript", t: float, plan: TouchPlan, scalp: dict
     k = int((t - script.touch_start_s) // step)
     if k >= len(plan.points):  # from the last landmark to the scalp, where the strokes begin
         t1 = script.touches_end_s + script.touch_move_s
-        p1, n1, _ = scalp_point(*script.tip_chart(t1, scalp), scalp)
+        p1, n1 = first_stroke if first_stroke is not None else scalp_point(*script.tip_chart(t1, scalp), scalp)[:2]
         s = (t - script.touches_end_s) / script.touch_move_s
         q, n = _arc(plan.points[-1], plan.normals[-1], p1, n1, s)
         return q, n, float(np.linalg.norm(q - ((1 - s) * plan.points[-1] + s * p1))), -1

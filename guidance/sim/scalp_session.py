@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -100,8 +101,11 @@ def chart_error_mm(a: tuple[float, float], b: tuple[float, float], scalp: dict) 
     return math.hypot(du, a[1] - b[1])
 
 
-def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str | Path = PLAN) -> ScalpFigures:
-    """The per-frame scalp figures of a recorded session against its simulation's truth."""
+def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str | Path = PLAN,
+                  chart_error: Callable[[tuple[float, float], tuple[float, float]], float] | None = None) -> ScalpFigures:
+    """The per-frame figures of a recorded band session against its simulation's truth. `chart_error`: the distance
+    between the service's and the true chart points (default: on the scalp, across its seam; `sim/neck_session.py`
+    gives the neck's)."""
     gt = load_ground_truth(sim_dir)
     info = json.loads((Path(sim_dir) / "info.json").read_text())
     fps = float(info["fps"])
@@ -134,7 +138,8 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
             elif not g.plan_distance_mm >= -plan.margin_mm:  # NaN counts as outside
                 f.permits_outside_plan.append(where)
         if g.contact and r.zone is not None and r.zone.chart_mm is not None:
-            e = chart_error_mm(r.zone.chart_mm, (g.chart_u_mm, g.chart_v_mm), scalp)
+            truth = (g.chart_u_mm, g.chart_v_mm)
+            e = chart_error(r.zone.chart_mm, truth) if chart_error else chart_error_mm(r.zone.chart_mm, truth, scalp)
             if g.segment_type != "touch":  # the touches are on the face (the face's mapping), shown apart
                 errors.append(e)
             by_phase.setdefault(g.segment_type, []).append(e)
@@ -153,6 +158,18 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
 def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), rate_hz: float = 15.0,
                       report: bool = True, log=print) -> ScalpResult:
     """Render, run and check one scalp session into OUT (a new or empty folder)."""
+    how = "touch" if script.touches else "face"  # the script touches the landmarks, or leaves it to the face
+    return run_band_session(out, lambda sim_dir: simulate_scalp(sim_dir, script=script).out_dir,
+                            f"the scalp session ({script.duration_s:g} s at {script.fps:g} fps)", PLAN,
+                            ("--band-registration", how), rate_hz=rate_hz, report=report, log=log)
+
+
+def run_band_session(out: str | Path, render: Callable[[Path], Path], what: str, plan: str,
+                     run_args: tuple[str, ...], *, rate_hz: float = 15.0, report: bool = True, log=print,
+                     chart_error: Callable[[tuple[float, float], tuple[float, float]], float] | None = None,
+                     kind: str = "scalp") -> ScalpResult:
+    """Render (`render(folder) -> folder`), run and check one session carried by the head band into OUT (a new or
+    empty folder): the scalp's, or the neck's (sim/neck_session.py)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("output folder exists and is not empty (choose another or remove it)", path=out)
@@ -160,11 +177,10 @@ def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), r
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
     try:
-        log(f"[1/5] rendering the scalp session ({script.duration_s:g} s at {script.fps:g} fps) ...")
-        sim = simulate_scalp(out / "simulation", script=script).out_dir
-        how = "touch" if script.touches else "face"  # the script touches the landmarks, or leaves it to the face
-        run, sim, session = _simulate_and_run(out, env, "", "", PLAN, None, rate_hz, log, simulated=sim,
-                                              run_args=("--band-registration", how))
+        log(f"[1/5] rendering {what} ...")
+        sim = render(out / "simulation")
+        run, sim, session = _simulate_and_run(out, env, "", "", plan, None, rate_hz, log, simulated=sim,
+                                              run_args=run_args)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -172,11 +188,11 @@ def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), r
         log("[4/5] report ...")
         _step(_guidance("report", str(session), "-o", str(out / "report.html"), "--quiet"), env, "guidance report")
     log("[5/5] checking the session against the ground truth ...")
-    acc = verify(sim, session, out / "controller.jsonl", PLAN)
-    fig = scalp_figures(sim, session, PLAN)
+    acc = verify(sim, session, out / "controller.jsonl", plan)
+    fig = scalp_figures(sim, session, plan, chart_error)
     result = ScalpResult(acc, fig, sim, session)
-    (out / "scalp.json").write_text(json.dumps({
+    (out / f"{kind}.json").write_text(json.dumps({
         "acceptance": asdict(acc), "figures": asdict(fig) | {"usable_share": fig.usable_share},
         "safe": result.safe, "run": run.stdout.strip().splitlines()[:3]}, indent=2, default=str) + "\n")
-    log(f"done in {time.monotonic() - t0:.0f} s: {out / 'scalp.json'}")
+    log(f"done in {time.monotonic() - t0:.0f} s: {out / f'{kind}.json'}")
     return result

@@ -132,6 +132,15 @@ def scalp_targets(scalp: dict, step_deg: float = 15.0) -> np.ndarray:
     return c + a * q
 
 
+def neck_targets(neck: dict, step_deg: float = 15.0, step_mm: float = 20.0) -> np.ndarray:
+    """Points on the chart's neck cylinder (head frame at rest), its front half, from under the jaw to the notch:
+    where a touch registration's sigma must hold when the band carries the neck too."""
+    th, y = np.meshgrid(np.radians(np.arange(-90.0, 91.0, step_deg)),
+                        np.arange(float(neck["y_top_mm"]), float(neck["y_bottom_mm"]) + 1e-6, step_mm))
+    r = float(neck["radius_mm"])
+    return np.stack([neck["axis_x_mm"] + r * np.sin(th), y, neck["axis_z_mm"] - r * np.cos(th)], -1).reshape(-1, 3)
+
+
 class TouchRegistration:
     """Collects the touches, in `TOUCH_POINTS` order, and fits band -> head from them.
 

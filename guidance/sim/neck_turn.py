@@ -1,0 +1,278 @@
+"""A rendered neck session with exact ground truth: the head turns +-45 degrees on a still torso, the neck twists.
+
+The client is rendered as for the scalp (``head_scene.HeadScene``: the face
+photo on the canonical face, the cranium, the head band), with the neck's
+cylinder standing on the torso and its skin twisting under the head
+(``zones/neck_twist.py``'s model: w(v) = 1 under the jaw, 0 at the notch --
+so the rendering is the model, as the scalp's head is). The markers of the
+head band and the handpiece are drawn by ``render.SceneRenderer``.
+
+The script (``NeckScript``, times in seconds):
+
+- the touch registration as in the scalp session (``scalp.touch_tip``): the
+  five landmarks, then the tip goes to the neck;
+- ``rest_s``: the head straight (a sway of a degree), the tip stroking the
+  front of the neck: the band's head makes the torso's rest pose;
+- ``turn_s``: the head turns to +``turn_deg``, back, to -``turn_deg`` and back
+  (one sine period) while the tip keeps stroking the part of the neck that
+  faces the camera, its skin sliding under the strokes as it twists.
+
+The strokes are set on the torso: across the front of the neck (angle
+``stroke_half_deg`` either side), in lanes between ``v_low_mm`` and
+``v_high_mm``, a 1 cm lift every ``lift_every_s``. The truth of a point is the
+skin's own chart position (at rest), so a tip that stays still on the torso
+while the head turns moves over the chart.
+
+Written as ``guidance simulate`` writes (``simulated.avi``,
+``ground_truth.csv``, ``info.json``); ``segment_type`` is ``touch``, ``rest``
+or ``turn``; ``face_found`` is the truth's "the face is towards the camera".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from guidance import __version__
+from guidance.errors import UserError
+from guidance.samples import fetch
+from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
+from guidance.sim.head_scene import HeadScene
+from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item
+from guidance.sim.scalp import (FACE_PHOTO, ScalpHand, ScalpScript, TouchPlan, _background, band_on_head, face_uv,
+                                touch_tip)
+from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, _rotation_rate, commit_folder
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.capture.sources import Frame
+from guidance.vision.face.head_pose import load_canonical_face
+from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
+from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
+from guidance.vision.rigid import RigidPose
+from guidance.zones.atlas import load_atlas
+from guidance.zones.chart import load_chart
+from guidance.zones.mapper import ZoneMapper
+from guidance.zones.neck_twist import twist_share
+from guidance.zones.plan import load_plan
+
+NECK_SIM_VERSION = 1
+NECK_PLAN = "neck_decolletage"
+
+
+@dataclass(frozen=True)
+class NeckScript(ScalpScript):
+    """The scalp script's touches and hand, then a rest and a head turn on a still torso (the scalp's own turn,
+    strokes and framing fields are not used)."""
+
+    rest_s: float = 1.5
+    turn_s: float = 8.0
+    turn_deg: float = 45.0
+    sway_deg: float = 1.5
+    torso_y_mm: float = -85.0  # the head frame's origin (at rest) below the optical axis: negative is above
+    torso_distance_mm: float = 470.0
+    stroke_half_deg: float = 35.0
+    stroke_hz: float = 0.45
+    v_low_mm: float = 125.0
+    v_high_mm: float = 185.0
+    normal_weight: float = 0.55
+
+    @property
+    def strokes_from_s(self) -> float:
+        return self.touches_end_s + self.touch_move_s
+
+    @property
+    def turn_from_s(self) -> float:
+        return self.strokes_from_s + self.rest_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.turn_from_s + self.turn_s
+
+    def psi_rad(self, t: float) -> float:
+        """The head's turn about the neck's axis (radians): a small sway until the turn, then one sine period."""
+        if t < self.turn_from_s:
+            return float(np.radians(self.sway_deg) * np.sin(2 * np.pi * 0.3 * t))
+        x = (t - self.turn_from_s) / self.turn_s
+        sway = float(np.radians(self.sway_deg) * np.sin(2 * np.pi * 0.3 * self.turn_from_s))
+        return sway * (1 - min(x * 4, 1.0)) + float(np.radians(self.turn_deg) * np.sin(2 * np.pi * x))
+
+    def stroke(self, t: float) -> tuple[float, float]:
+        """(torso angle about the neck's axis in radians, chart height v in mm) of the tip's stroke at t."""
+        a = np.radians(self.stroke_half_deg) * np.sin(2 * np.pi * self.stroke_hz * (t - self.strokes_from_s))
+        lane = 0.5 + 0.5 * np.sin(2 * np.pi * 0.17 * (t - self.strokes_from_s) - np.pi / 2)
+        return float(a), float(self.v_low_mm + (self.v_high_mm - self.v_low_mm) * lane)
+
+    def lifted_mm(self, t: float) -> float:
+        if t < self.strokes_from_s + 0.3:
+            return 0.0
+        return self.height_mm(t - self.strokes_from_s)
+
+
+def _twist(psi: float, neck: dict, y: np.ndarray) -> np.ndarray:
+    """The skin's turn (radians) at heights y under a head turned by psi."""
+    return psi * twist_share(y, neck)
+
+
+def about_axis(angle_rad: float, neck: dict) -> RigidPose:
+    """A turn about the neck's vertical axis (head frame at rest = torso frame)."""
+    a = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]])
+    R = cv2.Rodrigues(np.array([0.0, angle_rad, 0.0]))[0]
+    return RigidPose(R, a - R @ a)
+
+
+def neck_surface_point(alpha: float, v: float, neck: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Torso-frame point and outward normal on the neck cylinder at angle alpha (chart convention) and height v."""
+    r = float(neck["radius_mm"])
+    n = np.array([np.sin(alpha), 0.0, -np.cos(alpha)])
+    return np.array([neck["axis_x_mm"], v, neck["axis_z_mm"]]) + r * n * np.array([1.0, 0.0, 1.0]), n
+
+
+@dataclass(frozen=True)
+class NeckSimResult:
+    out_dir: Path
+    frames: int
+    fps: float
+    contact_frames: int
+
+
+def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), plan: str | Path = NECK_PLAN,
+                  size: tuple[int, int] = (640, 480), force: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> NeckSimResult:
+    """Render the scripted neck session into OUT_DIR (video, ground truth, info), whole or not at all."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise UserError("output folder exists and is not empty (use --force to replace it)", path=out_dir)
+    if not script.touches:
+        raise UserError("a neck session registers the band by touches", field="touches")
+    the_plan = load_plan(plan)
+    profile = load_handpiece_profile(the_plan.handpiece_profile)
+    band = load_head_band("head_band_default")
+    atlas, chart = load_atlas(), load_chart()
+    mapper = ZoneMapper(chart, atlas)
+    neck, scalp = chart.surfaces["neck"], chart.surfaces["scalp"]
+    camera = CameraModel.default(*size)
+    rng = np.random.default_rng(script.seed)
+    photo = cv2.imread(str(fetch(FACE_PHOTO)))
+    if photo is None:
+        raise UserError("cannot read the face photo", path=FACE_PHOTO)
+    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
+    if not seen.found or seen.landmarks_raw is None:
+        raise UserError("no face found in the face photo", path=FACE_PHOTO)
+    canonical = load_canonical_face()
+    touch_plan = TouchPlan.make(script, canonical, chart.triangles)
+    scene = HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo, seen.landmarks_raw,
+                      _background(size, rng), seed=script.seed)
+    renderer = SceneRenderer(camera)
+    hand = ScalpHand(profile, camera, script.tilt_deg)
+    on_head = band_on_head()
+    torso = RigidPose(np.eye(3), np.array([0.0, script.torso_y_mm, script.torso_distance_mm]))
+    planned = tuple(the_plan.zones)
+    plate = {i: 36.0 for i in band.ids}
+    a0, v0 = script.stroke(script.strokes_from_s)
+    first = neck_surface_point(a0, v0, neck)
+    n = int(np.floor(script.duration_s * script.fps + 1e-9)) + 1
+    dt = 1.0 / script.fps
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    rows: list[GTFrame] = []
+    poses: list[list[float]] = []
+    try:
+        writer = cv2.VideoWriter(str(tmp / VIDEO_FILE), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"),
+                                 script.fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])
+        if not writer.isOpened():
+            raise UserError("cannot write an MJPG video here", path=tmp / VIDEO_FILE)
+        prev: tuple[np.ndarray, RigidPose] | None = None
+        try:
+            for i in range(n):
+                t = i * dt
+                psi = script.psi_rad(t)
+                head = torso.compose(about_axis(psi, neck))
+                band_pose = head.compose(on_head)
+                touching = touch_tip(script, t, touch_plan, scalp, first)
+                if touching is not None:  # on the face (head frame), or on the way
+                    p_head, n_head, h_mm, _ = touching
+                    u, v = (float(x) for x in face_uv(p_head, canonical, chart.triangles, chart.vertex_uv_mm))
+                    tip = head.apply(p_head[None])[0]
+                    side = float(np.clip((p_head[1] - 40.0) / 40.0, 0.0, 1.0))
+                    n_hold = n_head + side * np.array([-1.5, 0.0, 0.0])
+                    normal_cam = head.R @ (n_hold / np.linalg.norm(n_hold))
+                    phase = "touch"
+                else:  # on the neck: set on the torso, the skin twisted under it
+                    alpha, v = script.stroke(t)
+                    h_mm = script.lifted_mm(t)
+                    p_t, n_t = neck_surface_point(alpha, v, neck)
+                    u = float(neck["radius_mm"]) * (alpha + psi * float(twist_share(v, neck)))
+                    tip = torso.apply((p_t + n_t * h_mm)[None])[0]
+                    normal_cam = torso.R @ n_t
+                    phase = "rest" if t < script.turn_from_s else "turn"
+                pose = hand.hold_on(tip, normal_cam, dt, script.normal_weight)
+                lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
+                if prev is not None:
+                    lin = (tip - prev[0]) / dt
+                    ang = _rotation_rate(prev[1].R, pose.R, dt)
+                    speed = float(np.linalg.norm(lin))
+                prev = (tip, pose)
+                body = scene.render(head, band_pose, neck=torso, neck_twist=functools.partial(_twist, psi, neck))
+                item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
+                                      rotate_about_tip=True)
+                nb = blur_samples(profile, float(tip[2]), camera.fx, script.exposure_s, lin, ang)
+                image, truth = renderer.render(body, [SceneItem(band, band_pose, plate), item],
+                                               exposure_s=script.exposure_s, blur_samples=nb,
+                                               noise_sigma=script.noise_sigma, rng=rng)
+                writer.write(image)
+                gt = truth[1]
+                zone, bnd = atlas.zone_at(u, v)
+                if phase != "touch" and zone is not None and (mapper.on_face_mesh(u, v)
+                                                              or "neck" not in zone.carried_on):
+                    zone = None  # the neck lookup never claims these
+                rows.append(GTFrame(
+                    frame_index=i, t_video_ns=int(round(t * 1e9)), source_frame=-1,
+                    face_found=bool(abs(np.degrees(psi)) < 90.0),
+                    segment={"touch": 0, "rest": 1, "turn": 2}[phase], segment_type=phase,
+                    contact=bool(h_mm <= 0.0), height_mm=float(h_mm), chart_u_mm=u, chart_v_mm=v,
+                    true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
+                    boundary_mm=float(bnd) if zone else float("nan"), in_plan=zone is not None and zone.name in planned,
+                    plan_distance_mm=float(atlas.region_distance_mm(planned, u, v)),
+                    tip_x_px=float(gt.tip_px[0]) if gt.tip_px is not None else float("nan"),
+                    tip_y_px=float(gt.tip_px[1]) if gt.tip_px is not None else float("nan"),
+                    tip_x_mm=float(tip[0]), tip_y_mm=float(tip[1]), tip_z_mm=float(tip[2]),
+                    skin_x_px=float("nan"), skin_y_px=float("nan"), speed_mm_s=speed,
+                    chart_speed_mm_s=float("nan"), facing_camera=True,
+                    markers_visible="+".join(str(k) for k in sorted(gt.visible_ids))))
+                poses.append([*map(float, head.rvec), *map(float, head.t_mm), float(np.degrees(psi))])
+                if progress:
+                    progress(i + 1, n)
+        finally:
+            writer.release()
+        write_ground_truth(tmp / GROUND_TRUTH_FILE, rows)
+        info = {
+            "sim_version": NECK_SIM_VERSION, "kind": "neck", "guidance_version": __version__,
+            "video": VIDEO_FILE, "video_codec": "MJPG quality 95", "ground_truth": GROUND_TRUTH_FILE,
+            "script": asdict(script), "face_photo": FACE_PHOTO,
+            "path": {"name": "neck_turn", "duration_s": script.duration_s, "plan": the_plan.source,
+                     "plan_zones": list(planned), "plan_margin_mm": the_plan.margin_mm},
+            "handpiece_profile": {"source": str(the_plan.handpiece_profile),
+                                  "electrode_diameter_mm": profile.electrode_diameter_mm},
+            "head_band": {"profile": "head_band_default", "band_on_head_rvec": [float(x) for x in on_head.rvec],
+                          "band_on_head_tvec_mm": [float(x) for x in on_head.t_mm]},
+            "torso": {"rvec": [float(x) for x in torso.rvec], "tvec_mm": [float(x) for x in torso.t_mm]},
+            "camera": camera.to_dict(), "frame_size": list(size), "fps": script.fps, "frames": n,
+            "contact_frames": int(sum(r.contact for r in rows)),
+            "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera, and the turn psi (degrees)
+            "touches": {"landmarks": list(touch_plan.landmarks), "aimed_points_mm": touch_plan.points.tolist(),
+                        "end_s": script.touches_end_s},
+        }
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+        commit_folder(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return NeckSimResult(out_dir, n, script.fps, sum(r.contact for r in rows))

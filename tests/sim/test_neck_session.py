@@ -1,0 +1,80 @@
+"""A rendered neck session end to end (docs/neck.md): the practitioner touches the five face landmarks, the head
+band carries the head, which then turns +-45 degrees on a still torso while the tip strokes the front of the neck
+and the neck twists under it; real processes, CURVE, recording, report.
+
+Short (30 fps, 12.6 s): the figures in docs/neck.md come from the longer session of
+`docs/make_scalp_figures.py --neck`.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from guidance.review.reprocess import reprocess
+from guidance.session.reader import open_session
+from guidance.sim.ground_truth import load_ground_truth
+from guidance.sim.neck_session import run_neck_session
+from guidance.sim.neck_turn import NeckScript
+
+SCRIPT = NeckScript(fps=30.0, touch_move_s=0.35, touch_hold_s=0.7, rest_s=1.0, turn_s=6.0)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    out = tmp_path_factory.mktemp("neck") / "out"
+    return run_neck_session(out, script=SCRIPT, log=lambda *a: None), out
+
+
+def test_the_band_registers_and_the_torso_rest_is_made_before_the_turn(session):
+    result, _ = session
+    f = result.figures
+    assert f.registered_at_s is not None and f.registered_at_s < SCRIPT.strokes_from_s
+    frames = open_session(result.session_dir, quiet=True).frames
+    assert all(r.torso is not None for r in frames)
+    ready = [r.index / SCRIPT.fps for r in frames if r.torso.ready]
+    assert ready and ready[0] < SCRIPT.turn_from_s  # the rest pose from the band's head, before the head turns
+    states = [r.head_band.state for r in frames]
+    first_ok = states.index("ok")
+    assert "unregistered" not in states[first_ok:] and states.count("moved") <= 5, f.band_states
+
+
+def test_no_permit_outside_the_plan_and_the_turned_neck_is_treated(session):
+    result, _ = session
+    assert result.figures.permits_outside_plan == [] and result.figures.permits_on_exclusion == []
+    assert result.acceptance.pulses_outside_plan == [] and result.acceptance.pulses_in_exclusion == []
+    assert result.acceptance.violations_recorded == 0
+    info = json.loads((result.sim_dir / "info.json").read_text())
+    frames = open_session(result.session_dir, quiet=True).frames
+    turned = [r for r in frames if r.gate.permit and abs(info["head_poses"][r.index][6]) > 30.0]
+    assert len(turned) >= 10  # permits with the head turned beyond 30 degrees
+    assert all(r.zone.surface == "neck" and r.gate.twist_sigma_mm > 2.0 for r in turned)  # the twist's sigma in it
+    # most usable frames denied are passes_exceeded: the neck plan allows 1-2 passes and the strokes go over them
+    assert result.figures.usable_share >= 0.3, result.figures.usable_share
+    assert result.acceptance.pulses_fired >= 10
+
+
+def test_the_tip_lands_on_the_neck_chart_and_coverage_follows_the_truth(session):
+    result, _ = session
+    e = result.figures.chart_error_mm
+    print(f"\nneck session: chart error {e}, by phase {result.figures.chart_error_by_phase_mm}, usable share "
+          f"{result.figures.usable_share:.2f} {result.figures.usable_share_by_phase}, coverage max diff "
+          f"{result.acceptance.coverage_max_diff_pp:.1f} pp, pulses {result.acceptance.pulses_fired}")
+    # The neck carried by the head whole is off by 10-25 mm on such a turn, the face pose's twisted neck by 8 mm
+    # (docs/neck.md): a bound that catches either, not the accuracy itself (2.4-2.8 mm measured, docs/neck.md).
+    assert e["n"] >= 60 and e["median"] < 4.0 and e["p90"] < 6.0, e
+    assert result.figures.chart_error_by_phase_mm["turn"]["median"] < 4.5
+    assert result.acceptance.coverage_max_diff_pp <= 3.0, (result.acceptance.coverage_service,
+                                                         result.acceptance.coverage_truth)
+
+
+def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decision(session, tmp_path):
+    result, out = session
+    frames = open_session(result.session_dir, quiet=True).frames
+    gt = load_ground_truth(result.sim_dir)
+    psi = np.array([r.torso.psi_deg for r in frames if r.torso.ready])
+    assert psi.max() > 35.0 and psi.min() < -35.0  # the band's head saw the whole turn
+    assert all(gt[r.index].segment_type in ("rest", "turn") for r in frames if r.gate.permit)
+    assert (out / "report.html").stat().st_size > 10_000
+    cmp = reprocess(result.session_dir, tmp_path / "same")
+    assert cmp.decisions_changed == 0, cmp.changes
