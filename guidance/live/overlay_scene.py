@@ -21,9 +21,28 @@ from guidance.zones.chart import FaceChart
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import TreatmentPlan
 from guidance.zones.skin import ChartLocator, SkinPoints
+from guidance.zones.neck_twist import TorsoReference, twist_share
 from guidance.zones.surfaces import scalp_points
 
 OUTLINE_STEP_MM = 2.0
+
+
+def project_neck_chart(torso: TorsoReference, neck: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """Neck chart mm (N, 2) -> image px (N, 2): the skin's rest chart point where it is now, twisted by the head's
+    turn on the torso (zones/neck_twist.py); NaN where the neck faces away from the camera there."""
+    uv = np.asarray(uv, float).reshape(-1, 2)
+    r = float(neck["radius_mm"])
+    alpha = uv[:, 0] / r - torso.psi_rad * twist_share(uv[:, 1], neck)
+    normal = np.stack([np.sin(alpha), np.zeros(len(alpha)), -np.cos(alpha)], axis=1)
+    p = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]]) + r * normal
+    p[:, 1] = uv[:, 1]
+    pc = torso.rest.apply(p)
+    facing = (np.sum((normal @ torso.rest.R.T) * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
+    px = np.full((len(pc), 2), np.nan)
+    if facing.any():
+        out, _ = cv2.projectPoints(pc[facing].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), camera.K, camera.dist)
+        px[facing] = out.reshape(-1, 2)
+    return px
 
 
 def project_scalp_chart(head: RigidPose, scalp: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
@@ -60,21 +79,23 @@ class OverlayScene:
         self.outlines: list[tuple[str, str, list[SkinPoints]]] = []
         # body plans: the zones on the patch chart, placed through this frame's patch pose (a plane projection)
         self.body_outlines: list[tuple[str, str, list[np.ndarray]]] = []
-        # scalp sessions: the scalp's zones, placed through the head band's head pose (`project_scalp`)
-        self.scalp_outlines: list[tuple[str, str, list[np.ndarray]]] = []
+        # zones off the face mesh placed through a projector per surface (`fill(offmesh=)`): the scalp's through the
+        # head band's head pose, the neck's through the torso and the twist under the head
+        self.offmesh_outlines: dict[str, list[tuple[str, str, list[np.ndarray]]]] = {"scalp": [], "neck": []}
         for z in self.atlas.zones.values():
-            if z.surface not in ("face", "body", "scalp"):
+            if z.surface not in ("face", "body", "scalp", "neck"):
                 continue
             kind = "exclusion" if (z.kind == "exclusion" or z.name in plan.exclusions) else (
                 "planned" if z.name in plan.zones else "other")
             resampled = [_resample(np.asarray(r), OUTLINE_STEP_MM) for r in z.boundary_mm]
             if z.surface == "body":
                 self.body_outlines.append((z.name, kind, resampled))
-            elif z.surface == "scalp":
-                self.scalp_outlines.append((z.name, kind, resampled))
+            elif z.surface in self.offmesh_outlines:
+                self.offmesh_outlines[z.surface].append((z.name, kind, resampled))
             else:
                 self.outlines.append((z.name, kind, [self.locator.locate(r) for r in resampled]))
         self._pulse_uv: list[tuple[float, float]] = []
+        self._pulse_surface: list[str] = []  # "face", "scalp" or "neck": which projector places the pulse
         self._pulse_skin: SkinPoints | None = None
         self._inset_base, self._inset_origin, self._inset_scale = self._make_inset_base(inset_px_per_mm)
         self._inset_cache: np.ndarray | None = None
@@ -132,10 +153,14 @@ class OverlayScene:
                 passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv])
                 st.coverage_px = np.c_[np.asarray(px, float), passes]
 
-    def _fill_scalp(self, st: OverlayState, project: Callable[[np.ndarray], np.ndarray]) -> None:
-        """The scalp's zones and pulses through `project` (chart mm -> px, NaN where the scalp faces away): a ring
-        seen whole is drawn closed, one seen in part as its visible pieces."""
-        for name, kind, rings in self.scalp_outlines:
+    @property
+    def scalp_outlines(self) -> list[tuple[str, str, list[np.ndarray]]]:
+        return self.offmesh_outlines["scalp"]
+
+    def _fill_offmesh(self, st: OverlayState, surface: str, project: Callable[[np.ndarray], np.ndarray]) -> None:
+        """One off-mesh surface's zones and pulses through `project` (chart mm -> px, NaN where the skin faces
+        away): a ring seen whole is drawn closed, one seen in part as its visible pieces."""
+        for name, kind, rings in self.offmesh_outlines[surface]:
             closed, pieces = True, []
             for r in rings:
                 px = np.asarray(project(r), float)
@@ -160,17 +185,23 @@ class OverlayScene:
                     pieces.append(np.array(run))
             if pieces:
                 st.outlines.append(ZoneOutline(name, kind, pieces, closed))
-        uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)], float).reshape(-1, 2)
-        if len(uv):
+        n = len(self._pulse_uv)
+        mine = [k for k in range(n) if self._pulse_surface[k] == surface]
+        if mine:
+            uv = np.asarray([self._pulse_uv[k] for k in mine], float).reshape(-1, 2)
             px = np.asarray(project(uv), float)
             ok = np.isfinite(px[:, 0])
             if ok.any():
                 passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv[ok]])
-                st.coverage_px = np.c_[px[ok], passes]
+                drawn = np.c_[px[ok], passes]
+                st.coverage_px = drawn if st.coverage_px is None else np.vstack([st.coverage_px, drawn])
 
     # ---- per-frame ------------------------------------------------------------
     def add_pulse(self, u: float, v: float) -> None:
-        self._pulse_uv.append((u, v))
+        zone, _ = self.atlas.zone_at(u, v)
+        self._pulse_surface.append(zone.surface if zone is not None and zone.surface in self.offmesh_outlines
+                                   else "face")
+        self._pulse_uv.append((u, v))  # last: the overlay thread reads up to len(_pulse_uv)
 
     def progress(self) -> list[ZoneProgress]:
         n = len(self._pulse_uv)
@@ -184,17 +215,16 @@ class OverlayScene:
 
     def fill(self, st: OverlayState, landmarks_px: np.ndarray | None, px_per_mm: float | None,
              project: Callable[[np.ndarray], np.ndarray | None] | None = None,
-             project_scalp: Callable[[np.ndarray], np.ndarray] | None = None) -> OverlayState:
+             offmesh: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> OverlayState:
         """Zones and coverage on this frame: through the face's landmarks, for a body plan through `project`
-        (chart mm (N, 2) -> image px (N, 2) on this frame's patch pose; None when the patch is not found), and in
-        a scalp session the scalp's zones through `project_scalp` (the band's head pose; NaN where hidden)."""
+        (chart mm (N, 2) -> image px (N, 2) on this frame's patch pose; None when the patch is not found), and the
+        scalp's and the neck's zones through `offmesh[surface]` (the band's head pose; the twisted neck on the
+        torso; NaN where hidden). The face's landmarks place only the pulses on the face."""
         if project is not None and self.body_outlines:
             self._fill_body(st, project)
-        if project_scalp is not None:
-            self._fill_scalp(st, project_scalp)
-            landmarks_pulses = False  # a scalp plan's pulses are on the scalp, drawn above
-        else:
-            landmarks_pulses = True
+        for surface, proj in (offmesh or {}).items():
+            if surface in self.offmesh_outlines:
+                self._fill_offmesh(st, surface, proj)
         if landmarks_px is not None:
             for name, kind, rings in self.outlines:
                 polys = []
@@ -205,8 +235,10 @@ class OverlayScene:
                         polys.append(p)
                 if polys:
                     st.outlines.append(ZoneOutline(name, kind, polys))
-            uv = np.asarray(self._pulse_uv[:len(self._pulse_uv)])  # snapshot: pulses arrive on another thread
-            if len(uv) and landmarks_pulses:
+            n = len(self._pulse_uv)  # snapshot: pulses arrive on another thread
+            uv = np.asarray(self._pulse_uv[:n])
+            face_pulse = np.array([self._pulse_surface[k] == "face" for k in range(n)], bool)
+            if len(uv) and face_pulse.any():
                 known = 0 if self._pulse_skin is None else len(self._pulse_skin.triangle)
                 if known < len(uv):  # tie only the new pulses to the mesh
                     new = self.locator.locate(uv[known:])
@@ -218,9 +250,11 @@ class OverlayScene:
                 assert self._pulse_skin is not None, "len(uv) > 0, so the pulses were tied to the mesh just above"
                 skin = SkinPoints(self._pulse_skin.triangle[:len(uv)], self._pulse_skin.barycentric[:len(uv)])
                 px = skin.image_px(self.chart, landmarks_px)
-                ok = np.isfinite(px[:, 0])
-                passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv[ok]])
-                st.coverage_px = np.c_[px[ok, :2], passes] if ok.any() else None
+                ok = np.isfinite(px[:, 0]) & face_pulse
+                if ok.any():
+                    passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv[ok]])
+                    drawn = np.c_[px[ok, :2], passes]
+                    st.coverage_px = drawn if st.coverage_px is None else np.vstack([st.coverage_px, drawn])
         if px_per_mm:
             st.footprint_radius_px = self.diameter_mm / 2 * px_per_mm
         st.progress = self.progress()

@@ -36,7 +36,7 @@ from guidance.live.display import Display
 from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.priority import GIL_SWITCH_S, gil_handoff
-from guidance.live.overlay_scene import OverlayScene, project_scalp_chart
+from guidance.live.overlay_scene import OverlayScene, project_neck_chart, project_scalp_chart
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
@@ -412,10 +412,10 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 lm = result.face.landmarks if result.face.found else None
                 ppm = _px_per_mm(result, pipeline)
                 proj = _patch_projector(result, pipeline)
-                scalp = _scalp_projector(result, pipeline)
+                offmesh = _offmesh_projectors(result, pipeline)
                 display.submit(frame.image, st,
-                               lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj, scalp=scalp:
-                               _finish(scene, s, lm, ppm, uv, proj, scalp))
+                               lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj, off=offmesh:
+                               _finish(scene, s, lm, ppm, uv, proj, off))
             if opts.max_frames and result.frame.index + 1 >= opts.max_frames:
                 break
     except KeyboardInterrupt:
@@ -515,18 +515,27 @@ def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):
     return lambda uv: mapper.project(patch, uv, camera)
 
 
-def _scalp_projector(result: FrameResult, pipeline: GuidancePipeline):
-    """Scalp sessions: scalp chart mm -> image px through this frame's head from the band (NaN where the scalp
-    faces away from the camera), else None (not a scalp session, or the band not carrying the head now)."""
-    band, hand = result.head_band, pipeline.hand
-    if band is None or band.state != "ok" or band.pose is None or hand is None:
-        return None
-    return functools.partial(project_scalp_chart, band.pose, pipeline.mapper.chart.surfaces["scalp"], hand.camera)
+def _offmesh_projectors(result: FrameResult, pipeline: GuidancePipeline) -> dict:
+    """Chart mm -> image px for this frame's off-mesh surfaces (for the overlay thread): the scalp through the band's
+    head (scalp sessions, band carrying the head now), the neck twisted on the torso (plans with neck zones, the
+    rest pose made). NaN where the skin faces away."""
+    out: dict = {}
+    hand = pipeline.hand
+    if hand is None:
+        return out
+    surfaces = pipeline.mapper.chart.surfaces
+    band = result.head_band
+    if band is not None and band.state == "ok" and band.pose is not None:
+        out["scalp"] = functools.partial(project_scalp_chart, band.pose, surfaces["scalp"], hand.camera)
+    torso = result.torso
+    if torso is not None and torso.reference is not None:
+        out["neck"] = functools.partial(project_neck_chart, torso.reference, surfaces["neck"], hand.camera)
+    return out
 
 
 def _finish(scene: OverlayScene, st: OverlayState, landmarks, px_per_mm, tip_uv, project=None,
-            project_scalp=None) -> None:
-    scene.fill(st, landmarks, px_per_mm, project, project_scalp)
+            offmesh=None) -> None:
+    scene.fill(st, landmarks, px_per_mm, project, offmesh)
     if st.layers.get("inset"):
         st.chart_inset = scene.inset(tip_uv)
 

@@ -139,7 +139,8 @@ def test_a_scalp_session_draws_the_scalp_zones_through_the_band_head_and_hides_t
     coverage.deposit_pulse(0.0, -70.0, 10.0)
     scene.add_pulse(0.0, -70.0)
     for yaw, pulse_seen in ((0, True), (180, False)):
-        st = scene.fill(OverlayState(), None, None, None, lambda uv, y=yaw: project_scalp_chart(head(y), sc, cam, uv))
+        st = scene.fill(OverlayState(), None, None, None,
+                        {"scalp": lambda uv, y=yaw: project_scalp_chart(head(y), sc, cam, uv)})
         drawn = {o.name: o for o in st.outlines}
         assert set(drawn) <= scalp_zones and drawn
         assert all(o.kind == ("planned" if o.name in plan.zones else "other") for o in drawn.values())
@@ -148,7 +149,7 @@ def test_a_scalp_session_draws_the_scalp_zones_through_the_band_head_and_hides_t
             for p in o.polylines_px:
                 assert np.isfinite(p).all() and len(p) > 1
         assert (st.coverage_px is not None) == pulse_seen
-    st = scene.fill(OverlayState(), None, None, None, lambda uv: project_scalp_chart(head(0), sc, cam, uv))
+    st = scene.fill(OverlayState(), None, None, None, {"scalp": lambda uv: project_scalp_chart(head(0), sc, cam, uv)})
     assert np.allclose(st.coverage_px[0, :2], project_scalp_chart(head(0), sc, cam, front)[0])
     img = draw_overlay(_frame(), st)
     assert (np.abs(img.astype(int) - draw_overlay(_frame(), OverlayState()).astype(int)).sum(axis=2) > 60).mean() > 0.005
@@ -180,3 +181,47 @@ def test_the_landmark_to_touch_is_marked_on_the_face():
     changed = np.argwhere(np.abs(marked.astype(int) - plain.astype(int)).sum(axis=2) > 60)
     assert len(changed) > 50
     assert np.abs(changed[:, 1] - x).max() <= 28 and np.abs(changed[:, 0] - y).max() <= 28  # around the landmark
+
+
+def test_the_neck_zones_are_drawn_twisted_on_the_torso():
+    """Plans with neck zones: the neck's zones follow the skin as it twists under the turned head (a chart point
+    lands where the twisted skin is), the far side hidden; the neck's pulses through the same projection."""
+    import cv2
+
+    from guidance.live.overlay_scene import OverlayScene, project_neck_chart
+    from guidance.vision.capture.camera import CameraModel
+    from guidance.vision.rigid import RigidPose
+    from guidance.zones.chart import load_chart
+    from guidance.zones.coverage import CoverageMap
+    from guidance.zones.neck_twist import TorsoReference, twist_share
+    from guidance.zones.plan import load_plan
+
+    plan = load_plan("neck_decolletage")
+    chart = load_chart()
+    neck = chart.surfaces["neck"]
+    coverage = CoverageMap.for_plan(plan)
+    scene = OverlayScene(plan, chart, coverage, 10.0)
+    neck_zones = {n for n, z in coverage.atlas.zones.items() if z.surface == "neck"}
+    assert {n for n, _, _ in scene.offmesh_outlines["neck"]} == neck_zones
+    cam = CameraModel.default(640, 480)
+    rest = RigidPose(np.eye(3), np.array([0.0, -85.0, 470.0]))
+    psi = np.radians(40.0)
+    torso = TorsoReference(rest, psi)
+    u, v = 20.0, 160.0
+    # where the skin of chart (u, v) is now: turned by psi * w(v) about the neck's axis, on the still torso
+    a = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]])
+    R = cv2.Rodrigues(np.array([0.0, psi * float(twist_share(v, neck)), 0.0]))[0]
+    al = u / neck["radius_mm"]
+    p_rest = np.array([a[0] + neck["radius_mm"] * np.sin(al), v, a[2] - neck["radius_mm"] * np.cos(al)])
+    p_now = rest.apply((R @ (p_rest - a) + a)[None])
+    want, _ = cv2.projectPoints(p_now.reshape(1, 1, 3), np.zeros(3), np.zeros(3), cam.K, cam.dist)
+    got = project_neck_chart(torso, neck, cam, np.array([[u, v]]))
+    assert np.allclose(got, want.reshape(1, 2), atol=1e-6)
+    assert np.isnan(project_neck_chart(torso, neck, cam, np.array([[170.0, v]]))).all()  # round the back
+    coverage.deposit_pulse(u, v, 10.0)
+    scene.add_pulse(u, v)
+    st = scene.fill(OverlayState(), None, None, None, {"neck": lambda q: project_neck_chart(torso, neck, cam, q)})
+    assert {o.name for o in st.outlines} == neck_zones
+    assert st.coverage_px is not None and np.allclose(st.coverage_px[0, :2], got[0])
+    st = scene.fill(OverlayState(), None, None)  # without the torso (not referenced yet): nothing on the neck
+    assert not st.outlines and st.coverage_px is None
