@@ -197,10 +197,13 @@ class OverlayScene:
                 st.coverage_px = drawn if st.coverage_px is None else np.vstack([st.coverage_px, drawn])
 
     # ---- per-frame ------------------------------------------------------------
-    def add_pulse(self, u: float, v: float) -> None:
+    def surface_of(self, u: float, v: float) -> str:
+        """Which projector places a pulse at chart (u, v): "scalp", "neck", else "face" (the landmarks)."""
         zone, _ = self.atlas.zone_at(u, v)
-        self._pulse_surface.append(zone.surface if zone is not None and zone.surface in self.offmesh_outlines
-                                   else "face")
+        return zone.surface if zone is not None and zone.surface in self.offmesh_outlines else "face"
+
+    def add_pulse(self, u: float, v: float) -> None:
+        self._pulse_surface.append(self.surface_of(u, v))
         self._pulse_uv.append((u, v))  # last: the overlay thread reads up to len(_pulse_uv)
 
     def progress(self) -> list[ZoneProgress]:

@@ -220,6 +220,8 @@ class _ReplayScene(OverlayScene):
             self._inset_pulses = -1  # caches are keyed by pulse count; a new map invalidates them
             self._progress_pulses = -1
         self.coverage = coverage
+        known = min(len(self._pulse_surface), len(placed))
+        self._pulse_surface = self._pulse_surface[:known] + [self.surface_of(u, v) for u, v in placed[known:]]
         self._pulse_uv = list(placed)  # same order as before: the located-on-mesh cache stays a valid prefix
 
 

@@ -519,8 +519,24 @@ def band_registration_text(tl: Timeline) -> str:
     again = sum(1 for (_, x), (_, y) in zip(bands, bands[1:]) if x.registered and not y.registered)
     fit = (f"touching {b.samples} landmarks, fit residual {_num(b.spread_mm or math.nan)} mm RMS" if b.method == "touch"
            else f"from {b.samples} face poses")
-    return (f"registered at {(r.t_capture_ns - t0) / 1e9:.1f} s {fit}; scalp sigma {_num(b.sigma_mm or math.nan)} mm; "
+    return (f"registered at {(r.t_capture_ns - t0) / 1e9:.1f} s {fit}; sigma {_num(b.sigma_mm or math.nan)} mm; "
             + (f"registered again {again} time(s) after a slip" if again else "no slip"))
+
+
+def neck_text(tl: Timeline) -> str:
+    """A plan with neck zones: when the torso's rest pose was made and how far the head turned from it ("" for
+    other sessions; docs/neck.md)."""
+    frames = tl.session.frames
+    torso = [(r, r.torso) for r in frames if r.torso is not None]
+    if not torso:
+        return ""
+    ready = [(r, t) for r, t in torso if t.ready and t.psi_deg is not None]
+    if not ready:
+        return "the rest pose (client facing the camera) was never made: every neck point denied neck_unreferenced"
+    t0 = frames[0].t_capture_ns
+    psi = [float(t.psi_deg) for _, t in ready]  # type: ignore[arg-type]
+    return (f"rest pose made at {(ready[0][0].t_capture_ns - t0) / 1e9:.1f} s; the head turned from "
+            f"{min(psi):+.0f}° to {max(psi):+.0f}° since (the neck twisting on the torso, taken as still)")
 
 
 def summary_html(f: SessionFacts, tl: Timeline) -> str:
@@ -551,6 +567,9 @@ def summary_html(f: SessionFacts, tl: Timeline) -> str:
     band = band_registration_text(tl)
     if band:
         rows.insert(-3, ("head band", _e(band)))
+    neck = neck_text(tl)
+    if neck:
+        rows.insert(-3, ("neck", _e(neck)))
     warn = ""
     if f.damaged:
         warn += ('<p class="warn bad"><b>Damaged recording.</b> Parts of it could not be read; the figures '

@@ -76,5 +76,7 @@ def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decisio
     assert psi.max() > 35.0 and psi.min() < -35.0  # the band's head saw the whole turn
     assert all(gt[r.index].segment_type in ("rest", "turn") for r in frames if r.gate.permit)
     assert (out / "report.html").stat().st_size > 10_000
+    page = (out / "report.html").read_text()
+    assert "rest pose made at" in page and "touching 5 landmarks" in page
     cmp = reprocess(result.session_dir, tmp_path / "same")
     assert cmp.decisions_changed == 0, cmp.changes
