@@ -12,6 +12,7 @@ Three parts, kept apart so the logic is testable without a display:
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,11 @@ import numpy as np
 
 from guidance.errors import UserError
 from guidance.live.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
-from guidance.live.overlay_scene import OverlayScene
+from guidance.live.overlay_scene import OverlayScene, project_neck_chart, project_scalp_chart
+from guidance.session import records
 from guidance.session.records import FrameRecord
+from guidance.vision.capture.camera import CameraModel
+from guidance.vision.rigid import RigidPose
 from guidance.review.timeline import CoverageReplay, Timeline
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
@@ -244,6 +248,7 @@ class FrameComposer:
             self._fx = (float(cam["camera_matrix"][0][0]), float(cam["image_size"][0]))
         self._blank: np.ndarray | None = None
         self._strip_base: np.ndarray | None = None
+        self._camera: CameraModel | None = None  # the recorded camera at the recorded frame size (scalp, neck)
 
     def _px_per_mm(self, rec: FrameRecord, width: int) -> float | None:
         tip = rec.tip
@@ -278,8 +283,25 @@ class FrameComposer:
         st.layers = {"zones": True, "coverage": True, "inset": False, "mesh": False}
         cov = self.replay.at(i)
         self.scene.set_pulses(cov, self.replay.placed)
-        self.scene.fill(st, self.tl.session.landmarks(i), self._px_per_mm(rec, width))
+        self.scene.fill(st, self.tl.session.landmarks(i), self._px_per_mm(rec, width), None, self._offmesh(rec))
         return st
+
+    def _offmesh(self, rec: FrameRecord) -> dict:
+        """The recorded frame's scalp (the band's head) and neck (the torso and the turn) projectors, as live."""
+        out: dict = {}
+        band, torso = rec.head_band, records.torso_state(rec)
+        if (band is None or band.rvec is None or band.tvec_mm is None) and (torso is None or torso.reference is None):
+            return out
+        if self._camera is None or self._camera.size != tuple(rec.size):
+            cam = self.tl.session.camera()
+            self._camera = cam.scaled_to(*rec.size) if cam is not None else CameraModel.default(*rec.size)
+        surfaces = self.chart.surfaces
+        if band is not None and band.state == "ok" and band.rvec is not None and band.tvec_mm is not None:
+            head = RigidPose.from_rvec(np.asarray(band.rvec, float), np.asarray(band.tvec_mm, float))
+            out["scalp"] = functools.partial(project_scalp_chart, head, surfaces["scalp"], self._camera)
+        if torso is not None and torso.reference is not None:
+            out["neck"] = functools.partial(project_neck_chart, torso.reference, surfaces["neck"], self._camera)
+        return out
 
     def frame_image(self, i: int) -> np.ndarray:
         img = self.tl.session.image(i)

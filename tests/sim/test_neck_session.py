@@ -80,3 +80,12 @@ def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decisio
     assert "rest pose made at" in page and "touching 5 landmarks" in page
     cmp = reprocess(result.session_dir, tmp_path / "same")
     assert cmp.decisions_changed == 0, cmp.changes
+    # the player draws the neck's zones from the recorded torso, as the live overlay did
+    from guidance.review.player import FrameComposer
+    from guidance.review.timeline import build_timeline
+    from guidance.zones.atlas import load_atlas
+
+    turned = next(r.index for r in frames if r.torso.ready and abs(r.torso.psi_deg) > 30.0)
+    st = FrameComposer(build_timeline(open_session(result.session_dir, quiet=True), load_atlas())).overlay_state(
+        turned, 640)
+    assert {"neck_anterior", "neck_lateral_left", "neck_lateral_right"} <= {o.name for o in st.outlines}

@@ -82,6 +82,15 @@ def test_the_recording_keeps_the_band_and_reprocessing_reproduces_every_decision
     assert "registered at" in page and "touching 5 landmarks, fit residual" in page  # the trainer sees how
     cmp = reprocess(result.session_dir, tmp_path / "same")
     assert cmp.decisions_changed == 0, cmp.changes
+    # the player draws the scalp's zones from the recorded band head, as the live overlay did
+    from guidance.review.player import FrameComposer
+    from guidance.review.timeline import build_timeline
+    from guidance.zones.atlas import load_atlas
+
+    back = next(r.index for r in frames if r.head_band.state == "ok" and r.index / SCRIPT.fps > SCRIPT.frontal_s + 3)
+    st = FrameComposer(build_timeline(open_session(result.session_dir, quiet=True), load_atlas())).overlay_state(
+        back, 640)
+    assert any(o.name.startswith("scalp_") for o in st.outlines)
     wide = reprocess(result.session_dir, tmp_path / "wide", margin_mm=8.0)
     again = open_session(tmp_path / "wide", quiet=True).frames
     assert sum(r.gate.permit for r in again) < sum(r.gate.permit for r in frames)
