@@ -5,7 +5,9 @@ frontal strokes, 8.5 s, a 6 s turn to the back, 4 s at the back, 30 fps), run en
 Usage: python docs/make_scalp_figures.py OUT_DIR      (about 6 minutes on 2 cores; OUT_DIR new or empty)
        python docs/make_scalp_figures.py --face OUT_DIR   (no touches: the face pose's registration, 2 s frontal)
        python docs/make_scalp_figures.py --neck OUT_DIR   (the neck session of docs/neck.md: the band carries the
-                                                           head, which turns +-45 degrees on a still torso)
+                                                           head, which turns +-45 degrees; the torso shifts, the
+                                                           sternum patch carries it)
+       python docs/make_scalp_figures.py --neck-no-patch OUT_DIR   (the same without the patch: the torso taken as still)
        python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
 """
 
@@ -39,6 +41,8 @@ def main() -> int:
         r = run_scalp_session(Path(args[0]), script=ScalpScript())
     elif len(args) == 2 and args[0] == "--neck":
         r = run_neck_session(Path(args[1]), script=NeckScript())
+    elif len(args) == 2 and args[0] == "--neck-no-patch":
+        r = run_neck_session(Path(args[1]), script=NeckScript(patch=False))
     elif len(args) == 2 and args[0] == "--face":
         r = run_scalp_session(Path(args[1]), script=ScalpScript(touches=False, frontal_s=2.0))
     else:

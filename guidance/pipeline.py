@@ -282,6 +282,8 @@ class GuidancePipeline:
                 self.head_ref = HeadReferenceTracker(
                     self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
                     moved_after=self.config.band_slip_frames, touch=touch)
+            if self.scalp and self.neck_planned:  # a neck carried by the band: a sternum patch, when worn, carries
+                self.patch_tracker = PatchTracker(cam)  # the torso (zones/neck_twist.py)
             if self.config.skin_memory and self.body_area is None:
                 self.silhouette = Silhouette(self.profile, cam)
             if self.body_area is not None:
@@ -399,7 +401,7 @@ class GuidancePipeline:
         if self.body_area is not None:
             return self._process_body(frame)
         assert self.face is not None, "a pipeline made with vision=False only judges recorded observations"
-        face = tip = lookup = shoulders = band_head = torso = None
+        face = tip = lookup = shoulders = band_head = torso = patch = None
         armed = self.state.armed and not self.state.paused
         lookahead = self.latency.value_ms()
         t_face = t_tip = t_zone = self.clock()
@@ -409,15 +411,19 @@ class GuidancePipeline:
             # computation as one after the other, so every decision is unchanged.
             hand = self._tracker_for(frame)
             pending = self._stage.submit(self._timed, hand.process, frame.image, frame.t_capture_ns, frame.index)
-            band_pending = None
+            band_pending = patch_pending = None
             if self.head_ref is not None:  # the band's markers, on the stage thread after the handpiece's
                 band_pending = self._stage.submit(self.head_ref.track, frame.image, frame.t_capture_ns)
+            if self.patch_tracker is not None:  # a neck session's sternum patch, after the band's
+                patch_pending = self._stage.submit(self.patch_tracker.process, frame.image, frame.t_capture_ns,
+                                                   frame.index)
             try:
                 face = self.face.process(self._unoccluded(frame))
                 t_face = self.clock()
             finally:
                 tip, t_tip = pending.result()  # never leave the stage thread working on a frame we moved past
                 band = band_pending.result() if band_pending is not None else None
+                patch = patch_pending.result() if patch_pending is not None else None
             if band is not None:
                 band_head = self._band_head(band, face, tip)
             self._remember_skin(frame, face, tip)
@@ -428,10 +434,10 @@ class GuidancePipeline:
             if self.shoulders is not None:
                 self.shoulders.submit(frame.image, frame.t_capture_ns, frame.index)
                 shoulders = self.shoulders.latest(frame.t_capture_ns)
-            torso = self._torso(face, band_head)
+            torso = self._torso(face, band_head, patch)
             lookup, decision, t_zone = self.judge(frame, face, tip, self.clock(), armed=armed, lookahead_ms=lookahead,
                                                   shoulders=shoulders, mapping_sigma_mm=mapping_sigma,
-                                                  head_band=band_head, torso=torso)
+                                                  head_band=band_head, torso=torso, patch=patch)
         except Exception as exc:  # any fault on the hot path: deny, disarm, record it
             decision = deny(self.policy, Reason.INTERNAL_ERROR, t_capture_ns=frame.t_capture_ns, now_ns=self.clock())
             self.set_armed(False, f"fault: {type(exc).__name__}: {exc}")
@@ -439,11 +445,13 @@ class GuidancePipeline:
             if face is None:
                 face = _no_face(frame, self.clock())
         return self._publish(frame, face, tip, lookup, decision, t_face, t_tip, t_zone, armed, lookahead, shoulders,
-                             head_band=band_head, torso=torso)
+                             head_band=band_head, torso=torso, patch=patch)
 
-    def _torso(self, face: FaceObservation, band_head: BandHead | None = None) -> TorsoState | None:
-        """Plans with neck zones: this frame's torso (the rest pose once made, and the head's turn since): from the
-        face pose, or in a band session from the band's head (registered, carried this frame)."""
+    def _torso(self, face: FaceObservation, band_head: BandHead | None = None,
+               patch: PatchObservation | None = None) -> TorsoState | None:
+        """Plans with neck zones: this frame's torso (the rest pose once made, moved with the sternum patch when one
+        was seen at rest, and the head's turn relative to it): from the face pose, or in a band session from the
+        band's head (registered, carried this frame)."""
         if self.torso_builder is None:
             return None
         head: RigidPose | None = None
@@ -455,7 +463,10 @@ class GuidancePipeline:
             if pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence:
                 head = RigidPose(pose.R, np.asarray(pose.tvec_mm, float))
         yaw = None if head is None else float(np.degrees(np.arcsin(-np.clip(head.R[2, 0], -1.0, 1.0))))
-        return TorsoState(self.torso_builder.add(head, yaw))
+        sternum = None
+        if patch is not None and patch.found and patch.rvec is not None and patch.tvec_mm is not None:
+            sternum = RigidPose.from_rvec(np.asarray(patch.rvec, float), np.asarray(patch.tvec_mm, float))
+        return TorsoState(self.torso_builder.add(head, yaw, sternum))
 
     def _band_head(self, band: Any, face: FaceObservation, tip: TipObservation | None = None) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when

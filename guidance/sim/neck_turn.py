@@ -15,7 +15,13 @@ The script (``NeckScript``, times in seconds):
   front of the neck: the band's head makes the torso's rest pose;
 - ``turn_s``: the head turns to +``turn_deg``, back, to -``turn_deg`` and back
   (one sine period) while the tip keeps stroking the part of the neck that
-  faces the camera, its skin sliding under the strokes as it twists.
+  faces the camera, its skin sliding under the strokes as it twists; the
+  client also shifts in the chair meanwhile (the torso turns by
+  ``torso_turn_deg`` about the neck's axis and slides ``torso_shift_mm``
+  sideways, there and back).
+
+With ``patch`` the skin patch of the body area ``decolletage`` is on the
+sternum (42 mm below the notch): the service tracks it and the torso with it.
 
 The strokes are set on the torso: across the front of the neck (angle
 ``stroke_half_deg`` either side), in lanes between ``v_low_mm`` and
@@ -55,6 +61,7 @@ from guidance.vision.capture.sources import Frame
 from guidance.vision.face.head_pose import load_canonical_face
 from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
 from guidance.vision.face.tracker import FaceTracker, TrackerConfig
+from guidance.vision.handpiece.designs import PatchDesign
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.vision.rigid import RigidPose
 from guidance.zones.atlas import load_atlas
@@ -77,7 +84,12 @@ class NeckScript(ScalpScript):
     turn_deg: float = 45.0
     sway_deg: float = 1.5
     torso_y_mm: float = -85.0  # the head frame's origin (at rest) below the optical axis: negative is above
-    torso_distance_mm: float = 470.0
+    torso_distance_mm: float = 540.0
+    # The client shifts in the chair during the turn: the torso turns by torso_turn_deg about the neck's axis and
+    # slides torso_shift_mm sideways, smoothly there and back (0: a still torso).
+    torso_turn_deg: float = 6.0
+    torso_shift_mm: float = 12.0
+    patch: bool = True  # the skin patch of the body area `decolletage` on the sternum (it carries the torso)
     stroke_half_deg: float = 35.0
     stroke_hz: float = 0.45
     v_low_mm: float = 125.0
@@ -104,6 +116,13 @@ class NeckScript(ScalpScript):
         sway = float(np.radians(self.sway_deg) * np.sin(2 * np.pi * 0.3 * self.turn_from_s))
         return sway * (1 - min(x * 4, 1.0)) + float(np.radians(self.turn_deg) * np.sin(2 * np.pi * x))
 
+    def torso_motion(self, t: float) -> float:
+        """How far the torso has shifted (0 at rest, 1 at the middle of the turn, back to 0 at its end)."""
+        if t < self.turn_from_s:
+            return 0.0
+        x = min((t - self.turn_from_s) / self.turn_s, 1.0)
+        return float(0.5 - 0.5 * np.cos(2 * np.pi * x))
+
     def stroke(self, t: float) -> tuple[float, float]:
         """(torso angle about the neck's axis in radians, chart height v in mm) of the tip's stroke at t."""
         a = np.radians(self.stroke_half_deg) * np.sin(2 * np.pi * self.stroke_hz * (t - self.strokes_from_s))
@@ -126,6 +145,13 @@ def about_axis(angle_rad: float, neck: dict) -> RigidPose:
     a = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]])
     R = cv2.Rodrigues(np.array([0.0, angle_rad, 0.0]))[0]
     return RigidPose(R, a - R @ a)
+
+
+def sternum_skin(neck: dict, below_notch_mm: float = 42.0) -> RigidPose:
+    """Where the sternum patch sits in the torso frame: its skin frame (x right, y down, z into the body, as the
+    body areas' patch), centred this far below the notch, on the neck's front plane."""
+    return RigidPose(np.eye(3), np.array([0.0, float(neck["y_bottom_mm"]) + below_notch_mm,
+                                          float(neck["axis_z_mm"]) - float(neck["radius_mm"])]))
 
 
 def neck_surface_point(alpha: float, v: float, neck: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +199,12 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
     renderer = SceneRenderer(camera)
     hand = ScalpHand(profile, camera, script.tilt_deg)
     on_head = band_on_head()
-    torso = RigidPose(np.eye(3), np.array([0.0, script.torso_y_mm, script.torso_distance_mm]))
+    torso0 = RigidPose(np.eye(3), np.array([0.0, script.torso_y_mm, script.torso_distance_mm]))
+    design = PatchDesign()
+    patch_body = design.body()
+    patch_plates = {k: design.pitch_mm for k in patch_body.ids}
+    on_sternum = sternum_skin(neck)
+    standoff = RigidPose(np.eye(3), np.array([0.0, 0.0, -design.standoff_mm]))  # the card, out of the skin
     planned = tuple(the_plan.zones)
     plate = {i: 36.0 for i in band.ids}
     a0, v0 = script.stroke(script.strokes_from_s)
@@ -194,6 +225,9 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
             for i in range(n):
                 t = i * dt
                 psi = script.psi_rad(t)
+                m = script.torso_motion(t)
+                torso = torso0.compose(RigidPose(np.eye(3), np.array([script.torso_shift_mm * m, 0.0, 0.0]))
+                                       ).compose(about_axis(np.radians(script.torso_turn_deg) * m, neck))
                 head = torso.compose(about_axis(psi, neck))
                 band_pose = head.compose(on_head)
                 touching = touch_tip(script, t, touch_plan, scalp, first)
@@ -224,7 +258,10 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                 item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
                                       rotate_about_tip=True)
                 nb = blur_samples(profile, float(tip[2]), camera.fx, script.exposure_s, lin, ang)
-                image, truth = renderer.render(body, [SceneItem(band, band_pose, plate), item],
+                items = [SceneItem(band, band_pose, plate), item]
+                if script.patch:
+                    items.append(SceneItem(patch_body, torso.compose(on_sternum).compose(standoff), patch_plates))
+                image, truth = renderer.render(body, items,
                                                exposure_s=script.exposure_s, blur_samples=nb,
                                                noise_sigma=script.noise_sigma, rng=rng)
                 writer.write(image)
@@ -263,7 +300,8 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                                   "electrode_diameter_mm": profile.electrode_diameter_mm},
             "head_band": {"profile": "head_band_default", "band_on_head_rvec": [float(x) for x in on_head.rvec],
                           "band_on_head_tvec_mm": [float(x) for x in on_head.t_mm]},
-            "torso": {"rvec": [float(x) for x in torso.rvec], "tvec_mm": [float(x) for x in torso.t_mm]},
+            "torso": {"rvec": [float(x) for x in torso0.rvec], "tvec_mm": [float(x) for x in torso0.t_mm],
+                      "patch": script.patch},
             "camera": camera.to_dict(), "frame_size": list(size), "fps": script.fps, "frames": n,
             "contact_frames": int(sum(r.contact for r in rows)),
             "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera, and the turn psi (degrees)

@@ -45,8 +45,8 @@ REST_MAX_YAW_DEG = 12.0  # ... facing the camera within this yaw
 class TorsoReference:
     """The neck's frame this frame: the torso (the head frame at rest, camera frame), and the head's turn since."""
 
-    rest: RigidPose  # rest head frame -> camera
-    psi_rad: float  # the head's turn about the neck's axis since rest (about the head's +y)
+    rest: RigidPose  # the torso's frame this frame -> camera: the head frame at rest (moved with the sternum patch)
+    psi_rad: float  # the head's turn about the neck's axis relative to that frame (about the head's +y)
 
 
 @dataclass(frozen=True)
@@ -88,25 +88,47 @@ def locate_neck(torso: TorsoReference, head: RigidPose, ray_cam: np.ndarray, nec
 
 class TorsoReferenceBuilder:
     """Collects near-frontal head poses (the client facing the camera) into the rest pose; then gives each frame's
-    `TorsoReference`. `reset` when a session is armed again (the client may have moved)."""
+    `TorsoReference`. `reset` when a session is armed again (the client may have moved).
+
+    With a skin patch on the sternum seen during the rest (`add(patch=)`: its pose, camera frame), the torso is
+    the patch's from then on: this frame's torso frame is the rest frame moved as the patch moved since
+    (patch_now o patch_rest^-1 o rest), so a client who shifts or turns the shoulders carries the neck's base with
+    them; a frame without the patch then has no torso (a neck point is denied neck_unreferenced). Without a
+    patch at rest, the torso is taken as still."""
 
     def __init__(self, frames: int = REST_FRAMES, max_yaw_deg: float = REST_MAX_YAW_DEG):
         self.frames = frames
         self.max_yaw_deg = max_yaw_deg
         self._poses: list[RigidPose] = []
+        self._patches: list[RigidPose] = []
         self.rest: RigidPose | None = None
+        self.patch_rest: RigidPose | None = None  # the sternum patch at rest, when it was seen then
 
     def reset(self) -> None:
         self._poses.clear()
+        self._patches.clear()
         self.rest = None
+        self.patch_rest = None
 
-    def add(self, head: RigidPose | None, yaw_deg: float | None) -> TorsoReference | None:
-        """This frame's head pose (None: no valid face pose) and its yaw to the camera; the reference, once made."""
+    def add(self, head: RigidPose | None, yaw_deg: float | None,
+            patch: RigidPose | None = None) -> TorsoReference | None:
+        """This frame's head pose (None: none valid), its yaw to the camera and the sternum patch's pose (None: not
+        seen, or none worn); the reference, once made."""
         if self.rest is None and head is not None and yaw_deg is not None and abs(yaw_deg) <= self.max_yaw_deg:
             self._poses.append(head)
+            if patch is not None:
+                self._patches.append(patch)
             if len(self._poses) >= self.frames:
                 ts = np.array([p.t_mm for p in self._poses])
                 self.rest = RigidPose(mean_rotation([p.R for p in self._poses]), np.median(ts, axis=0))
+                if 2 * len(self._patches) >= len(self._poses):  # the patch seen in most of the rest: it carries
+                    pts = np.array([p.t_mm for p in self._patches])
+                    self.patch_rest = RigidPose(mean_rotation([p.R for p in self._patches]), np.median(pts, axis=0))
         if self.rest is None or head is None:
             return None
-        return TorsoReference(self.rest, head_turn_rad(self.rest.R, head.R))
+        frame = self.rest
+        if self.patch_rest is not None:
+            if patch is None:
+                return None  # the torso is the patch's, and the patch is not seen now
+            frame = patch.compose(self.patch_rest.inverse()).compose(self.rest)
+        return TorsoReference(frame, head_turn_rad(frame.R, head.R))

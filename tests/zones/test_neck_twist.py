@@ -205,3 +205,25 @@ def test_a_face_session_with_neck_zones_judges_the_neck_on_the_torso():
     assert pipe.torso_builder.rest is not None
     pipe.set_armed(True, "test")
     assert pipe.torso_builder.rest is None
+
+
+def test_a_sternum_patch_seen_at_rest_carries_the_torso_when_the_client_moves():
+    """With the patch seen during the rest, the torso frame follows it (a client turning and shifting in the chair);
+    without the patch now the torso is not known; without a patch at rest the torso is taken as still."""
+    sternum = RigidPose(np.eye(3), np.array([0.0, 250.0, 15.0]))  # on the torso, below the notch
+    b = TorsoReferenceBuilder(frames=3)
+    for _ in range(3):
+        b.add(TORSO, 0.0, TORSO.compose(sternum))
+    assert b.patch_rest is not None
+    moved = TORSO.compose(RigidPose(cv2.Rodrigues(np.array([0.0, 0.1, 0.0]))[0], np.array([12.0, 0.0, -5.0])))
+    head = moved.compose(RigidPose(cv2.Rodrigues(np.array([0.0, 0.5, 0.0]))[0], np.zeros(3)))
+    ref = b.add(head, None, moved.compose(sternum))
+    assert np.allclose(ref.rest.R, moved.R) and np.allclose(ref.rest.t_mm, moved.t_mm)
+    assert ref.psi_rad == pytest.approx(0.5, abs=1e-9)  # the head's turn relative to the moved torso, not the camera
+    assert b.add(head, None, None) is None  # the torso's patch not seen now: no torso
+    still = TorsoReferenceBuilder(frames=3)
+    for _ in range(3):
+        still.add(TORSO, 0.0)
+    assert still.patch_rest is None
+    ref = still.add(head, None, moved.compose(sternum))
+    assert np.allclose(ref.rest.t_mm, TORSO.t_mm)  # no patch at rest: the rest frame, taken as still
