@@ -1,6 +1,7 @@
 """A rendered neck session end to end (docs/neck.md): the practitioner touches the five face landmarks, the head
-band carries the head, which then turns +-45 degrees on a still torso while the tip strokes the front of the neck
-and the neck twists under it; real processes, CURVE, recording, report.
+band carries the head, which then turns +-45 degrees while the tip strokes the front of the neck and the neck twists
+under it; the client shifts in the chair meanwhile and the sternum patch carries the torso; real processes, CURVE,
+recording, report.
 
 Short (30 fps, 12.6 s): the figures in docs/neck.md come from the longer session of
 `docs/make_scalp_figures.py --neck`.
@@ -74,6 +75,10 @@ def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decisio
     gt = load_ground_truth(result.sim_dir)
     psi = np.array([r.torso.psi_deg for r in frames if r.torso.ready])
     assert psi.max() > 35.0 and psi.min() < -35.0  # the band's head saw the whole turn
+    # the torso turned with the client (6 degrees at most) and the recorded torso frame followed the patch
+    assert sum(r.patch is not None and r.patch.found for r in frames) > 0.9 * len(frames)
+    turn = np.array([np.degrees(np.linalg.norm(r.torso.rest_rvec)) for r in frames if r.torso.ready])
+    assert 4.0 < turn.max() - turn.min() < 8.0, (turn.min(), turn.max())
     assert all(gt[r.index].segment_type in ("rest", "turn") for r in frames if r.gate.permit)
     assert (out / "report.html").stat().st_size > 10_000
     page = (out / "report.html").read_text()
