@@ -27,7 +27,8 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
-from guidance.zones.surfaces import cast_ray, intersect_neck, intersect_scalp, ray_in_head_frame
+from guidance.zones.surfaces import (cast_ray, intersect_decolletage, intersect_neck, intersect_scalp,
+                                     ray_in_head_frame)
 from guidance.zones.neck_twist import TorsoReference, locate_neck
 from guidance.vision.rigid import RigidPose
 
@@ -237,7 +238,8 @@ class ZoneMapper:
         face mesh covers are never scalp (off-surface, so the gate denies), as in `FaceFrame.locate`.
         With `neck`, the ray also meets the neck: standing on `torso` and twisted under the head
         (zones/neck_twist.py), or carried by the head while `torso` is None (the gate then denies it,
-        neck_unreferenced); the nearer of the two hits counts.
+        neck_unreferenced); and, with the torso known, the chart's décolletage plane on the torso (its lower
+        edge the chart's proportional one: no shoulder line in a band session). The nearest hit counts.
         Also returns the cosine of the angle between the ray and the scalp's normal there (1 where the ray
         meets the skin square on, and on the neck; NaN without a hit): an error of the head pose along the line
         of sight moves the skin point by about that error over this cosine.
@@ -267,6 +269,14 @@ class ZoneMapper:
                 if zone is not None and "neck" in zone.carried_on:
                     found.append((nh.distance_mm, ZoneLookup(True, zone.name, zone.kind, "neck", nh.chart_mm, dist,
                                                              None, None, (x, y)), 1.0))
+        if neck and torso is not None:  # the face chart's décolletage plane, standing on the torso (no twist there)
+            to, td = ray_in_head_frame(torso.rest.R, torso.rest.t_mm, ray)
+            dh = intersect_decolletage(to, td, self.chart.surfaces["decolletage"])
+            if dh is not None and not self.on_face_mesh(*dh.chart_mm):
+                zone, dist = self.atlas.zone_at(*dh.chart_mm)
+                if zone is not None and "decolletage" in zone.carried_on:
+                    found.append((dh.distance_mm, ZoneLookup(True, zone.name, zone.kind, "decolletage", dh.chart_mm,
+                                                             dist, None, None, (x, y)), 1.0))
         if found:
             _, lookup, cos = min(found, key=lambda f: f[0])
             return lookup, cos

@@ -227,3 +227,21 @@ def test_a_sternum_patch_seen_at_rest_carries_the_torso_when_the_client_moves():
     assert still.patch_rest is None
     ref = still.add(head, None, moved.compose(sternum))
     assert np.allclose(ref.rest.t_mm, TORSO.t_mm)  # no patch at rest: the rest frame, taken as still
+
+
+def test_a_band_session_finds_the_decolletage_on_the_torso_whatever_the_head_does(mapper):
+    """With the torso known the face chart's décolletage plane stands on it: a point there maps to its own chart
+    point with the head turned 30 degrees; without the torso it is not looked up (off-surface)."""
+    neck = mapper.chart.surfaces["neck"]
+    dec = mapper.chart.surfaces["decolletage"]
+    head = TORSO.compose(about_axis(np.radians(30.0), neck))
+    torso = TorsoReference(TORSO, head_turn_rad(TORSO.R, head.R))
+    for x, y in ((20.0, 260.0), (-45.0, 300.0)):
+        p = TORSO.apply(np.array([[x, y, dec["plane_z_mm"]]]))
+        px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), CAM.K, CAM.dist)
+        u, v = px.reshape(2)
+        lookup, cos = mapper.locate_on_band(head.R, head.t_mm, u, v, CAM, neck=True, torso=torso)
+        assert lookup.zone == "decolletage" and lookup.surface == "decolletage" and cos == 1.0
+        assert np.allclose(lookup.chart_mm, (x, y), atol=1e-6)
+        off, _ = mapper.locate_on_band(head.R, head.t_mm, u, v, CAM, neck=True, torso=None)
+        assert off.surface is None  # the torso not known yet: nothing there
