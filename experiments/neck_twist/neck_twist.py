@@ -41,6 +41,7 @@ import numpy as np
 from guidance.pipeline import PipelineConfig
 from guidance.samples import fetch
 from guidance.sim.head_scene import HeadScene
+from guidance.sim.neck_turn import about_axis, neck_surface_point
 from guidance.sim.render import SceneRenderer
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.sources import Frame
@@ -66,18 +67,9 @@ def yaw_deg(t: float) -> float:
     return TURN_DEG * float(np.sin(2 * np.pi * (t - REST_S) / TURN_S))
 
 
-def about_axis(angle_rad: float, neck: dict) -> RigidPose:
-    """A turn about the neck's (vertical) axis, in the frame the neck stands in."""
-    a = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]])
-    R = cv2.Rodrigues(np.array([0.0, angle_rad, 0.0]))[0]
-    return RigidPose(R, a - R @ a)
-
-
 def neck_point(u: float, v: float, neck: dict) -> np.ndarray:
     """The rest frame's point of chart (u, v) on the neck cylinder (the inverse of `intersect_neck`'s chart)."""
-    r = neck["radius_mm"]
-    al = u / r
-    return np.array([neck["axis_x_mm"] + r * np.sin(al), v, neck["axis_z_mm"] - r * np.cos(al)])
+    return neck_surface_point(u / neck["radius_mm"], v, neck)[0]
 
 
 def map_twist(torso: RigidPose, psi: float, head: RigidPose, ray_cam: np.ndarray,

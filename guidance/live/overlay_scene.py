@@ -153,10 +153,6 @@ class OverlayScene:
                 passes = np.array([self.coverage.passes_at(u, v) for (u, v) in uv])
                 st.coverage_px = np.c_[np.asarray(px, float), passes]
 
-    @property
-    def scalp_outlines(self) -> list[tuple[str, str, list[np.ndarray]]]:
-        return self.offmesh_outlines["scalp"]
-
     def _fill_offmesh(self, st: OverlayState, surface: str, project: Callable[[np.ndarray], np.ndarray]) -> None:
         """One off-mesh surface's zones and pulses through `project` (chart mm -> px, NaN where the skin faces
         away): a ring seen whole is drawn closed, one seen in part as its visible pieces."""

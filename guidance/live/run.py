@@ -44,6 +44,7 @@ from guidance.session.writer import SessionRecorder
 from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
+from guidance.vision.face.head_band import NOT_REGISTERED
 from guidance.vision.face.touch_registration import TOUCH_POINTS
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.yamlfile import read_yaml
@@ -502,7 +503,7 @@ def _prompt(result: FrameResult) -> str:
     if band is None or band.state != "unregistered" or band.registration is None or band.registration.registered:
         return ""
     text = band.registration.reason
-    prefix = "head_band_not_registered: "
+    prefix = f"{NOT_REGISTERED}: "
     return text[len(prefix):] if text.startswith(prefix) else ""
 
 

@@ -49,18 +49,13 @@ import numpy as np
 
 from guidance import __version__
 from guidance.errors import UserError
-from guidance.samples import fetch
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
-from guidance.sim.head_scene import HeadScene
-from guidance.sim.render import SceneItem, SceneRenderer, blur_samples, handpiece_item
-from guidance.sim.scalp import (FACE_PHOTO, ScalpHand, ScalpScript, TouchPlan, _background, band_on_head, face_uv,
-                                touch_tip)
-from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, _rotation_rate, commit_folder
+from guidance.sim.render import SceneItem
+from guidance.sim.scalp import (FACE_PHOTO, HandpieceTake, ScalpScript, TouchPlan, band_on_head, client_scene,
+                                face_uv, tip_columns, touch_hold_normal, touch_tip)
+from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, commit_folder
 from guidance.vision.capture.camera import CameraModel
-from guidance.vision.capture.sources import Frame
 from guidance.vision.face.head_pose import load_canonical_face
-from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
-from guidance.vision.face.tracker import FaceTracker, TrackerConfig
 from guidance.vision.handpiece.designs import PatchDesign
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.vision.rigid import RigidPose
@@ -186,18 +181,10 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
     neck, scalp = chart.surfaces["neck"], chart.surfaces["scalp"]
     camera = CameraModel.default(*size)
     rng = np.random.default_rng(script.seed)
-    photo = cv2.imread(str(fetch(FACE_PHOTO)))
-    if photo is None:
-        raise UserError("cannot read the face photo", path=FACE_PHOTO)
-    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
-    if not seen.found or seen.landmarks_raw is None:
-        raise UserError("no face found in the face photo", path=FACE_PHOTO)
     canonical = load_canonical_face()
     touch_plan = TouchPlan.make(script, canonical, chart.triangles)
-    scene = HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo, seen.landmarks_raw,
-                      _background(size, rng), seed=script.seed)
-    renderer = SceneRenderer(camera)
-    hand = ScalpHand(profile, camera, script.tilt_deg)
+    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed)
+    take = HandpieceTake(profile, camera, script)
     on_head = band_on_head()
     torso0 = RigidPose(np.eye(3), np.array([0.0, script.torso_y_mm, script.torso_distance_mm]))
     design = PatchDesign()
@@ -220,7 +207,6 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                                  script.fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])
         if not writer.isOpened():
             raise UserError("cannot write an MJPG video here", path=tmp / VIDEO_FILE)
-        prev: tuple[np.ndarray, RigidPose] | None = None
         try:
             for i in range(n):
                 t = i * dt
@@ -235,9 +221,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                     p_head, n_head, h_mm, _ = touching
                     u, v = (float(x) for x in face_uv(p_head, canonical, chart.triangles, chart.vertex_uv_mm))
                     tip = head.apply(p_head[None])[0]
-                    side = float(np.clip((p_head[1] - 40.0) / 40.0, 0.0, 1.0))
-                    n_hold = n_head + side * np.array([-1.5, 0.0, 0.0])
-                    normal_cam = head.R @ (n_hold / np.linalg.norm(n_hold))
+                    normal_cam = head.R @ touch_hold_normal(p_head, n_head)
                     phase = "touch"
                 else:  # on the neck: set on the torso, the skin twisted under it
                     alpha, v = script.stroke(t)
@@ -247,25 +231,12 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                     tip = torso.apply((p_t + n_t * h_mm)[None])[0]
                     normal_cam = torso.R @ n_t
                     phase = "rest" if t < script.turn_from_s else "turn"
-                pose = hand.hold_on(tip, normal_cam, dt, script.normal_weight)
-                lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
-                if prev is not None:
-                    lin = (tip - prev[0]) / dt
-                    ang = _rotation_rate(prev[1].R, pose.R, dt)
-                    speed = float(np.linalg.norm(lin))
-                prev = (tip, pose)
                 body = scene.render(head, band_pose, neck=torso, neck_twist=functools.partial(_twist, psi, neck))
-                item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
-                                      rotate_about_tip=True)
-                nb = blur_samples(profile, float(tip[2]), camera.fx, script.exposure_s, lin, ang)
-                items = [SceneItem(band, band_pose, plate), item]
-                if script.patch:
-                    items.append(SceneItem(patch_body, torso.compose(on_sternum).compose(standoff), patch_plates))
-                image, truth = renderer.render(body, items,
-                                               exposure_s=script.exposure_s, blur_samples=nb,
-                                               noise_sigma=script.noise_sigma, rng=rng)
+                after = ([SceneItem(patch_body, torso.compose(on_sternum).compose(standoff), patch_plates)]
+                         if script.patch else [])
+                image, gt, speed = take.shoot(body, tip, normal_cam, dt, [SceneItem(band, band_pose, plate)], after,
+                                              rng)
                 writer.write(image)
-                gt = truth[1]
                 zone, bnd = atlas.zone_at(u, v)
                 if phase != "touch" and zone is not None and (mapper.on_face_mesh(u, v)
                                                               or "neck" not in zone.carried_on):
@@ -277,13 +248,8 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                     contact=bool(h_mm <= 0.0), height_mm=float(h_mm), chart_u_mm=u, chart_v_mm=v,
                     true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
                     boundary_mm=float(bnd) if zone else float("nan"), in_plan=zone is not None and zone.name in planned,
-                    plan_distance_mm=float(atlas.region_distance_mm(planned, u, v)),
-                    tip_x_px=float(gt.tip_px[0]) if gt.tip_px is not None else float("nan"),
-                    tip_y_px=float(gt.tip_px[1]) if gt.tip_px is not None else float("nan"),
-                    tip_x_mm=float(tip[0]), tip_y_mm=float(tip[1]), tip_z_mm=float(tip[2]),
-                    skin_x_px=float("nan"), skin_y_px=float("nan"), speed_mm_s=speed,
-                    chart_speed_mm_s=float("nan"), facing_camera=True,
-                    markers_visible="+".join(str(k) for k in sorted(gt.visible_ids))))
+                    plan_distance_mm=float(atlas.region_distance_mm(planned, u, v)), facing_camera=True,
+                    **tip_columns(gt, tip, speed)))
                 poses.append([*map(float, head.rvec), *map(float, head.t_mm), float(np.degrees(psi))])
                 if progress:
                     progress(i + 1, n)

@@ -313,6 +313,68 @@ def _background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.array([150, 160, 170], np.float32) + n + ramp, 0, 255).astype(np.uint8)
 
 
+def client_scene(camera: CameraModel, chart, atlas, canonical: np.ndarray, rng: np.random.Generator,
+                 seed: int) -> HeadScene:
+    """The rendered client: the face photo laid on the canonical face through its own landmarks, a cranium, the
+    neck, the band's fabric, in front of a plain wall."""
+    photo = cv2.imread(str(fetch(FACE_PHOTO)))
+    if photo is None:
+        raise UserError("cannot read the face photo", path=FACE_PHOTO)
+    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
+    if not seen.found or seen.landmarks_raw is None:
+        raise UserError("no face found in the face photo", path=FACE_PHOTO)
+    return HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo, seen.landmarks_raw,
+                     _background(camera.size, rng), seed=seed)
+
+
+def touch_hold_normal(p_head: np.ndarray, n_head: np.ndarray) -> np.ndarray:
+    """The direction the hand holds the handpiece against during the touches (head frame, unit): the skin's
+    normal, and below the mouth turned so the handle comes from the client's right, in view."""
+    side = float(np.clip((p_head[1] - 40.0) / 40.0, 0.0, 1.0))
+    n = np.asarray(n_head, float) + side * np.array([-1.5, 0.0, 0.0])
+    return n / np.linalg.norm(n)
+
+
+class HandpieceTake:
+    """The handpiece drawn over the rendered client frame after frame: held against the skin, its velocity since
+    the last frame (the motion blur), the picture and the handpiece's truth."""
+
+    def __init__(self, profile, camera: CameraModel, script: "ScalpScript"):
+        self.profile, self.camera, self.script = profile, camera, script
+        self.hand = ScalpHand(profile, camera, script.tilt_deg)
+        self.renderer = SceneRenderer(camera)
+        self._prev: tuple[np.ndarray, RigidPose] | None = None
+
+    def shoot(self, body: np.ndarray, tip: np.ndarray, normal_cam: np.ndarray, dt: float, before: list[SceneItem],
+              after: list[SceneItem], rng: np.random.Generator):
+        """(image, the handpiece's truth, tip speed mm/s or NaN on the first frame); `before`/`after`: the other
+        marker bodies, drawn under and over the handpiece."""
+        sc = self.script
+        pose = self.hand.hold_on(tip, normal_cam, dt, sc.normal_weight)
+        lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
+        if self._prev is not None:
+            lin = (tip - self._prev[0]) / dt
+            ang = _rotation_rate(self._prev[1].R, pose.R, dt)
+            speed = float(np.linalg.norm(lin))
+        self._prev = (tip, pose)
+        item = handpiece_item(self.profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
+                              rotate_about_tip=True)
+        nb = blur_samples(self.profile, float(tip[2]), self.camera.fx, sc.exposure_s, lin, ang)
+        image, truth = self.renderer.render(body, [*before, item, *after], exposure_s=sc.exposure_s,
+                                            blur_samples=nb, noise_sigma=sc.noise_sigma, rng=rng)
+        return image, truth[len(before)], speed
+
+
+def tip_columns(gt, tip: np.ndarray, speed: float) -> dict:
+    """The ground-truth columns about the tip that every rendered band session writes the same way."""
+    nan = float("nan")
+    return dict(tip_x_px=float(gt.tip_px[0]) if gt.tip_px is not None else nan,
+                tip_y_px=float(gt.tip_px[1]) if gt.tip_px is not None else nan,
+                tip_x_mm=float(tip[0]), tip_y_mm=float(tip[1]), tip_z_mm=float(tip[2]),
+                skin_x_px=nan, skin_y_px=nan, speed_mm_s=speed, chart_speed_mm_s=nan,
+                markers_visible="+".join(str(k) for k in sorted(gt.visible_ids)))
+
+
 @dataclass(frozen=True)
 class ScalpSimResult:
     out_dir: Path
@@ -337,21 +399,13 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
     scalp = chart.surfaces["scalp"]
     camera = CameraModel.default(*size)
     rng = np.random.default_rng(script.seed)
-    photo = cv2.imread(str(fetch(FACE_PHOTO)))
-    if photo is None:
-        raise UserError("cannot read the face photo", path=FACE_PHOTO)
-    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
-    if not seen.found or seen.landmarks_raw is None:
-        raise UserError("no face found in the face photo", path=FACE_PHOTO)
     canonical = load_canonical_face()
     touch_plan = TouchPlan.make(script, canonical, chart.triangles) if script.touches else None
     if script.touches and script.touches_end_s + script.touch_move_s > script.frontal_s:
         raise UserError(f"the touches end at {script.touches_end_s + script.touch_move_s:.2f} s, after the frontal "
                         f"phase ({script.frontal_s:g} s)", field="frontal_s")
-    scene = HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo,
-                      seen.landmarks_raw, _background(size, rng), seed=script.seed)
-    renderer = SceneRenderer(camera)
-    hand = ScalpHand(profile, camera, script.tilt_deg)
+    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed)
+    take = HandpieceTake(profile, camera, script)
     on_head = band_on_head()
     planned = tuple(the_plan.zones)
     plate = {i: 36.0 for i in band.ids}
@@ -366,7 +420,6 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                                  script.fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])
         if not writer.isOpened():
             raise UserError("cannot write an MJPG video here", path=tmp / VIDEO_FILE)
-        prev: tuple[np.ndarray, RigidPose] | None = None
         try:
             for i in range(n):
                 t = i * dt
@@ -382,27 +435,10 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                     p_head, n_head, (u, v) = scalp_point(theta, phi, scalp)
                     h_mm = script.height_mm(t)
                     tip = head.apply(p_head + n_head * h_mm)
-                n_hold = n_head
-                if touching is not None:  # below the mouth the handle comes from the client's right, in view
-                    side = float(np.clip((p_head[1] - 40.0) / 40.0, 0.0, 1.0))
-                    n_hold = n_head + side * np.array([-1.5, 0.0, 0.0])
-                    n_hold = n_hold / np.linalg.norm(n_hold)
-                pose = hand.hold_on(tip, head.R @ n_hold, dt, script.normal_weight)
-                lin, ang, speed = np.zeros(3), np.zeros(3), float("nan")
-                if prev is not None:
-                    lin = (tip - prev[0]) / dt
-                    ang = _rotation_rate(prev[1].R, pose.R, dt)
-                    speed = float(np.linalg.norm(lin))
-                prev = (tip, pose)
-                body = scene.render(head, band_pose)
-                item = handpiece_item(profile, pose, linear_velocity_mm_s=lin, angular_velocity_rad_s=ang,
-                                      rotate_about_tip=True)
-                nb = blur_samples(profile, float(tip[2]), camera.fx, script.exposure_s, lin, ang)
-                image, truth = renderer.render(body, [SceneItem(band, band_pose, plate), item],
-                                               exposure_s=script.exposure_s, blur_samples=nb,
-                                               noise_sigma=script.noise_sigma, rng=rng)
+                n_hold = touch_hold_normal(p_head, n_head) if touching is not None else n_head
+                image, gt, speed = take.shoot(scene.render(head, band_pose), tip, head.R @ n_hold, dt,
+                                              [SceneItem(band, band_pose, plate)], [], rng)
                 writer.write(image)
-                gt = truth[1]
                 zone, bnd = atlas.zone_at(u, v)
                 if touching is None and zone is not None and (mapper.on_face_mesh(u, v)
                                                               or "scalp" not in zone.carried_on):
@@ -421,12 +457,7 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
                     true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
                     boundary_mm=float(bnd) if zone else float("nan"), in_plan=in_plan,
                     plan_distance_mm=float(atlas.region_distance_mm(planned, u, v)),
-                    tip_x_px=float(gt.tip_px[0]) if gt.tip_px is not None else float("nan"),
-                    tip_y_px=float(gt.tip_px[1]) if gt.tip_px is not None else float("nan"),
-                    tip_x_mm=float(tip[0]), tip_y_mm=float(tip[1]), tip_z_mm=float(tip[2]),
-                    skin_x_px=float("nan"), skin_y_px=float("nan"), speed_mm_s=speed,
-                    chart_speed_mm_s=float("nan"), facing_camera=facing,
-                    markers_visible="+".join(str(k) for k in sorted(gt.visible_ids))))
+                    facing_camera=facing, **tip_columns(gt, tip, speed)))
                 poses.append([*map(float, head.rvec), *map(float, head.t_mm)])
                 if progress:
                     progress(i + 1, n)

@@ -125,7 +125,7 @@ def test_a_scalp_session_draws_the_scalp_zones_through_the_band_head_and_hides_t
     coverage = CoverageMap.for_plan(plan)
     scene = OverlayScene(plan, chart, coverage, 10.0)
     scalp_zones = {n for n, z in coverage.atlas.zones.items() if z.surface == "scalp"}
-    assert {n for n, _, _ in scene.scalp_outlines} == scalp_zones
+    assert {n for n, _, _ in scene.offmesh_outlines["scalp"]} == scalp_zones
     cam = CameraModel.default(640, 480)
 
     def head(yaw_deg: float) -> RigidPose:  # the cranium 520 mm away, turned about its own vertical

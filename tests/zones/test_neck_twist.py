@@ -9,6 +9,7 @@ import pytest
 
 from guidance.gate import GateInput, GatePolicy, Reason, ZoneKind, decide
 from guidance.sim.head_scene import HeadScene
+from guidance.sim.neck_turn import about_axis, neck_surface_point
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.sources import Frame
 from guidance.vision.face.head_pose import HeadPose, load_canonical_face
@@ -28,17 +29,8 @@ def mapper():
     return ZoneMapper()
 
 
-def about_axis(angle_rad: float, neck: dict) -> RigidPose:
-    """A turn about the neck's vertical axis (head frame): how the head turns on a still torso here."""
-    a = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]])
-    R = cv2.Rodrigues(np.array([0.0, angle_rad, 0.0]))[0]
-    return RigidPose(R, a - R @ a)
-
-
 def rest_point(u: float, v: float, neck: dict) -> tuple[np.ndarray, np.ndarray]:
-    r, al = neck["radius_mm"], u / neck["radius_mm"]
-    return (np.array([neck["axis_x_mm"] + r * np.sin(al), v, neck["axis_z_mm"] - r * np.cos(al)]),
-            np.array([np.sin(al), 0.0, -np.cos(al)]))
+    return neck_surface_point(u / neck["radius_mm"], v, neck)
 
 
 def observation(head: RigidPose, canonical: np.ndarray) -> FaceObservation:
