@@ -48,7 +48,7 @@ from guidance.zones.body_mapper import BodyLookup, PatchMapper
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
 from guidance.vision.rigid import RigidPose
-from guidance.zones.neck_twist import TorsoReferenceBuilder, TorsoState, twist_sigma_mm
+from guidance.zones.neck_twist import TorsoReferenceBuilder, TorsoState, notch_point, twist_sigma_mm
 from guidance.zones.skin_speed import SkinSpeed
 from guidance.zones.plan import TreatmentPlan
 
@@ -242,7 +242,10 @@ class GuidancePipeline:
         # Plans with neck zones: the neck stands on the torso (the head frame at rest) and twists under the head
         # (zones/neck_twist.py); the rest pose is made from the first near-frontal head poses after arming (the
         # face's, or in a band session the band's once registered).
-        self.torso_builder = TorsoReferenceBuilder() if self.neck_planned else None
+        # A band session registered by touches also has the sternal notch touched: it places the neck's lower end.
+        notch = self.scalp and self.config.band_registration == "touch"
+        self.torso_builder = (TorsoReferenceBuilder(neck=self.mapper.chart.surfaces["neck"], notch_required=notch)
+                              if self.neck_planned else None)
         self.head_ref: HeadReferenceTracker | None = None
 
     # -- commands --------------------------------------------------------------
@@ -278,7 +281,8 @@ class GuidancePipeline:
                     targets = scalp_targets(surfaces["scalp"])
                     if self.neck_planned:  # the band carries the neck too: the sigma must hold there as well
                         targets = np.vstack([targets, neck_targets(surfaces["neck"])])
-                    touch = TouchRegistration(load_canonical_face(), targets=targets)
+                    touch = TouchRegistration(load_canonical_face(), targets=targets,
+                                              notch=notch_point(surfaces["neck"]) if self.neck_planned else None)
                 self.head_ref = HeadReferenceTracker(
                     self.band_body, cam, HeadBandRegistration(min_samples=self.config.band_registration_frames),
                     moved_after=self.config.band_slip_frames, touch=touch)
@@ -455,9 +459,12 @@ class GuidancePipeline:
         if self.torso_builder is None:
             return None
         head: RigidPose | None = None
+        notch = None
         if self.scalp:
             if band_head is not None and band_head.state == "ok" and band_head.pose is not None:
                 head = band_head.pose
+            if band_head is not None and band_head.registration is not None:
+                notch = band_head.registration.notch_cam_mm
         else:
             pose = face.head_pose if face.found else None
             if pose is not None and pose.valid and face.presence >= self.config.tracker.min_presence:
@@ -466,7 +473,7 @@ class GuidancePipeline:
         sternum = None
         if patch is not None and patch.found and patch.rvec is not None and patch.tvec_mm is not None:
             sternum = RigidPose.from_rvec(np.asarray(patch.rvec, float), np.asarray(patch.tvec_mm, float))
-        return TorsoState(self.torso_builder.add(head, yaw, sternum))
+        return TorsoState(self.torso_builder.add(head, yaw, sternum, notch))
 
     def _band_head(self, band: Any, face: FaceObservation, tip: TipObservation | None = None) -> BandHead:
         """This frame's head from the band: the face pose is given to it (registration, slip check) only when

@@ -21,7 +21,7 @@ from guidance.zones.chart import FaceChart
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.plan import TreatmentPlan
 from guidance.zones.skin import ChartLocator, SkinPoints
-from guidance.zones.neck_twist import TorsoReference, twist_share
+from guidance.zones.neck_twist import TorsoReference, neck_skin_points
 from guidance.zones.surfaces import scalp_points
 
 OUTLINE_STEP_MM = 2.0
@@ -30,12 +30,7 @@ OUTLINE_STEP_MM = 2.0
 def project_neck_chart(torso: TorsoReference, neck: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
     """Neck chart mm (N, 2) -> image px (N, 2): the skin's rest chart point where it is now, twisted by the head's
     turn on the torso (zones/neck_twist.py); NaN where the neck faces away from the camera there."""
-    uv = np.asarray(uv, float).reshape(-1, 2)
-    r = float(neck["radius_mm"])
-    alpha = uv[:, 0] / r - torso.psi_rad * twist_share(uv[:, 1], neck)
-    normal = np.stack([np.sin(alpha), np.zeros(len(alpha)), -np.cos(alpha)], axis=1)
-    p = np.array([neck["axis_x_mm"], 0.0, neck["axis_z_mm"]]) + r * normal
-    p[:, 1] = uv[:, 1]
+    p, normal = neck_skin_points(torso, neck, uv)
     pc = torso.rest.apply(p)
     facing = (np.sum((normal @ torso.rest.R.T) * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
     px = np.full((len(pc), 2), np.nan)

@@ -535,8 +535,14 @@ def neck_text(tl: Timeline) -> str:
         return "the rest pose (client facing the camera) was never made: every neck point denied neck_unreferenced"
     t0 = frames[0].t_capture_ns
     psi = [float(t.psi_deg) for _, t in ready]  # type: ignore[arg-type]
-    return (f"rest pose made at {(ready[0][0].t_capture_ns - t0) / 1e9:.1f} s; the head turned from "
-            f"{min(psi):+.0f}° to {max(psi):+.0f}° since (the neck twisting on the torso, taken as still)")
+    text = (f"rest pose made at {(ready[0][0].t_capture_ns - t0) / 1e9:.1f} s; the head turned from "
+            f"{min(psi):+.0f}° to {max(psi):+.0f}° since (the neck twisting on the torso)")
+    offsets = [t.notch_offset_mm for _, t in ready if t.notch_offset_mm is not None]
+    if offsets:
+        o = offsets[-1]
+        text += (f"; the sternal notch touched {float(np.linalg.norm(o)):.1f} mm from the model's "
+                 f"({o[0]:+.1f}, {o[1]:+.1f}, {o[2]:+.1f} mm), the neck's lower end placed there")
+    return text
 
 
 def summary_html(f: SessionFacts, tl: Timeline) -> str:

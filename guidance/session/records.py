@@ -269,6 +269,7 @@ class TorsoRecord(Record):
     rest_rvec: tuple[float, float, float] | None = None  # rest head frame -> camera (Rodrigues)
     rest_tvec_mm: tuple[float, float, float] | None = None
     psi_deg: float | None = None  # the head's turn since rest, about the neck's axis (this frame's face pose)
+    notch_offset_mm: tuple[float, float, float] | None = None  # the touched sternal notch minus the model's (rest frame)
 
 
 @dataclass(frozen=True)
@@ -429,7 +430,7 @@ def torso_record(t: Any) -> TorsoRecord:
     if ref is None:
         return TorsoRecord(ready=False)
     return TorsoRecord(ready=True, rest_rvec=_floats(ref.rest.rvec), rest_tvec_mm=_floats(ref.rest.t_mm),
-                       psi_deg=float(np.degrees(ref.psi_rad)))
+                       psi_deg=float(np.degrees(ref.psi_rad)), notch_offset_mm=_floats(ref.notch_offset_mm))
 
 
 def torso_state(r: FrameRecord) -> Any:
@@ -443,7 +444,7 @@ def torso_state(r: FrameRecord) -> Any:
     if not t.ready or t.rest_rvec is None or t.rest_tvec_mm is None or t.psi_deg is None:
         return TorsoState(None)
     rest = RigidPose.from_rvec(np.asarray(t.rest_rvec, float), np.asarray(t.rest_tvec_mm, float))
-    return TorsoState(TorsoReference(rest, float(np.radians(t.psi_deg))))
+    return TorsoState(TorsoReference(rest, float(np.radians(t.psi_deg)), t.notch_offset_mm))
 
 
 def observations(r: FrameRecord, landmarks: np.ndarray | None) -> tuple[Any, Any, Any, Any]:

@@ -10,7 +10,9 @@ head band and the handpiece are drawn by ``render.SceneRenderer``.
 The script (``NeckScript``, times in seconds):
 
 - the touch registration as in the scalp session (``scalp.touch_tip``): the
-  five landmarks, then the tip goes to the neck;
+  five landmarks, then (``notch_touch``) the sternal notch, aimed with the
+  same error, held on the torso while the head sways; then the tip goes to
+  the neck;
 - ``rest_s``: the head straight (a sway of a degree), the tip stroking the
   front of the neck: the band's head makes the torso's rest pose;
 - ``turn_s``: the head turns to +``turn_deg``, back, to -``turn_deg`` and back
@@ -51,8 +53,8 @@ from guidance import __version__
 from guidance.errors import UserError
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
 from guidance.sim.render import SceneItem
-from guidance.sim.scalp import (FACE_PHOTO, HandpieceTake, ScalpScript, TouchPlan, band_on_head, client_scene,
-                                face_uv, tip_columns, touch_hold_normal, touch_tip)
+from guidance.sim.scalp import (FACE_PHOTO, HandpieceTake, ScalpScript, TouchPlan, lifted_arc, band_on_head,
+                                client_scene, face_uv, tip_columns, touch_hold_normal, touch_tip)
 from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, commit_folder
 from guidance.vision.capture.camera import CameraModel
 from guidance.vision.face.head_pose import load_canonical_face
@@ -62,7 +64,7 @@ from guidance.vision.rigid import RigidPose
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
 from guidance.zones.mapper import ZoneMapper
-from guidance.zones.neck_twist import twist_share
+from guidance.zones.neck_twist import notch_point, twist_share
 from guidance.zones.plan import load_plan
 
 NECK_SIM_VERSION = 1
@@ -90,6 +92,17 @@ class NeckScript(ScalpScript):
     v_low_mm: float = 125.0
     v_high_mm: float = 185.0
     normal_weight: float = 0.55
+    notch_touch: bool = True  # the sixth touch, on the sternal notch (the service asks for it in neck plans)
+
+    @property
+    def face_touches_end_s(self) -> float:
+        """When the tip leaves the last face landmark."""
+        return ScalpScript.touches_end_s.fget(self)  # type: ignore[attr-defined]
+
+    @property
+    def touches_end_s(self) -> float:
+        """When the tip leaves the last touch (the notch's, with `notch_touch`)."""
+        return self.face_touches_end_s + (self.touch_move_s + self.touch_hold_s if self.notch_touch else 0.0)
 
     @property
     def strokes_from_s(self) -> float:
@@ -149,6 +162,43 @@ def sternum_skin(neck: dict, below_notch_mm: float = 42.0) -> RigidPose:
                                           float(neck["axis_z_mm"]) - float(neck["radius_mm"])]))
 
 
+def notch_aim(script: NeckScript, neck: dict) -> np.ndarray:
+    """Where the scripted practitioner touches the notch (torso frame): the model's notch and an aim error in the
+    skin's plane there (x, y), of `aim_mm` 3D RMS, seeded apart from the face's touches."""
+    e = np.random.default_rng(script.seed + 202).normal(0.0, script.aim_mm / np.sqrt(2.0), 2)
+    return notch_point(neck) + np.array([e[0], e[1], 0.0])
+
+
+def notch_tip(script: NeckScript, t: float, head: RigidPose, torso: RigidPose, plan: TouchPlan, notch: np.ndarray,
+              first: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The tip from the last face landmark to the notch, held there, then to the first stroke: (camera point,
+    direction the hand holds it against, height off the skin in mm), or None outside that stretch."""
+    t0 = script.face_touches_end_s
+    if not script.notch_touch or t < t0 or t >= script.strokes_from_s:
+        return None
+    n_notch = np.array([0.0, 0.0, -1.0])  # the skin's outward normal at the notch, torso frame
+    hold_n = torso.R @ touch_hold_normal(notch, n_notch)
+    notch_cam = torso.apply(notch[None])[0]
+    into = t - t0
+    if into < script.touch_move_s:  # from the last landmark (on the head) to the notch (on the torso)
+        p0, n0 = head.apply(plan.points[-1:])[0], head.R @ plan.normals[-1]
+        p1, n1 = notch_cam, torso.R @ n_notch
+        s = into / script.touch_move_s
+    elif into < script.touch_move_s + script.touch_hold_s:
+        return notch_cam, hold_n, 0.0
+    else:  # to where the strokes begin
+        p0, n0 = notch_cam, torso.R @ n_notch
+        p1, n1 = torso.apply(first[0][None])[0], torso.R @ first[1]
+        s = (into - script.touch_move_s - script.touch_hold_s) / script.touch_move_s
+    q, n = lifted_arc(p0, n0, p1, n1, s)
+    return q, n, max(1.0, float(np.linalg.norm(q - ((1 - s) * p0 + s * p1))))
+
+
+def _neck_chart(p_torso: np.ndarray, neck: dict) -> tuple[float, float]:
+    """(angle about the neck's axis, height) of a torso-frame point: the chart convention of ``neck_surface_point``."""
+    return float(np.arctan2(p_torso[0] - neck["axis_x_mm"], neck["axis_z_mm"] - p_torso[2])), float(p_torso[1])
+
+
 def neck_surface_point(alpha: float, v: float, neck: dict) -> tuple[np.ndarray, np.ndarray]:
     """Torso-frame point and outward normal on the neck cylinder at angle alpha (chart convention) and height v."""
     r = float(neck["radius_mm"])
@@ -196,6 +246,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
     plate = {i: 36.0 for i in band.ids}
     a0, v0 = script.stroke(script.strokes_from_s)
     first = neck_surface_point(a0, v0, neck)
+    notch = notch_aim(script, neck)
     n = int(np.floor(script.duration_s * script.fps + 1e-9)) + 1
     dt = 1.0 / script.fps
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +267,16 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                                        ).compose(about_axis(np.radians(script.torso_turn_deg) * m, neck))
                 head = torso.compose(about_axis(psi, neck))
                 band_pose = head.compose(on_head)
-                touching = touch_tip(script, t, touch_plan, scalp, first)
-                if touching is not None:  # on the face (head frame), or on the way
+                touching = (touch_tip(script, t, touch_plan, scalp, first)
+                            if t < script.face_touches_end_s or not script.notch_touch else None)
+                at_notch = notch_tip(script, t, head, torso, touch_plan, notch, first)
+                on_neck = False
+                if at_notch is not None:  # to the notch, on it, or on to the neck
+                    tip, normal_cam, h_mm = at_notch
+                    alpha, v = _neck_chart(torso.inverse().apply(tip[None])[0], neck)
+                    u = float(neck["radius_mm"]) * (alpha + psi * float(twist_share(v, neck)))
+                    phase, on_neck = "touch", True
+                elif touching is not None:  # on the face (head frame), or on the way
                     p_head, n_head, h_mm, _ = touching
                     u, v = (float(x) for x in face_uv(p_head, canonical, chart.triangles, chart.vertex_uv_mm))
                     tip = head.apply(p_head[None])[0]
@@ -238,7 +297,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                                               rng)
                 writer.write(image)
                 zone, bnd = atlas.zone_at(u, v)
-                if phase != "touch" and zone is not None and (mapper.on_face_mesh(u, v)
+                if (phase != "touch" or on_neck) and zone is not None and (mapper.on_face_mesh(u, v)
                                                               or "neck" not in zone.carried_on):
                     zone = None  # the neck lookup never claims these
                 rows.append(GTFrame(
@@ -272,7 +331,8 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
             "contact_frames": int(sum(r.contact for r in rows)),
             "head_poses": poses,  # per frame: rvec (3), tvec_mm (3), head -> camera, and the turn psi (degrees)
             "touches": {"landmarks": list(touch_plan.landmarks), "aimed_points_mm": touch_plan.points.tolist(),
-                        "end_s": script.touches_end_s},
+                        "end_s": script.touches_end_s,
+                        "notch_aimed_mm": notch.tolist() if script.notch_touch else None},
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
         commit_folder(tmp, out_dir)

@@ -239,7 +239,7 @@ class TouchPlan:
         return cls(np.array(pts), np.array(ns), ids)
 
 
-def _arc(p0: np.ndarray, n0: np.ndarray, p1: np.ndarray, n1: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+def lifted_arc(p0: np.ndarray, n0: np.ndarray, p1: np.ndarray, n1: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
     """The tip's way from one skin point to another, lifted clear of the skin (a Bezier bowed outward): (point,
     normal) at fraction s."""
     s = float(np.clip(s, 0.0, 1.0))
@@ -270,14 +270,14 @@ def touch_tip(script: "ScalpScript", t: float, plan: TouchPlan, scalp: dict,
         t1 = script.touches_end_s + script.touch_move_s
         p1, n1 = first_stroke if first_stroke is not None else scalp_point(*script.tip_chart(t1, scalp), scalp)[:2]
         s = (t - script.touches_end_s) / script.touch_move_s
-        q, n = _arc(plan.points[-1], plan.normals[-1], p1, n1, s)
+        q, n = lifted_arc(plan.points[-1], plan.normals[-1], p1, n1, s)
         return q, n, float(np.linalg.norm(q - ((1 - s) * plan.points[-1] + s * p1))), -1
     into = t - script.touch_start_s - k * step
     if into >= script.touch_move_s:
         return plan.points[k], plan.normals[k], 0.0, k
     p0, n0 = (hover, plan.normals[0]) if k == 0 else (plan.points[k - 1], plan.normals[k - 1])
     s = into / script.touch_move_s
-    q, n = _arc(p0, n0, plan.points[k], plan.normals[k], s)
+    q, n = lifted_arc(p0, n0, plan.points[k], plan.normals[k], s)
     return q, n, max(1.0, float(np.linalg.norm(q - ((1 - s) * p0 + s * plan.points[k])))), -1
 
 

@@ -271,6 +271,8 @@ class ZoneMapper:
                                                              None, None, (x, y)), 1.0))
         if neck and torso is not None:  # the face chart's décolletage plane, standing on the torso (no twist there)
             to, td = ray_in_head_frame(torso.rest.R, torso.rest.t_mm, ray)
+            if torso.notch_offset_mm is not None:  # the plane hangs from the touched notch
+                to = to - np.asarray(torso.notch_offset_mm, float)
             dh = intersect_decolletage(to, td, self.chart.surfaces["decolletage"])
             if dh is not None and not self.on_face_mesh(*dh.chart_mm):
                 zone, dist = self.atlas.zone_at(*dh.chart_mm)

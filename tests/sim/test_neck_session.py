@@ -37,6 +37,20 @@ def test_the_band_registers_and_the_torso_rest_is_made_before_the_turn(session):
     assert ready and ready[0] < SCRIPT.turn_from_s  # the rest pose from the band's head, before the head turns
     states = [r.head_band.state for r in frames]
     first_ok = states.index("ok")
+    # the sixth touch, the sternal notch, was asked for and taken; the band is registered only after it
+    prompts = [r.head_band.prompt for r in frames[:first_ok]]
+    assert any("touch 6 of 6: the sternal notch" in t for t in prompts), sorted(set(prompts))
+    info = json.loads((result.sim_dir / "info.json").read_text())
+    assert first_ok / SCRIPT.fps > SCRIPT.face_touches_end_s  # not before the notch's hold
+    offsets = [np.asarray(r.torso.notch_offset_mm) for r in frames if r.torso.ready]
+    assert offsets and all(o is not None for o in offsets)
+    aimed = np.asarray(info["touches"]["notch_aimed_mm"])
+    from guidance.zones.chart import load_chart
+    from guidance.zones.neck_twist import notch_point
+
+    # the offset is the aim's (1 mm RMS) plus the registration's error at the notch (1-3 mm), not 40 mm
+    true_offset = aimed - notch_point(load_chart().surfaces["neck"])
+    assert float(np.linalg.norm(offsets[0] - true_offset)) < 6.0, (offsets[0], true_offset)
     assert "unregistered" not in states[first_ok:] and states.count("moved") <= 5, f.band_states
 
 

@@ -18,7 +18,7 @@ from guidance.vision.face.tracker import FaceObservation, FaceTracker, TrackerCo
 from guidance.vision.rigid import RigidPose
 from guidance.zones.mapper import ZoneMapper
 from guidance.zones.neck_twist import (TWIST_SIGMA_SHARE, TorsoReference, TorsoReferenceBuilder, head_turn_rad,
-                                       twist_share, twist_sigma_mm)
+                                       neck_skin_points, notch_point, twist_share, twist_sigma_mm)
 
 CAM = CameraModel.default(640, 480)
 TORSO = RigidPose(np.eye(3), np.array([0.0, -85.0, 470.0]))  # the head frame at rest: the chin mid-picture
@@ -237,3 +237,47 @@ def test_a_band_session_finds_the_decolletage_on_the_torso_whatever_the_head_doe
         assert np.allclose(lookup.chart_mm, (x, y), atol=1e-6)
         off, _ = mapper.locate_on_band(head.R, head.t_mm, u, v, CAM, neck=True, torso=None)
         assert off.surface is None  # the torso not known yet: nothing there
+
+
+def test_a_touched_notch_shears_the_neck_and_moves_the_decolletage(mapper):
+    """A client whose notch lies 12 mm lower and 6 mm to the side of the model's (or a rest frame off by that much
+    there): with the touched notch's offset the sheared neck maps each of its skin points to its own chart point, at
+    rest and turned; the décolletage plane hangs from the notch. The builder turns the touched camera point into the
+    offset, and with a notch required gives no torso before it."""
+    neck = mapper.chart.surfaces["neck"]
+    dec = mapper.chart.surfaces["decolletage"]
+    offset = np.array([6.0, 12.0, -3.0])
+    for turn_deg in (0.0, 35.0):
+        head = TORSO.compose(about_axis(np.radians(turn_deg), neck))
+        torso = TorsoReference(TORSO, head_turn_rad(TORSO.R, head.R), tuple(offset))
+        n = 0
+        for u in np.arange(-40.0, 41.0, 20.0):
+            for v in (100.0, 150.0, 195.0):
+                p, _ = neck_skin_points(torso, neck, np.array([[u, v]]))
+                assert np.allclose(p[0] - neck_skin_points(TorsoReference(TORSO, torso.psi_rad), neck,
+                                                           np.array([[u, v]]))[0][0],
+                                   offset * (1.0 - float(twist_share(v, neck))))  # the shear
+                px, _ = cv2.projectPoints(TORSO.apply(p).reshape(1, 1, 3), np.zeros(3), np.zeros(3), CAM.K, CAM.dist)
+                lookup, _ = mapper.locate_on_band(head.R, head.t_mm, *px.reshape(2), CAM, neck=True, torso=torso)
+                if lookup.surface != "neck":
+                    continue  # under the face mesh, or on another surface in front
+                assert np.allclose(lookup.chart_mm, (u, v), atol=0.02), (turn_deg, u, v, lookup.chart_mm)
+                unsheared, _ = mapper.locate_on_band(head.R, head.t_mm, *px.reshape(2), CAM, neck=True,
+                                                     torso=TorsoReference(TORSO, torso.psi_rad))
+                if v > 180.0 and unsheared.chart_mm is not None:  # without the notch: off by most of the offset
+                    assert np.hypot(*(np.asarray(unsheared.chart_mm) - (u, v))) > 6.0
+                n += 1
+        assert n >= 8, n
+        x, y = 20.0, 280.0
+        p = TORSO.apply(np.array([[x, y, dec["plane_z_mm"]]]) + offset)
+        px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), CAM.K, CAM.dist)
+        lookup, _ = mapper.locate_on_band(head.R, head.t_mm, *px.reshape(2), CAM, neck=True, torso=torso)
+        assert lookup.surface == "decolletage" and np.allclose(lookup.chart_mm, (x, y), atol=1e-6)
+    b = TorsoReferenceBuilder(frames=3, neck=neck, notch_required=True)
+    for _ in range(3):
+        assert b.add(TORSO, 0.0) is None  # the rest made, the notch not touched: no torso yet
+    notch_cam = TORSO.apply((notch_point(neck) + offset)[None])[0]
+    ref = b.add(TORSO, 0.0, notch_cam_mm=notch_cam)
+    assert ref is not None and np.allclose(ref.notch_offset_mm, offset)
+    with pytest.raises(ValueError, match="neck"):
+        TorsoReferenceBuilder(notch_required=True)

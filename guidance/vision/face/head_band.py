@@ -60,6 +60,7 @@ class Registration:
     spread_mm: float  # their RMS spread in translation ("face"), or the touch fit's RMS residual ("touch")
     spread_deg: float  # their RMS spread in rotation ("face"; NaN for "touch")
     method: str = "face"  # face | touch (vision/face/touch_registration.py)
+    notch_cam_mm: tuple[float, float, float] | None = None  # the touched sternal notch, camera frame (neck plans)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,9 @@ class HeadReferenceTracker:
                 reason = f"{NOT_REGISTERED}: face the camera and keep the head still (the band is being found)"
             return Registration(False, reason or NOT_REGISTERED, None, len(self.touch.touched), float("nan"),
                                 float("nan"), "touch")
-        return Registration(True, "", fit.band_to_head, len(self.touch.touched), fit.rms_mm, float("nan"), "touch")
+        notch = self.touch.notch_cam_mm
+        return Registration(True, "", fit.band_to_head, len(self.touch.touched), fit.rms_mm, float("nan"), "touch",
+                            None if notch is None else (float(notch[0]), float(notch[1]), float(notch[2])))
 
     def track(self, image: np.ndarray, t_capture_ns: int) -> BodyPose:
         """The band's own pose in this frame (markers only; no face needed, so it can run beside the face)."""

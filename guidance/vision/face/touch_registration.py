@@ -19,6 +19,14 @@ five points (least squares, Kabsch); a fit whose RMS residual is above
 `max_residual_mm` (a point touched wrong, or a head far from the model's
 proportions) is refused and the touches start again from the first.
 
+Plans with neck zones add a sixth touch, the sternal notch (`NOTCH_POINT`),
+after the fit is accepted. It is not part of the fit (the notch is on the
+torso, and a real client's is not where the canonical proportions put it): its
+hold is judged in the camera's frame (the torso still, the head free to sway)
+near where the fitted head puts the model's notch, and the point is handed on
+with the registration (`notch_cam_mm`) to place the neck's lower end
+(zones/neck_twist.py).
+
 What it cannot see: the fit is as good as the model is to the client. On the
 rendered client the head *is* the model, so the fit's error there is the
 tip's and the practitioner's aim; on a real client, whose nasion-to-ear
@@ -61,6 +69,10 @@ TOUCH_POINTS = (
 )
 
 
+# The sixth touch of a plan with neck zones: on the torso, not a face landmark (landmark -1).
+NOTCH_POINT = TouchPoint("sternal_notch", "the sternal notch (the hollow above the breastbone)", -1)
+
+
 @dataclass(frozen=True)
 class TouchConfig:
     hold_s: float = 0.5  # the tip held still this long is a touch
@@ -74,11 +86,14 @@ class TouchConfig:
     # a 9 mm miss at least 2.4 mm. Not measured on real heads: one whose proportions depart from the model's by more
     # than a few mm is refused (then `--band-registration face`).
     max_residual_mm: float = 3.0
+    # The notch's hold counts this close to where the fitted head puts the model's notch: necks differ in length and
+    # posture by more than faces differ in proportion (not measured on real clients).
+    notch_expect_mm: float = 40.0
     aim_mm: float = 2.0  # floor of the touch's localization error (3D RMS): the aim, the tip, the landmark's spot
     band_mm: float = 1.5  # the band's own error on the scalp (true registration: 0.8 mm median, 2.0 p90)
 
     def __post_init__(self) -> None:
-        for name in ("hold_s", "still_mm", "expect_mm", "max_residual_mm", "aim_mm", "band_mm"):
+        for name in ("hold_s", "still_mm", "expect_mm", "max_residual_mm", "notch_expect_mm", "aim_mm", "band_mm"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"TouchConfig.{name} must be a positive number, got {v!r}")
@@ -153,9 +168,13 @@ class TouchRegistration:
     """
 
     def __init__(self, model_points: np.ndarray, config: TouchConfig = TouchConfig(),
-                 points: tuple[TouchPoint, ...] = TOUCH_POINTS, targets: np.ndarray | None = None):
-        """`targets`: head-frame points the sigma must hold for (the scalp's); default the model's own points."""
+                 points: tuple[TouchPoint, ...] = TOUCH_POINTS, targets: np.ndarray | None = None,
+                 notch: np.ndarray | None = None):
+        """`targets`: head-frame points the sigma must hold for (the scalp's); default the model's own points.
+        `notch`: the model's sternal notch (head frame at rest): touched last, after the fit (plans with neck zones)."""
         model = np.asarray(model_points, float)
+        self.notch_model = None if notch is None else np.asarray(notch, float).reshape(3)
+        self.notch_cam_mm: np.ndarray | None = None  # the touched notch, camera frame
         self.targets = model if targets is None else np.asarray(targets, float).reshape(-1, 3)
         self.config = config
         self.points = points
@@ -163,12 +182,20 @@ class TouchRegistration:
         self._hold: deque[tuple[int, np.ndarray]] = deque()
         self.touched: list[np.ndarray] = []  # band frame, in `points` order
         self.fit: TouchFit | None = None
+        self._face_fit: TouchFit | None = None  # the accepted fit while the notch is still to be touched
         self.refused = ""  # why the last complete set was refused ("" none)
+
+    @property
+    def asked(self) -> tuple[TouchPoint, ...]:
+        """Every touch asked for, in order: the landmarks, then the notch when the plan treats the neck."""
+        return self.points + ((NOTCH_POINT,) if self.notch_model is not None else ())
 
     def reset(self) -> None:
         self._hold.clear()
         self.touched.clear()
         self.fit = None
+        self._face_fit = None
+        self.notch_cam_mm = None
 
     @property
     def registered(self) -> bool:
@@ -178,8 +205,8 @@ class TouchRegistration:
         """What the practitioner should do now ("" once registered)."""
         if self.fit is not None:
             return ""
-        k = len(self.touched)
-        ask = (f"touch {k + 1} of {len(self.points)}: {self.points[k].words}, and hold the tip still")
+        k = len(self.touched)  # the notch after the five: asked[5]
+        ask = (f"touch {k + 1} of {len(self.asked)}: {self.asked[k].words}, and hold the tip still")
         return f"{self.refused}; {ask}" if self.refused else ask
 
     def add(self, band: BodyPose, tip_cam_mm: np.ndarray | None, face_band_to_head: RigidPose | None) -> bool:
@@ -189,7 +216,9 @@ class TouchRegistration:
         if not band.valid or band.pose is None or tip_cam_mm is None or face_band_to_head is None:
             self._hold.clear()  # a hold must be seen whole, on the band, with the head's rough pose known
             return False
-        p = band.pose.inverse().apply(np.asarray(tip_cam_mm, float).reshape(1, 3))[0]
+        notch = self._face_fit is not None  # the notch's hold is on the torso: judged in the camera's frame
+        tip = np.asarray(tip_cam_mm, float).reshape(1, 3)
+        p = tip[0] if notch else band.pose.inverse().apply(tip)[0]
         self._hold.append((int(band.t_capture_ns), p))
         t_now = self._hold[-1][0]
         hold_ns = int(self.config.hold_s * 1e9)
@@ -201,6 +230,15 @@ class TouchRegistration:
         centre = pts.mean(axis=0)
         if float(np.max(np.linalg.norm(pts - centre, axis=1))) > self.config.still_mm:
             return False
+        if self._face_fit is not None:
+            assert self.notch_model is not None
+            expected = band.pose.compose(self._face_fit.band_to_head).apply(self.notch_model[None])[0]
+            if float(np.linalg.norm(centre - expected)) > self.config.notch_expect_mm:
+                return False
+            self.notch_cam_mm = centre
+            self.fit, self._face_fit = self._face_fit, None
+            self._hold.clear()
+            return True
         k = len(self.touched)
         expected = face_band_to_head.apply(self.head_points[k:k + 1])[0]
         if float(np.linalg.norm(centre - expected)) > self.config.expect_mm:
@@ -216,6 +254,9 @@ class TouchRegistration:
             self.touched.clear()
             return False
         self.refused = ""
+        if self.notch_model is not None:
+            self._face_fit = fit  # the notch next: the registration is complete once it is touched
+            return False
         self.fit = fit
         return True
 

@@ -196,3 +196,53 @@ def test_config_refuses_nonsense():
         TouchConfig(hold_s=0.0)
     with pytest.raises(ValueError, match="max_residual_mm"):
         TouchConfig(max_residual_mm=float("nan"))
+
+
+def test_a_neck_plan_asks_for_the_sternal_notch_last_held_on_the_torso(face):
+    """With `notch` the fit is accepted after the five landmarks but the registration completes only once the notch
+    is held still in the camera's frame (the torso's; the head keeps swaying), near where the fitted head puts the
+    model's notch; the point is handed on with the registration."""
+    from guidance.zones.neck_twist import notch_point
+
+    notch_model = notch_point(load_chart().surfaces["neck"])
+    tr = HeadReferenceTracker(load_head_band("head_band_default"), CAM, HeadBandRegistration(min_samples=10),
+                              touch=TouchRegistration(face, notch=notch_model))
+    t = 0.5
+    for t_ns, head, tip in _touch_frames(face, t0=t):
+        tr.combine(_band_pose(head, t_ns), HeadPoseSample(head.R, head.t_mm, t_ns), tip)
+        t = t_ns / 1e9
+    assert tr.touch.fit is None and len(tr.touch.touched) == 5
+    assert "touch 6 of 6: the sternal notch" in tr.carrier().reason and not tr.carrier().registered
+    rest = _head(t)
+    # the client's notch is 14 mm lower and 4 mm to the side of the model's: still within the window
+    true_notch_cam = rest.apply((notch_model + [4.0, 14.0, 0.0])[None])[0]
+    # held on the torso, the head swaying: in the band's frame the tip moves, in the camera's it does not
+    states = []
+    for k in range(30):
+        t += DT / 1e9
+        head = _head(t)
+        obs = tr.combine(_band_pose(head, int(t * 1e9)), HeadPoseSample(head.R, head.t_mm, int(t * 1e9)),
+                         true_notch_cam)
+        states.append(obs.state)
+    assert states[-1] == "ok" and "ok" not in states[:10]
+    reg = tr.carrier()
+    assert reg.registered and reg.samples == 5 and np.allclose(reg.notch_cam_mm, true_notch_cam, atol=1e-6)
+    assert tr.touch.sigma_mm() == pytest.approx(np.hypot(1.5, target_registration_error(
+        tr.touch.head_points, tr.touch.targets, 2.0).max()))  # the notch is not one of the fit's points
+
+
+def test_a_hold_far_from_the_notch_is_not_the_notch(face):
+    from guidance.zones.neck_twist import notch_point
+
+    notch_model = notch_point(load_chart().surfaces["neck"])
+    reg = TouchRegistration(face, notch=notch_model)
+    for t_ns, head, tip in _touch_frames(face):
+        reg.add(_band_pose(head, t_ns), tip, BAND_TO_HEAD)
+    assert not reg.registered and len(reg.touched) == 5
+    head = _head(0.0)
+    chest = head.apply((notch_model + [0.0, 55.0, 0.0])[None])[0]  # resting on the chest, 55 mm below the notch
+    for k in range(40):
+        reg.add(_band_pose(head, int(100e9) + k * DT), chest, BAND_TO_HEAD)
+    assert not reg.registered and reg.notch_cam_mm is None and "touch 6 of 6" in reg.prompt()
+    reg.reset()
+    assert reg.touched == [] and reg.notch_cam_mm is None and "touch 1 of 6" in reg.prompt()
