@@ -161,12 +161,14 @@ class HeadScene:
     # -- rendering ---------------------------------------------------------------------------------------
     def render(self, head: RigidPose, band: RigidPose | None = None, band_half_axes_mm=(95.0, 110.0),
                band_half_height_mm: float = 18.0, neck: RigidPose | None = None,
-               neck_twist: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               neck_twist: Callable[[np.ndarray], np.ndarray] | None = None,
+               chest: RigidPose | None = None) -> np.ndarray:
         """The image (BGR uint8) of the client at this head pose, markers not included.
 
         `neck`: the frame the neck cylinder stands in (default the head's: the neck carried by the head); with the
         head turning about the neck's axis on a still torso, the torso's. `neck_twist`: the skin's rotation about
-        the neck's axis (radians) at each height y (mm, that frame): a neck twisting under a turned head."""
+        the neck's axis (radians) at each height y (mm, that frame): a neck twisting under a turned head.
+        `chest`: the torso's frame, to draw the chart's décolletage plane below the notch in it (None: not drawn)."""
         w, h = self.size
         n = w * h
         depth = np.full(n, np.inf)
@@ -202,6 +204,8 @@ class HeadScene:
             kind[full] = 1
 
         self._neck(neck if neck is not None else head, Ds, take_roi, neck_twist)
+        if chest is not None:
+            self._chest(chest, Ds, take_roi)
         self._cranium(head, Ds, take_roi)
         self._face(head, take)
         if band is not None:
@@ -353,6 +357,24 @@ class HeadScene:
         mask[pix] = True
         # The scalp ellipsoid bulges a little through the eye sockets and temples: the face wins there.
         take(s, mask, col, nrm, 2, FACE_OVER_CRANIUM_MM)
+
+    def _chest(self, torso: RigidPose, D: np.ndarray, take, half_width_mm: float = 150.0) -> None:
+        """The chart's décolletage plane (``surfaces.decolletage``) in the torso's frame: flat skin from the notch
+        down, in front of the neck cylinder's lower part."""
+        dec = self.surfaces["decolletage"]
+        o = -torso.R.T @ torso.t_mm
+        d = D @ torso.R
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (float(dec["plane_z_mm"]) - o[2]) / d[:, 2]
+        p = o + np.where(np.isfinite(s), s, 0.0)[:, None] * d
+        hit = (np.isfinite(s) & (s > 0) & (p[:, 1] >= float(dec["y_top_mm"])) & (p[:, 1] <= float(dec["y_bottom_mm"]))
+               & (np.abs(p[:, 0]) <= half_width_mm))
+        idx = np.flatnonzero(hit)
+        if idx.size == 0:
+            return
+        nrm = np.tile(np.array([0.0, 0.0, -1.0]), (idx.size, 1))
+        col = self._skin(p[idx, 0], p[idx, 1])
+        self._take_sub(take, idx, np.where(hit, s, np.inf), col, nrm @ torso.R.T)
 
     def _neck(self, head: RigidPose, D: np.ndarray, take,
               twist: Callable[[np.ndarray], np.ndarray] | None = None) -> None:

@@ -93,6 +93,13 @@ class NeckScript(ScalpScript):
     v_high_mm: float = 185.0
     normal_weight: float = 0.55
     notch_touch: bool = True  # the sixth touch, on the sternal notch (the service asks for it in neck plans)
+    # Then the décolletage: the head turns +-turn_deg once more over dec_s while the tip strokes the upper chest on
+    # the client's left, beside the sternum patch (x dec_x_mm from the midline, dec_y_mm below the notch), after a
+    # lifted move of dec_move_s from the neck (0: no décolletage leg).
+    dec_s: float = 5.0
+    dec_move_s: float = 0.4
+    dec_x_mm: tuple[float, float] = (42.0, 80.0)
+    dec_y_mm: tuple[float, float] = (12.0, 38.0)
 
     @property
     def face_touches_end_s(self) -> float:
@@ -113,23 +120,44 @@ class NeckScript(ScalpScript):
         return self.strokes_from_s + self.rest_s
 
     @property
-    def duration_s(self) -> float:
+    def dec_from_s(self) -> float:
         return self.turn_from_s + self.turn_s
 
+    @property
+    def duration_s(self) -> float:
+        return self.dec_from_s + self.dec_s
+
+    def phase(self, t: float) -> str:
+        """rest | turn | decolletage (after the touches)."""
+        return "rest" if t < self.turn_from_s else ("turn" if t < self.dec_from_s else "decolletage")
+
     def psi_rad(self, t: float) -> float:
-        """The head's turn about the neck's axis (radians): a small sway until the turn, then one sine period."""
+        """The head's turn about the neck's axis (radians): a small sway until the turn, then one sine period over
+        the turn and another over the décolletage leg."""
         if t < self.turn_from_s:
             return float(np.radians(self.sway_deg) * np.sin(2 * np.pi * 0.3 * t))
+        if t >= self.dec_from_s and self.dec_s > 0:
+            return float(np.radians(self.turn_deg) * np.sin(2 * np.pi * (t - self.dec_from_s) / self.dec_s))
         x = (t - self.turn_from_s) / self.turn_s
         sway = float(np.radians(self.sway_deg) * np.sin(2 * np.pi * 0.3 * self.turn_from_s))
         return sway * (1 - min(x * 4, 1.0)) + float(np.radians(self.turn_deg) * np.sin(2 * np.pi * x))
 
     def torso_motion(self, t: float) -> float:
-        """How far the torso has shifted (0 at rest, 1 at the middle of the turn, back to 0 at its end)."""
+        """How far the torso has shifted (0 at rest, 1 half way through the turn and the décolletage, back to 0 at
+        the end)."""
         if t < self.turn_from_s:
             return 0.0
-        x = min((t - self.turn_from_s) / self.turn_s, 1.0)
+        x = min((t - self.turn_from_s) / (self.turn_s + self.dec_s), 1.0)
         return float(0.5 - 0.5 * np.cos(2 * np.pi * x))
+
+    def dec_stroke(self, t: float) -> tuple[float, float]:
+        """(x, y) on the décolletage plane (torso frame, mm below the notch's height added by the caller) at t."""
+        into = t - self.dec_from_s
+        across = 0.5 - 0.5 * np.cos(2 * np.pi * self.stroke_hz * into)
+        lane = 0.5 - 0.5 * np.cos(2 * np.pi * 0.23 * into)
+        x0, x1 = self.dec_x_mm
+        y0, y1 = self.dec_y_mm
+        return float(x0 + (x1 - x0) * across), float(y0 + (y1 - y0) * lane)
 
     def stroke(self, t: float) -> tuple[float, float]:
         """(torso angle about the neck's axis in radians, chart height v in mm) of the tip's stroke at t."""
@@ -199,6 +227,33 @@ def _neck_chart(p_torso: np.ndarray, neck: dict) -> tuple[float, float]:
     return float(np.arctan2(p_torso[0] - neck["axis_x_mm"], neck["axis_z_mm"] - p_torso[2])), float(p_torso[1])
 
 
+def _on_decolletage(script: NeckScript, t: float, torso: RigidPose, neck: dict, dec: dict
+                    ) -> tuple[np.ndarray, np.ndarray, float, tuple[float, float]]:
+    """The tip on the décolletage leg: (camera point, direction held against, height off the skin in mm, the skin's
+    chart point under it): a lifted move from the neck's last stroke, then strokes on the plane."""
+    n_t = np.array([0.0, 0.0, -1.0])  # the plane's outward normal, torso frame
+    notch_y = float(neck["y_bottom_mm"])
+
+    def on_plane(x: float, y: float) -> np.ndarray:
+        return np.array([x, notch_y + y, float(dec["plane_z_mm"])])
+
+    into = t - script.dec_from_s
+    if into < script.dec_move_s:
+        a, v = script.stroke(script.dec_from_s)
+        p0, n0 = neck_surface_point(a, v, neck)
+        p1 = on_plane(*script.dec_stroke(script.dec_from_s + script.dec_move_s))
+        s = into / script.dec_move_s
+        q, n = lifted_arc(p0, n0, p1, n_t, s)
+        h = max(1.0, float(np.linalg.norm(q - ((1 - s) * p0 + s * p1))))
+        uv = (float(q[0]), float(q[1])) if q[1] >= notch_y else (
+            float(neck["radius_mm"]) * _neck_chart(q, neck)[0], float(q[1]))
+        return torso.apply(q[None])[0], torso.R @ n, h, uv
+    x, y = script.dec_stroke(t)
+    p = on_plane(x, y)
+    h = script.lifted_mm(t)
+    return torso.apply((p + n_t * h)[None])[0], torso.R @ n_t, h, (float(p[0]), float(p[1]))
+
+
 def neck_surface_point(alpha: float, v: float, neck: dict) -> tuple[np.ndarray, np.ndarray]:
     """Torso-frame point and outward normal on the neck cylinder at angle alpha (chart convention) and height v."""
     r = float(neck["radius_mm"])
@@ -228,7 +283,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
     band = load_head_band("head_band_default")
     atlas, chart = load_atlas(), load_chart()
     mapper = ZoneMapper(chart, atlas)
-    neck, scalp = chart.surfaces["neck"], chart.surfaces["scalp"]
+    neck, scalp, dec = chart.surfaces["neck"], chart.surfaces["scalp"], chart.surfaces["decolletage"]
     camera = CameraModel.default(*size)
     rng = np.random.default_rng(script.seed)
     canonical = load_canonical_face()
@@ -282,6 +337,9 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                     tip = head.apply(p_head[None])[0]
                     normal_cam = head.R @ touch_hold_normal(p_head, n_head)
                     phase = "touch"
+                elif t >= script.dec_from_s:  # the décolletage, on the torso (no twist there)
+                    tip, normal_cam, h_mm, (u, v) = _on_decolletage(script, t, torso, neck, dec)
+                    phase = "decolletage"
                 else:  # on the neck: set on the torso, the skin twisted under it
                     alpha, v = script.stroke(t)
                     h_mm = script.lifted_mm(t)
@@ -289,21 +347,23 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
                     u = float(neck["radius_mm"]) * (alpha + psi * float(twist_share(v, neck)))
                     tip = torso.apply((p_t + n_t * h_mm)[None])[0]
                     normal_cam = torso.R @ n_t
-                    phase = "rest" if t < script.turn_from_s else "turn"
-                body = scene.render(head, band_pose, neck=torso, neck_twist=functools.partial(_twist, psi, neck))
+                    phase = script.phase(t)
+                body = scene.render(head, band_pose, neck=torso, neck_twist=functools.partial(_twist, psi, neck),
+                                    chest=torso)
                 after = ([SceneItem(patch_body, torso.compose(on_sternum).compose(standoff), patch_plates)]
                          if script.patch else [])
                 image, gt, speed = take.shoot(body, tip, normal_cam, dt, [SceneItem(band, band_pose, plate)], after,
                                               rng)
                 writer.write(image)
                 zone, bnd = atlas.zone_at(u, v)
+                surface = "decolletage" if phase == "decolletage" else "neck"
                 if (phase != "touch" or on_neck) and zone is not None and (mapper.on_face_mesh(u, v)
-                                                              or "neck" not in zone.carried_on):
+                                                                            or surface not in zone.carried_on):
                     zone = None  # the neck lookup never claims these
                 rows.append(GTFrame(
                     frame_index=i, t_video_ns=int(round(t * 1e9)), source_frame=-1,
                     face_found=bool(abs(np.degrees(psi)) < 90.0),
-                    segment={"touch": 0, "rest": 1, "turn": 2}[phase], segment_type=phase,
+                    segment={"touch": 0, "rest": 1, "turn": 2, "decolletage": 3}[phase], segment_type=phase,
                     contact=bool(h_mm <= 0.0), height_mm=float(h_mm), chart_u_mm=u, chart_v_mm=v,
                     true_zone=zone.name if zone else "", true_kind=zone.kind if zone else "",
                     boundary_mm=float(bnd) if zone else float("nan"), in_plan=zone is not None and zone.name in planned,

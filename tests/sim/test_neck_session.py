@@ -3,7 +3,9 @@ band carries the head, which then turns +-45 degrees while the tip strokes the f
 under it; the client shifts in the chair meanwhile and the sternum patch carries the torso; real processes, CURVE,
 recording, report.
 
-Short (30 fps, 12.6 s): the figures in docs/neck.md come from the longer session of
+Then the head turns +-45 degrees again while the tip strokes the décolletage beside the patch.
+
+Short (30 fps, 18.4 s): the figures in docs/neck.md come from the longer session of
 `docs/make_scalp_figures.py --neck`.
 """
 
@@ -18,7 +20,7 @@ from guidance.sim.ground_truth import load_ground_truth
 from guidance.sim.neck_session import run_neck_session
 from guidance.sim.neck_turn import NeckScript
 
-SCRIPT = NeckScript(fps=30.0, touch_move_s=0.35, touch_hold_s=0.7, rest_s=1.0, turn_s=6.0)
+SCRIPT = NeckScript(fps=30.0, touch_move_s=0.35, touch_hold_s=0.7, rest_s=1.0, turn_s=6.0, dec_s=4.0)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +63,13 @@ def test_no_permit_outside_the_plan_and_the_turned_neck_is_treated(session):
     assert result.acceptance.violations_recorded == 0
     info = json.loads((result.sim_dir / "info.json").read_text())
     frames = open_session(result.session_dir, quiet=True).frames
+    gt = load_ground_truth(result.sim_dir)
     turned = [r for r in frames if r.gate.permit and abs(info["head_poses"][r.index][6]) > 30.0]
-    assert len(turned) >= 10  # permits with the head turned beyond 30 degrees
-    assert all(r.zone.surface == "neck" and r.gate.twist_sigma_mm > 2.0 for r in turned)  # the twist's sigma in it
+    neck = [r for r in turned if gt[r.index].segment_type == "turn"]
+    assert len(neck) >= 10  # permits on the neck with the head turned beyond 30 degrees
+    assert all(r.zone.surface == "neck" and r.gate.twist_sigma_mm > 2.0 for r in neck)  # the twist's sigma in it
+    chest = [r for r in turned if gt[r.index].segment_type == "decolletage"]
+    assert len(chest) >= 5 and all(r.zone.surface == "decolletage" for r in chest)  # the head turned: no swing
     # most usable frames denied are passes_exceeded: the neck plan allows 1-2 passes and the strokes go over them
     assert result.figures.usable_share >= 0.3, result.figures.usable_share
     assert result.acceptance.pulses_fired >= 10
@@ -75,10 +81,13 @@ def test_the_tip_lands_on_the_neck_chart_and_coverage_follows_the_truth(session)
     print(f"\nneck session: chart error {e}, by phase {result.figures.chart_error_by_phase_mm}, usable share "
           f"{result.figures.usable_share:.2f} {result.figures.usable_share_by_phase}, coverage max diff "
           f"{result.acceptance.coverage_max_diff_pp:.1f} pp, pulses {result.acceptance.pulses_fired}")
-    # The neck carried by the head whole is off by 10-25 mm on such a turn, the face pose's twisted neck by 8 mm
-    # (docs/neck.md): a bound that catches either, not the accuracy itself (2.4-2.8 mm measured, docs/neck.md).
-    assert e["n"] >= 60 and e["median"] < 4.0 and e["p90"] < 6.0, e
-    assert result.figures.chart_error_by_phase_mm["turn"]["median"] < 4.5
+    # The neck carried by the head whole is off by 10-25 mm on such a turn, the face pose's twisted neck by 8 mm,
+    # a moving torso taken as still 13 mm (p90), the neck without the notch touched 1.3-3.0 mm (docs/neck.md); the
+    # issue's bound is 2 mm (0.8-0.9 mm measured, with the décolletage 1.2 mm).
+    assert e["n"] >= 100 and e["median"] <= 2.0 and e["p90"] < 4.0, e
+    by_phase = result.figures.chart_error_by_phase_mm
+    assert by_phase["turn"]["median"] <= 2.0 and by_phase["rest"]["median"] <= 2.0, by_phase
+    assert by_phase["decolletage"]["n"] >= 30 and by_phase["decolletage"]["median"] <= 2.0, by_phase
     assert result.acceptance.coverage_max_diff_pp <= 3.0, (result.acceptance.coverage_service,
                                                          result.acceptance.coverage_truth)
 
@@ -97,10 +106,10 @@ def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decisio
               for r in frames if r.torso.ready]
     turn = max(rotation_angle_deg(torsos[0].R, t.R) for t in torsos)
     assert 4.0 < turn < 8.0, turn
-    assert all(gt[r.index].segment_type in ("rest", "turn") for r in frames if r.gate.permit)
+    assert all(gt[r.index].segment_type in ("rest", "turn", "decolletage") for r in frames if r.gate.permit)
     assert (out / "report.html").stat().st_size > 10_000
     page = (out / "report.html").read_text()
-    assert "rest pose made at" in page and "touching 5 landmarks" in page
+    assert "rest pose made at" in page and "touching 5 landmarks" in page and "sternal notch touched" in page
     cmp = reprocess(result.session_dir, tmp_path / "same")
     assert cmp.decisions_changed == 0, cmp.changes
     # the player draws the neck's zones from the recorded torso, as the live overlay did

@@ -218,7 +218,7 @@ def test_a_neck_plan_asks_for_the_sternal_notch_last_held_on_the_torso(face):
     true_notch_cam = rest.apply((notch_model + [4.0, 14.0, 0.0])[None])[0]
     # held on the torso, the head swaying: in the band's frame the tip moves, in the camera's it does not
     states = []
-    for k in range(30):
+    for _ in range(30):
         t += DT / 1e9
         head = _head(t)
         obs = tr.combine(_band_pose(head, int(t * 1e9)), HeadPoseSample(head.R, head.t_mm, int(t * 1e9)),
