@@ -4,8 +4,10 @@ frontal strokes, 8.5 s, a 6 s turn to the back, 4 s at the back, 30 fps), run en
 
 Usage: python docs/make_scalp_figures.py OUT_DIR      (about 6 minutes on 2 cores; OUT_DIR new or empty)
        python docs/make_scalp_figures.py --face OUT_DIR   (no touches: the face pose's registration, 2 s frontal)
-       python docs/make_scalp_figures.py --neck OUT_DIR   (the neck session of docs/neck.md: the band carries the
-                                                           head, which turns +-45 degrees; the torso shifts, the
+       python docs/make_scalp_figures.py --neck OUT_DIR   (the neck session of docs/neck.md: six touches (the
+                                                           last on the sternal notch), the band carries the head,
+                                                           which turns +-45 degrees over the neck's strokes and
+                                                           again over the décolletage's; the torso shifts, the
                                                            sternum patch carries it)
        python docs/make_scalp_figures.py --neck-no-patch OUT_DIR   (the same without the patch: the torso taken as still)
        python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
@@ -59,7 +61,7 @@ def main() -> int:
         ("permits with the true tip on an exclusion", str(len(f.permits_on_exclusion))),
         ("pulses fired / outside the plan beyond the margin / in an exclusion",
          f"{a.pulses_fired} / {len(a.pulses_outside_plan)} / {len(a.pulses_in_exclusion)}"),
-        ("tip chart error in contact (scalp or neck), median / p90 / max (frames)",
+        ("tip chart error in contact (scalp, neck or décolletage), median / p90 / max (frames)",
          f"{e.get('median', float('nan')):.1f} / {e.get('p90', float('nan')):.1f} / {e.get('max', float('nan')):.1f} mm"
          f" ({e.get('n', 0)})"),
         *[(f"  ... {k}", f"{v.get('median', float('nan')):.1f} / {v.get('p90', float('nan')):.1f} mm ({v.get('n', 0)})")
