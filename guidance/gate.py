@@ -121,9 +121,9 @@ class GateInput:
     patch_found: bool = False
     t_patch_ns: int | None = None
     patch_in_range: bool = False
-    # Face sessions whose plan has neck zones: the neck stands on the torso and twists under the head
-    # (zones/neck_twist.py). None: not a neck point (or no neck zone planned); "ok": the torso's rest pose is
-    # made; anything else (not yet): denied neck_unreferenced. `twist_sigma_mm`: the twist model's 1-sigma at
+    # Plans with neck (or, in face sessions, décolletage) zones: the neck and décolletage stand on the torso, the neck
+    # twisting under the head (zones/neck_twist.py). None: not such a point (or none planned); "ok": the torso's
+    # rest pose is made; anything else (not yet): denied neck_unreferenced. `twist_sigma_mm`: the twist model's 1-sigma at
     # this point, in quadrature with the tip's and the mapping's (None: 0).
     neck_torso: str | None = None
     twist_sigma_mm: float | None = None

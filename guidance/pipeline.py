@@ -244,8 +244,11 @@ class GuidancePipeline:
         # face's, or in a band session the band's once registered).
         # A band session registered by touches also has the sternal notch touched: it places the neck's lower end.
         notch = self.scalp and self.config.band_registration == "touch"
+        # A face session's décolletage stands on the torso too: a head turn does not swing it.
+        dec_planned = (any(self.atlas.zones[z].surface == "decolletage" for z in plan.zones if z in self.atlas.zones)
+                       and self.body_area is None and not self.scalp)
         self.torso_builder = (TorsoReferenceBuilder(neck=self.mapper.chart.surfaces["neck"], notch_required=notch)
-                              if self.neck_planned else None)
+                              if self.neck_planned or dec_planned else None)
         self.head_ref: HeadReferenceTracker | None = None
 
     # -- commands --------------------------------------------------------------
@@ -393,11 +396,11 @@ class GuidancePipeline:
         g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
         if self.scalp:
             g = dataclasses.replace(g, head_band=head_band.state if head_band is not None else "lost")
-        if torso is not None and lookup is not None and lookup.surface == "neck":
-            ref = torso.reference
+        if torso is not None and lookup is not None and lookup.surface in ("neck", "decolletage"):
+            ref = torso.reference  # a neck or décolletage point is judged on the torso: none yet, denied
             g = dataclasses.replace(g, neck_torso="ok" if ref is not None else "unreferenced",
                                     twist_sigma_mm=twist_sigma_mm(ref, self.mapper.chart.surfaces["neck"])
-                                    if ref is not None else None)
+                                    if ref is not None and lookup.surface == "neck" else None)
         decision = decide(self.policy, g, now_ns)
         return lookup, decision, t_zone
 

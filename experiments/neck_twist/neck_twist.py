@@ -22,6 +22,11 @@ mapped to the chart:
 - ``head (true pose)``: today's mapping with the exact head pose: the error
   of carrying the neck with the head alone.
 
+The décolletage (the chart's plane below the notch, rendered too) is measured
+the same way for points beside the sternum: ``decolletage: head`` carried by
+the head pose (a face session before it stood on the torso) against
+``decolletage: torso`` on the rest frame (``neck_twist.locate_decolletage``).
+
 The rendered face is textured from ``single_face.jpg``, a training face
 (``guidance/data/face_sets.yaml``): the face pose's errors here are about the
 mechanism, not an evaluation.
@@ -51,8 +56,8 @@ from guidance.vision.face.tracker import FaceTracker, TrackerConfig
 from guidance.vision.rigid import RigidPose, mean_rotation
 from guidance.zones.atlas import load_atlas
 from guidance.zones.chart import load_chart
-from guidance.zones.neck_twist import TorsoReference, head_turn_rad, locate_neck, twist_share
-from guidance.zones.surfaces import intersect_neck, ray_in_head_frame
+from guidance.zones.neck_twist import TorsoReference, head_turn_rad, locate_decolletage, locate_neck, twist_share
+from guidance.zones.surfaces import intersect_decolletage, intersect_neck, ray_in_head_frame
 
 FPS = 30.0
 REST_S = 1.0  # head facing the camera: the rest pose
@@ -86,9 +91,22 @@ def map_head(head: RigidPose, ray_cam: np.ndarray, neck: dict) -> tuple[float, f
     return None if hit is None else hit.chart_mm
 
 
+def map_head_decolletage(head: RigidPose, ray_cam: np.ndarray, dec: dict) -> tuple[float, float] | None:
+    """The décolletage plane carried by the head whole (a face session before it stood on the torso)."""
+    o, d = ray_in_head_frame(head.R, head.t_mm, ray_cam)
+    hit = intersect_decolletage(o, d, dec)
+    return None if hit is None else hit.chart_mm
+
+
+def map_torso_decolletage(torso: RigidPose, head: RigidPose, ray_cam: np.ndarray,
+                          dec: dict) -> tuple[float, float] | None:
+    hit = locate_decolletage(TorsoReference(torso, 0.0), head, ray_cam, dec)
+    return None if hit is None else hit.chart_mm
+
+
 def main(argv: list[str]) -> int:
     chart, atlas = load_chart(), load_atlas()
-    neck = chart.surfaces["neck"]
+    neck, dec = chart.surfaces["neck"], chart.surfaces["decolletage"]
     cam = CameraModel.default(*SIZE)
     photo = cv2.imread(str(fetch("single_face.jpg")))
     seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
@@ -103,6 +121,8 @@ def main(argv: list[str]) -> int:
     # sample points over the neck: 3 heights, chart u every 10 mm
     us, vs = np.arange(-80.0, 81.0, 10.0), np.array([95.0, 140.0, 185.0])
     points = [(u, v) for v in vs for u in us]
+    # décolletage points beside the sternum, 15-40 mm below the notch (in the picture)
+    dec_points = [(x, float(neck["y_bottom_mm"]) + dy) for dy in (15.0, 40.0) for x in (-70.0, -45.0, 45.0, 70.0)]
     n = int((REST_S + TURN_S) * FPS)
     rows: list[dict] = []
     rest: list[RigidPose] = []
@@ -110,7 +130,7 @@ def main(argv: list[str]) -> int:
         t = i / FPS
         psi = np.radians(yaw_deg(t))
         head = torso.compose(about_axis(psi, neck))
-        img = scene.render(head, neck=torso, neck_twist=lambda y, p=psi: p * twist_share(y, neck))
+        img = scene.render(head, neck=torso, neck_twist=lambda y, p=psi: p * twist_share(y, neck), chest=torso)
         img, _ = renderer.render(img, [], noise_sigma=1.5, rng=rng)
         f = tracker.process(Frame(i, int(t * 1e9), img))
         hp = f.head_pose if f.found and f.head_pose is not None and f.head_pose.valid else None
@@ -145,6 +165,19 @@ def main(argv: list[str]) -> int:
                 errs.setdefault(k, {}).setdefault(bin_, []).append(e)
                 errs[k].setdefault(f"v={v:g}", []).append(e)
                 errs[k].setdefault("all", []).append(e)
+        for x, y in dec_points:
+            p_now = torso.apply(np.array([[x, y, dec["plane_z_mm"]]]))[0]
+            ray = p_now / np.linalg.norm(p_now)
+            results = {"decolletage: head (true pose)": map_head_decolletage(head, ray, dec),
+                       "decolletage: torso (true pose)": map_torso_decolletage(torso, head, ray, dec)}
+            if face is not None:
+                results["decolletage: head (face pose)"] = map_head_decolletage(face, ray, dec)
+                results["decolletage: torso (face pose)"] = map_torso_decolletage(rest_pose, face, ray, dec)
+            for k, uv in results.items():
+                e = float("inf") if uv is None else float(np.hypot(uv[0] - x, uv[1] - y))
+                errs.setdefault(k, {}).setdefault(bin_, []).append(e)
+                errs[k].setdefault("all", []).append(e)
+
     def stats(x: list[float]) -> dict:
         """Over the points mapped; `missed`: the ray passed the cylinder (a grazing neck point): no chart point."""
         f = np.asarray(x)[np.isfinite(x)]

@@ -53,7 +53,7 @@ DENY_TEXT = {  # docs/protocol.md §7.1
     "band_moved": "head band slipped on the head",
     "patch_lost": "skin reference patch not seen",
     "patch_stale": "the skin patch pose was too old (markers hidden)",
-    "neck_unreferenced": "the neck's rest pose (client facing the camera) not made yet",
+    "neck_unreferenced": "the torso's rest pose (client facing the camera) not made yet: neck and décolletage unplaced",
     "tip_lost": "handpiece tip not tracked",
     "tip_low_confidence": "tip tracked with low confidence",
     "calibration_missing": "calibration required and missing",
@@ -532,7 +532,7 @@ def neck_text(tl: Timeline) -> str:
         return ""
     ready = [(r, t) for r, t in torso if t.ready and t.psi_deg is not None]
     if not ready:
-        return "the rest pose (client facing the camera) was never made: every neck point denied neck_unreferenced"
+        return "the rest pose (client facing the camera) was never made: every neck and décolletage point denied neck_unreferenced"
     t0 = frames[0].t_capture_ns
     psi = [float(t.psi_deg) for _, t in ready]  # type: ignore[arg-type]
     text = (f"rest pose made at {(ready[0][0].t_capture_ns - t0) / 1e9:.1f} s; the head turned from "

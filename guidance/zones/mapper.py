@@ -27,9 +27,9 @@ from guidance.vision.capture.camera import CameraModel
 from guidance.zones.atlas import OFF_SURFACE, Atlas, load_atlas
 from guidance.zones.chart import FaceChart, load_chart
 from guidance.zones.decolletage import DecolletageLimit, shoulder_limit
-from guidance.zones.surfaces import (cast_ray, intersect_decolletage, intersect_neck, intersect_scalp,
+from guidance.zones.surfaces import (cast_ray, intersect_neck, intersect_scalp,
                                      ray_in_head_frame)
-from guidance.zones.neck_twist import TorsoReference, locate_neck
+from guidance.zones.neck_twist import TorsoReference, locate_decolletage, locate_neck
 from guidance.vision.rigid import RigidPose
 
 _EPS = 1e-9
@@ -66,6 +66,15 @@ class ZoneLookup:
         if d["boundary_mm"] is not None:
             d["boundary_mm"] = round(float(d["boundary_mm"]), 3) if np.isfinite(d["boundary_mm"]) else None
         return d
+
+
+@dataclass(frozen=True)
+class _PlanePose:
+    """The frame the décolletage plane stands in, as `shoulder_limit` reads a pose."""
+
+    R: np.ndarray
+    tvec_mm: np.ndarray
+    valid: bool = True
 
 
 class FaceFrame:
@@ -150,11 +159,12 @@ class FaceFrame:
         ray = np.array([pt[0], pt[1], 1.0])
         m = self.mapper
         hits = cast_ray(pose.R, np.asarray(pose.tvec_mm, float), ray, self.surfaces)
-        if self.torso is not None:  # the neck on the torso, twisted: its hit replaces the head-carried one
-            neck = locate_neck(self.torso, RigidPose(pose.R, np.asarray(pose.tvec_mm, float)), ray,
-                               self.surfaces["neck"])
-            hits = sorted([h for h in hits if h.surface != "neck"] + ([neck] if neck is not None else []),
-                          key=lambda h: h.distance_mm)
+        head = RigidPose(pose.R, np.asarray(pose.tvec_mm, float))
+        if self.torso is not None:  # the neck (twisted) and the décolletage on the torso replace the head-carried
+            on_torso = [locate_neck(self.torso, head, ray, self.surfaces["neck"]),
+                        locate_decolletage(self.torso, head, ray, self.surfaces["decolletage"])]
+            hits = sorted([h for h in hits if h.surface not in ("neck", "decolletage")]
+                          + [h for h in on_torso if h is not None], key=lambda h: h.distance_mm)
         for hit in hits:
             limit = None
             if self.limit is not None and hit.surface in ("neck", "decolletage"):
@@ -165,7 +175,10 @@ class FaceFrame:
                         continue  # below the shoulder line / outside the shoulders: not décolletage
                     return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y),
                                       limit)
-                limit = self.limit.signed_mm(float(hit.point_head_mm[0]), float(hit.point_head_mm[1]))
+                p = hit.point_head_mm  # on the décolletage plane's frame: the head's, or with the torso the torso's
+                if self.torso is not None:
+                    p = self.torso.rest.inverse().apply(head.apply(p[None, :]))[0]
+                limit = self.limit.signed_mm(float(p[0]), float(p[1]))
                 if limit < 0:
                     continue  # neck skin below the shoulder line: past the lower edge of the treatable area
             zone, d = m.atlas.zone_at(*hit.chart_mm)
@@ -214,7 +227,9 @@ class ZoneMapper:
             camera = camera.scaled_to(*image_size)
         limit, why = None, "no shoulders"
         if shoulders is not None:
-            limit, why = shoulder_limit(shoulders, observation.head_pose, camera, self.chart.surfaces, self.atlas,
+            # the shoulder line lies on the décolletage plane: the torso's when the torso is known, else the head's
+            plane_pose = observation.head_pose if torso is None else _PlanePose(torso.rest.R, torso.rest.t_mm)
+            limit, why = shoulder_limit(shoulders, plane_pose, camera, self.chart.surfaces, self.atlas,
                                         t_reference_ns=getattr(observation, "t_capture_ns", None),
                                         face_landmarks=observation.landmarks)
         return FaceFrame(self, observation.landmarks, observation.head_pose, camera, limit, why, torso)
@@ -270,10 +285,8 @@ class ZoneMapper:
                     found.append((nh.distance_mm, ZoneLookup(True, zone.name, zone.kind, "neck", nh.chart_mm, dist,
                                                              None, None, (x, y)), 1.0))
         if neck and torso is not None:  # the face chart's décolletage plane, standing on the torso (no twist there)
-            to, td = ray_in_head_frame(torso.rest.R, torso.rest.t_mm, ray)
-            if torso.notch_offset_mm is not None:  # the plane hangs from the touched notch
-                to = to - np.asarray(torso.notch_offset_mm, float)
-            dh = intersect_decolletage(to, td, self.chart.surfaces["decolletage"])
+            dh = locate_decolletage(torso, RigidPose(np.asarray(R, float), np.asarray(t_mm, float)), ray,
+                                    self.chart.surfaces["decolletage"])
             if dh is not None and not self.on_face_mesh(*dh.chart_mm):
                 zone, dist = self.atlas.zone_at(*dh.chart_mm)
                 if zone is not None and "decolletage" in zone.carried_on:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from guidance.vision.rigid import RigidPose, mean_rotation
-from guidance.zones.surfaces import SurfaceHit, intersect_neck, ray_in_head_frame
+from guidance.zones.surfaces import SurfaceHit, intersect_decolletage, intersect_neck, ray_in_head_frame
 
 # The gate's 1-sigma for the twist model: this share of the arc the head's turn sweeps at the neck's radius
 # (25 % of w: a neck sharing the turn as 0.75 w or 1.25 w is within one sigma). At 45 degrees: 10.8 mm.
@@ -147,6 +147,19 @@ def locate_neck(torso: TorsoReference, head: RigidPose, ray_cam: np.ndarray, nec
     u_rest = u + float(neck["radius_mm"]) * torso.psi_rad * float(twist_share(v, neck))
     p_head = head.inverse().apply(torso.rest.apply(hit.point_head_mm[None, :]))[0]
     return SurfaceHit("neck", hit.distance_mm, p_head, (float(u_rest), float(v)))
+
+
+def locate_decolletage(torso: TorsoReference, head: RigidPose, ray_cam: np.ndarray, dec: dict) -> SurfaceHit | None:
+    """A camera ray on the chart's décolletage plane standing on the torso (no twist there; moved by the touched
+    notch's offset): its chart (u, v) is the plane's (x, y) in the torso frame; its point given in the head frame,
+    as every other hit."""
+    o, d = ray_in_head_frame(torso.rest.R, torso.rest.t_mm, ray_cam)
+    offset = np.zeros(3) if torso.notch_offset_mm is None else np.asarray(torso.notch_offset_mm, float)
+    hit = intersect_decolletage(o - offset, d, dec)
+    if hit is None:
+        return None
+    p_head = head.inverse().apply(torso.rest.apply((hit.point_head_mm + offset)[None, :]))[0]
+    return SurfaceHit("decolletage", hit.distance_mm, p_head, hit.chart_mm)
 
 
 class TorsoReferenceBuilder:

@@ -3,6 +3,8 @@ rendered turn with the real face tracker far closer to the truth than the neck c
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -281,3 +283,47 @@ def test_a_touched_notch_shears_the_neck_and_moves_the_decolletage(mapper):
     assert ref is not None and np.allclose(ref.notch_offset_mm, offset)
     with pytest.raises(ValueError, match="neck"):
         TorsoReferenceBuilder(notch_required=True)
+
+
+def test_a_face_session_finds_the_decolletage_on_the_torso_when_the_head_turns(mapper):
+    """Face sessions: the décolletage stands on the torso's rest frame like the neck. With the head turned 35° on a
+    still torso a décolletage point maps to its own chart point; carried by the head (no torso) it swings tens of mm.
+    The pipeline builds a torso for a décolletage-only plan and denies its points until the rest pose is made."""
+    from guidance.gate import Reason
+    from guidance.pipeline import GuidancePipeline
+    from guidance.vision.handpiece.profiles import load_handpiece_profile
+    from guidance.vision.handpiece.tracker import TipObservation
+    from guidance.zones.neck_twist import TorsoState
+    from guidance.zones.plan import load_plan
+
+    neck = mapper.chart.surfaces["neck"]
+    dec = mapper.chart.surfaces["decolletage"]
+    head = TORSO.compose(about_axis(np.radians(35.0), neck))
+    obs = observation(head, load_canonical_face())
+    torso = TorsoReference(TORSO, head_turn_rad(TORSO.R, head.R))
+    for x, y in ((30.0, 235.0), (-50.0, 250.0)):
+        p = TORSO.apply(np.array([[x, y, dec["plane_z_mm"]]]))
+        px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), CAM.K, CAM.dist)
+        u, v = px.reshape(2)
+        on_torso = mapper.locate(obs, u, v, camera=CAM, torso=torso)
+        assert on_torso.surface == "decolletage" and np.allclose(on_torso.chart_mm, (x, y), atol=1e-6)
+        carried = mapper.locate(obs, u, v, camera=CAM)
+        assert carried.chart_mm is None or np.hypot(carried.chart_mm[0] - x, carried.chart_mm[1] - y) > 20.0
+    base = load_plan("neck_decolletage")
+    only_dec = dataclasses.replace(base, zones={"decolletage": base.zones["decolletage"]})
+    pipe = GuidancePipeline(only_dec, load_handpiece_profile(only_dec.handpiece_profile), vision=False)
+    assert pipe.torso_builder is not None and not pipe.neck_planned
+    p = TORSO.apply(np.array([[30.0, 235.0, dec["plane_z_mm"]]]))
+    px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), CAM.K, CAM.dist)
+    t = 1_000_000_000
+    frame = Frame(0, t, np.zeros((480, 640, 3), np.uint8))
+    front = observation(TORSO, load_canonical_face())
+    front = FaceObservation(0, t, t, True, 1.0, front.landmarks, front.landmarks, None, front.head_pose, False)
+    tip = TipObservation(0, t, True, "", tuple(map(float, px.reshape(2))), (0.0, 0.0, 470.0), (0.0, 0.0, 0.0), 0.0,
+                         1.0, 0.3, 0.2, (0, 1), (0.0, 0.0, 0.0), (0.0, 0.0, 400.0), True, t)
+    lookup, d, _ = pipe.judge(frame, front, tip, t + 5_000_000, armed=True, lookahead_ms=10.0, camera=CAM,
+                              torso=TorsoState(None))
+    assert lookup.surface == "decolletage" and not d.permit and Reason.NECK_UNREFERENCED in d.reasons
+    lookup, d, _ = pipe.judge(frame, front, tip, t + 5_000_000, armed=True, lookahead_ms=10.0, camera=CAM,
+                              torso=TorsoState(TorsoReference(TORSO, 0.0)))
+    assert lookup.zone == "decolletage" and Reason.NECK_UNREFERENCED not in d.reasons and d.twist_sigma_mm is None
