@@ -70,6 +70,8 @@ def main() -> int:
          f"{a.pulse_error_mm.get('median', float('nan')):.1f} / {a.pulse_error_mm.get('p90', float('nan')):.1f} mm"),
         ("coverage per zone, largest difference from the truth", f"{a.coverage_max_diff_pp:.1f} percentage points"),
         ("usable-frame permit share (all)", f"{_pct(f.usable_share)} of {f.usable_frames}"),
+        ("  ... of those the camera did not stall", f"{_pct(f.usable_share_unstalled)} "
+                                                    f"({f.usable_stalled} stalled)"),
         *[(f"  ... {k}", _pct(v)) for k, v in f.usable_share_by_phase.items()],
         ("frames by gate reason", ", ".join(f"{k} {v}" for k, v in sorted(f.denies.items(), key=lambda kv: -kv[1]))),
     ]

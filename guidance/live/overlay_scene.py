@@ -27,30 +27,41 @@ from guidance.zones.surfaces import scalp_points
 OUTLINE_STEP_MM = 2.0
 
 
-def project_neck_chart(torso: TorsoReference, neck: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
-    """Neck chart mm (N, 2) -> image px (N, 2): the skin's rest chart point where it is now, twisted by the head's
-    turn on the torso (zones/neck_twist.py); NaN where the neck faces away from the camera there."""
-    p, normal = neck_skin_points(torso, neck, uv)
-    pc = torso.rest.apply(p)
-    facing = (np.sum((normal @ torso.rest.R.T) * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
+def _project_facing(pc: np.ndarray, normals_cam: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """Camera-frame skin points (N, 3) with their outward normals -> image px (N, 2), NaN where the skin faces away
+    from the camera (or lies behind it)."""
+    facing = (np.sum(normals_cam * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
     px = np.full((len(pc), 2), np.nan)
     if facing.any():
         out, _ = cv2.projectPoints(pc[facing].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), camera.K, camera.dist)
         px[facing] = out.reshape(-1, 2)
     return px
+
+
+def project_neck_chart(torso: TorsoReference, neck: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """Neck chart mm (N, 2) -> image px (N, 2): the skin's rest chart point where it is now, twisted by the head's
+    turn on the torso (zones/neck_twist.py) and on the axis the touched notch sheared; NaN where the neck faces
+    away from the camera there."""
+    p, normal = neck_skin_points(torso, neck, uv)
+    return _project_facing(torso.rest.apply(p), normal @ torso.rest.R.T, camera)
+
+
+def project_decolletage_chart(torso: TorsoReference, dec: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
+    """Décolletage chart mm (N, 2) -> image px (N, 2): the face chart's plane standing on the torso, moved by the
+    touched notch's offset (zones/neck_twist.py locate_decolletage); NaN where it faces away."""
+    uv = np.asarray(uv, float).reshape(-1, 2)
+    p = np.c_[uv, np.full(len(uv), float(dec["plane_z_mm"]))]
+    if torso.notch_offset_mm is not None:
+        p = p + np.asarray(torso.notch_offset_mm, float)
+    normal = np.tile(torso.rest.R @ np.array([0.0, 0.0, -1.0]), (len(p), 1))
+    return _project_facing(torso.rest.apply(p), normal, camera)
 
 
 def project_scalp_chart(head: RigidPose, scalp: dict, camera: CameraModel, uv: np.ndarray) -> np.ndarray:
     """Scalp chart mm (N, 2) -> image px (N, 2) for the head pose `head` (head -> camera), NaN where the scalp
     faces away from the camera there (or lies behind it)."""
     p, n = scalp_points(uv, scalp)
-    pc = head.apply(p)
-    facing = (np.sum((n @ head.R.T) * pc, axis=1) < 0) & (pc[:, 2] > 1.0)
-    px = np.full((len(pc), 2), np.nan)
-    if facing.any():
-        out, _ = cv2.projectPoints(pc[facing].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), camera.K, camera.dist)
-        px[facing] = out.reshape(-1, 2)
-    return px
+    return _project_facing(head.apply(p), n @ head.R.T, camera)
 
 
 def _resample(ring: np.ndarray, step: float) -> np.ndarray:
@@ -75,10 +86,12 @@ class OverlayScene:
         # body plans: the zones on the patch chart, placed through this frame's patch pose (a plane projection)
         self.body_outlines: list[tuple[str, str, list[np.ndarray]]] = []
         # zones off the face mesh placed through a projector per surface (`fill(offmesh=)`): the scalp's through the
-        # head band's head pose, the neck's through the torso and the twist under the head
-        self.offmesh_outlines: dict[str, list[tuple[str, str, list[np.ndarray]]]] = {"scalp": [], "neck": []}
+        # head band's head pose, the neck's through the torso and the twist under the head, the décolletage's on the
+        # torso
+        self.offmesh_outlines: dict[str, list[tuple[str, str, list[np.ndarray]]]] = {
+            "scalp": [], "neck": [], "decolletage": []}
         for z in self.atlas.zones.values():
-            if z.surface not in ("face", "body", "scalp", "neck"):
+            if z.surface not in ("face", "body", "scalp", "neck", "decolletage"):
                 continue
             kind = "exclusion" if (z.kind == "exclusion" or z.name in plan.exclusions) else (
                 "planned" if z.name in plan.zones else "other")
@@ -90,7 +103,7 @@ class OverlayScene:
             else:
                 self.outlines.append((z.name, kind, [self.locator.locate(r) for r in resampled]))
         self._pulse_uv: list[tuple[float, float]] = []
-        self._pulse_surface: list[str] = []  # "face", "scalp" or "neck": which projector places the pulse
+        self._pulse_surface: list[str] = []  # "face", "scalp", "neck", "decolletage": which projector places it
         self._pulse_skin: SkinPoints | None = None
         self._inset_base, self._inset_origin, self._inset_scale = self._make_inset_base(inset_px_per_mm)
         self._inset_cache: np.ndarray | None = None
@@ -189,7 +202,8 @@ class OverlayScene:
 
     # ---- per-frame ------------------------------------------------------------
     def surface_of(self, u: float, v: float) -> str:
-        """Which projector places a pulse at chart (u, v): "scalp", "neck", else "face" (the landmarks)."""
+        """Which projector places a pulse at chart (u, v): "scalp", "neck", "decolletage", else "face" (the
+        landmarks)."""
         zone, _ = self.atlas.zone_at(u, v)
         return zone.surface if zone is not None and zone.surface in self.offmesh_outlines else "face"
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from guidance import __version__
@@ -36,7 +37,8 @@ from guidance.live.display import Display
 from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.priority import GIL_SWITCH_S, gil_handoff
-from guidance.live.overlay_scene import OverlayScene, project_neck_chart, project_scalp_chart
+from guidance.live.overlay_scene import (OverlayScene, project_decolletage_chart, project_neck_chart,
+                                         project_scalp_chart)
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
 from guidance.resources import read_manifest, verified_path
 from guidance.session import records as rec
@@ -45,10 +47,12 @@ from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
 from guidance.vision.face.head_band import NOT_REGISTERED
-from guidance.vision.face.touch_registration import TOUCH_POINTS
+from guidance.vision.face.touch_registration import NOTCH_POINT, TOUCH_POINTS
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
+from guidance.vision.rigid import RigidPose
 from guidance.yamlfile import read_yaml
 from guidance.zones.atlas import load_atlas
+from guidance.zones.neck_twist import notch_point
 from guidance.zones.plan import load_plan
 
 KEYS_HELP = "a arm/disarm  p pause  z zones  c coverage  i inset  m mesh  q quit"
@@ -479,18 +483,37 @@ def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, 
         fps=fps, latency_ms_p50=float(np.median(arr)) if arr.size else None,
         latency_ms_p99=float(np.percentile(arr, 99)) if arr.size else None,
         link=link, pulses=summary.pulses, violations=summary.violations, prompt=_prompt(result),
-        target_px=touch_target(result.head_band, result.face.landmarks if result.face.found else None),
+        target_px=touch_target(result.head_band, result.face.landmarks if result.face.found else None,
+                               _notch_px(result, pipeline)),
     )
 
 
-def touch_target(band: Any, landmarks_px: np.ndarray | None) -> tuple[float, float] | None:
+def _notch_px(result: FrameResult, pipeline: GuidancePipeline) -> tuple[float, float] | None:
+    """Where the model's sternal notch is in the picture through this frame's face pose (a band session with neck
+    zones; roughly: the face pose's bias is 10-20 mm there): the ring for the notch's touch."""
+    pose = result.face.head_pose if result.face.found else None
+    if not pipeline.neck_planned or pipeline.hand is None or pose is None or not pose.valid:
+        return None
+    p = RigidPose(pose.R, np.asarray(pose.tvec_mm, float)).apply(
+        notch_point(pipeline.mapper.chart.surfaces["neck"])[None])
+    cam = pipeline.hand.camera.scaled_to(*result.frame.size)
+    px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), cam.K, cam.dist)
+    x, y = px.reshape(2)
+    return float(x), float(y)
+
+
+def touch_target(band: Any, landmarks_px: np.ndarray | None,
+                 notch_px: tuple[float, float] | None = None) -> tuple[float, float] | None:
     """A touch registration under way (`band`: this frame's `BandHead`): the pixel of the landmark asked for on
-    this frame's face landmarks; None otherwise (no face, not asked, or registered)."""
+    this frame's face landmarks, or, when the sternal notch is asked for, `notch_px`; None otherwise (no face, not
+    asked, or registered)."""
     reg = band.registration if band is not None else None
     if (reg is None or reg.registered or reg.method != "touch" or band.state != "unregistered"
             or landmarks_px is None or "touch " not in reg.reason):
         return None
     k = int(reg.samples)
+    if k == len(TOUCH_POINTS) and NOTCH_POINT.words in reg.reason:
+        return notch_px
     if not 0 <= k < len(TOUCH_POINTS):
         return None
     x, y = np.asarray(landmarks_px)[TOUCH_POINTS[k].landmark][:2]
@@ -518,8 +541,8 @@ def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):
 
 def _offmesh_projectors(result: FrameResult, pipeline: GuidancePipeline) -> dict:
     """Chart mm -> image px for this frame's off-mesh surfaces (for the overlay thread): the scalp through the band's
-    head (scalp sessions, band carrying the head now), the neck twisted on the torso (plans with neck zones, the
-    rest pose made). NaN where the skin faces away."""
+    head (scalp sessions, band carrying the head now), the neck twisted on the torso and the décolletage on it
+    (plans with neck or décolletage zones, the rest pose made). NaN where the skin faces away."""
     out: dict = {}
     hand = pipeline.hand
     if hand is None:
@@ -531,6 +554,8 @@ def _offmesh_projectors(result: FrameResult, pipeline: GuidancePipeline) -> dict
     torso = result.torso
     if torso is not None and torso.reference is not None:
         out["neck"] = functools.partial(project_neck_chart, torso.reference, surfaces["neck"], hand.camera)
+        out["decolletage"] = functools.partial(project_decolletage_chart, torso.reference, surfaces["decolletage"],
+                                               hand.camera)
     return out
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from guidance.errors import UserError
 from guidance.live.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
-from guidance.live.overlay_scene import OverlayScene, project_neck_chart, project_scalp_chart
+from guidance.live.overlay_scene import (OverlayScene, project_decolletage_chart, project_neck_chart,
+                                         project_scalp_chart)
 from guidance.session import records
 from guidance.session.records import FrameRecord
 from guidance.vision.capture.camera import CameraModel
@@ -242,10 +243,8 @@ class FrameComposer:
         self.replay = CoverageReplay(tl, self.atlas)
         self.scene = _ReplayScene(tl.plan, self.chart, self.replay.coverage, tl.electrode_diameter_mm,
                                   inset_px_per_mm=1.5)
-        cam = tl.session.info.get("camera") or {}
-        self._fx = None
-        if cam.get("calibrated") and cam.get("camera_matrix"):
-            self._fx = (float(cam["camera_matrix"][0][0]), float(cam["image_size"][0]))
+        cam = tl.session.camera()  # checked: a malformed calibration is the user's error, naming file and field
+        self._fx = None if cam is None else (float(cam.fx), float(cam.size[0]))
         self._blank: np.ndarray | None = None
         self._strip_base: np.ndarray | None = None
         self._camera: CameraModel | None = None  # the recorded camera at the recorded frame size (scalp, neck)
@@ -287,7 +286,8 @@ class FrameComposer:
         return st
 
     def _offmesh(self, rec: FrameRecord) -> dict:
-        """The recorded frame's scalp (the band's head) and neck (the torso and the turn) projectors, as live."""
+        """The recorded frame's scalp (the band's head), neck (the torso and the turn) and décolletage (the torso)
+        projectors, as live."""
         out: dict = {}
         band, torso = rec.head_band, records.torso_state(rec)
         if (band is None or band.rvec is None or band.tvec_mm is None) and (torso is None or torso.reference is None):
@@ -301,6 +301,8 @@ class FrameComposer:
             out["scalp"] = functools.partial(project_scalp_chart, head, surfaces["scalp"], self._camera)
         if torso is not None and torso.reference is not None:
             out["neck"] = functools.partial(project_neck_chart, torso.reference, surfaces["neck"], self._camera)
+            out["decolletage"] = functools.partial(project_decolletage_chart, torso.reference, surfaces["decolletage"],
+                                                   self._camera)
         return out
 
     def frame_image(self, i: int) -> np.ndarray:

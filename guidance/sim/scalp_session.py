@@ -57,6 +57,7 @@ class ScalpFigures:
     chart_error_by_phase_mm: dict[str, dict[str, float]] = field(default_factory=dict)
     usable_frames: int = 0
     usable_permitted: int = 0
+    usable_stalled: int = 0  # usable frames denied camera_stalled: this machine's load, not the gate's judgement
     usable_share_by_phase: dict[str, float] = field(default_factory=dict)
     denies: dict[str, int] = field(default_factory=dict)
     registered_at_s: float | None = None  # first frame with the band registered, in video time
@@ -65,6 +66,12 @@ class ScalpFigures:
     @property
     def usable_share(self) -> float:
         return self.usable_permitted / self.usable_frames if self.usable_frames else float("nan")
+
+    @property
+    def usable_share_unstalled(self) -> float:
+        """The usable share over the frames the camera did not stall: what the gate itself permits of them."""
+        n = self.usable_frames - self.usable_stalled
+        return self.usable_permitted / n if n > 0 else float("nan")
 
 
 @dataclass
@@ -147,6 +154,7 @@ def scalp_figures(sim_dir: str | Path, session_dir: str | Path, plan_path: str |
             u = usable.setdefault(g.segment_type, [0, 0])
             u[0] += 1
             u[1] += bool(r.gate.permit)
+            f.usable_stalled += r.gate.reason == "camera_stalled"
     f.chart_error_mm = _stats(errors)
     f.chart_error_by_phase_mm = {k: _stats(v) for k, v in by_phase.items()}
     f.usable_frames = sum(u[0] for u in usable.values())

@@ -175,6 +175,13 @@ def test_the_landmark_to_touch_is_marked_on_the_face():
     face_only = Registration(False, "head_band_not_registered: face the camera and keep the head still", None, 0,
                              nan, nan, "touch")
     assert touch_target(BandHead("unregistered", None, True, "", face_only), landmarks) is None
+    # the sixth touch, the sternal notch: not a face landmark, its ring where the face pose puts the model's notch
+    from guidance.vision.face.touch_registration import NOTCH_POINT
+
+    notch = Registration(False, f"head_band_not_registered: touch 6 of 6: {NOTCH_POINT.words}, and hold the tip "
+                         "still", None, 5, nan, nan, "touch")
+    assert touch_target(BandHead("unregistered", None, True, "", notch), landmarks, (320.0, 440.0)) == (320.0, 440.0)
+    assert touch_target(BandHead("unregistered", None, True, "", notch), landmarks) is None
     x, y = touch_target(band, landmarks)
     plain = draw_overlay(_frame(), OverlayState())
     marked = draw_overlay(_frame(), OverlayState(target_px=(x, y)))
@@ -225,3 +232,53 @@ def test_the_neck_zones_are_drawn_twisted_on_the_torso():
     assert st.coverage_px is not None and np.allclose(st.coverage_px[0, :2], got[0])
     st = scene.fill(OverlayState(), None, None)  # without the torso (not referenced yet): nothing on the neck
     assert not st.outlines and st.coverage_px is None
+    # the décolletage on the torso, moved by a touched notch's offset; its pulses through the same projection
+    from guidance.live.overlay_scene import project_decolletage_chart
+
+    dec = chart.surfaces["decolletage"]
+    assert [n for n, _, _ in scene.offmesh_outlines["decolletage"]] == ["decolletage"]
+    moved = TorsoReference(rest, psi, (4.0, 9.0, -2.0))
+    want, _ = cv2.projectPoints(rest.apply(np.array([[40.0, 240.0, dec["plane_z_mm"]]]) + [[4.0, 9.0, -2.0]]
+                                           @ rest.R.T).reshape(1, 1, 3), np.zeros(3), np.zeros(3), cam.K, cam.dist)
+    got = project_decolletage_chart(moved, dec, cam, np.array([[40.0, 240.0]]))
+    assert np.allclose(got, want.reshape(1, 2), atol=1e-6)
+    coverage.deposit_pulse(40.0, 240.0, 10.0)
+    scene.add_pulse(40.0, 240.0)
+    st = scene.fill(OverlayState(), None, None, None,
+                    {"decolletage": lambda q: project_decolletage_chart(moved, dec, cam, q)})
+    assert {o.name for o in st.outlines} == {"decolletage"}
+    assert st.coverage_px is not None and np.allclose(st.coverage_px[-1, :2], got[0])
+
+
+def test_the_notch_ring_is_where_the_face_pose_puts_the_models_notch():
+    """A neck plan: the ring for the sixth touch is the model's notch through this frame's face pose, below the
+    chin in the picture; a face-only plan has none."""
+    import cv2
+
+    from guidance.live.run import _notch_px
+    from guidance.pipeline import FrameResult, GuidancePipeline
+    from guidance.vision.capture.sources import Frame
+    from guidance.vision.face.head_pose import HeadPose
+    from guidance.vision.face.tracker import FaceObservation
+    from guidance.vision.handpiece.profiles import load_handpiece_profile
+    from guidance.zones.neck_twist import notch_point
+    from guidance.zones.plan import load_plan
+
+    plan = load_plan("neck_decolletage")
+    pipe = GuidancePipeline(plan, load_handpiece_profile(plan.handpiece_profile), vision=False)
+    frame = Frame(0, 0, np.zeros((480, 640, 3), np.uint8))
+    pipe._tracker_for(frame)
+    rvec, tvec = np.zeros(3), np.array([0.0, -120.0, 520.0])
+    pose = HeadPose(rvec, tvec, 0.3, True, True, 0)
+    lm = np.zeros((468, 3))
+    face = FaceObservation(0, 0, 0, True, 1.0, lm, lm, None, pose, False)
+    result = FrameResult(frame, face, None, None, None, None, 0, 0, 0, 0, 0, True, 10.0, None)
+    x, y = _notch_px(result, pipe)
+    cam = pipe.hand.camera
+    want, _ = cv2.projectPoints((notch_point(pipe.mapper.chart.surfaces["neck"]) + tvec).reshape(1, 1, 3),
+                                np.zeros(3), np.zeros(3), cam.K, cam.dist)
+    assert np.allclose((x, y), want.reshape(2)) and y > 240.0  # below the picture's middle: under the chin
+    face_only = load_plan("full_face")
+    other = GuidancePipeline(face_only, load_handpiece_profile(face_only.handpiece_profile), vision=False)
+    other._tracker_for(frame)
+    assert _notch_px(result, other) is None
