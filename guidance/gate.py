@@ -127,6 +127,9 @@ class GateInput:
     # this point, in quadrature with the tip's and the mapping's (None: 0).
     neck_torso: str | None = None
     twist_sigma_mm: float | None = None
+    # Face sessions, on the neck or the décolletage: the face pose's placement error there, a 1-sigma in quadrature
+    # with the others (zones/face_pose_bias.py). None elsewhere (0).
+    pose_sigma_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class GateDecision:
     mapping_sigma_mm: float | None = None  # the face-mapping part of it (an input, kept for the record)
     exclusion_clearance_mm: float | None = None
     twist_sigma_mm: float | None = None  # the neck twist model's part of it (an input, kept for the record)
+    pose_sigma_mm: float | None = None  # a face session's face-pose placement part off the mesh (an input, kept)
 
 
 def _true(x: object) -> bool:
@@ -167,8 +171,8 @@ def required_distance_mm(policy: GatePolicy, speed_mm_s: float, latency_ms: floa
 
 
 def combined_sigma_mm(g: GateInput) -> float:
-    """The skin point's 1-sigma uncertainty: the tip's, the face mapping's and (on the neck) the twist model's,
-    independent, in quadrature.
+    """The skin point's 1-sigma uncertainty: the tip's, the face mapping's, (on the neck) the twist model's and (a
+    face session's neck and décolletage) the face pose's placement, independent, in quadrature.
 
     A missing term counts as 0 (a recording made before the term existed re-judges as it was); a NaN or a
     negative term stays NaN and denies.
@@ -176,9 +180,11 @@ def combined_sigma_mm(g: GateInput) -> float:
     tip = g.tip_sigma_mm if g.tip_sigma_mm is not None else 0.0
     mapping = g.mapping_sigma_mm if g.mapping_sigma_mm is not None else 0.0
     twist = g.twist_sigma_mm if g.twist_sigma_mm is not None else 0.0
-    if not (_finite(tip) and _finite(mapping) and _finite(twist) and tip >= 0 and mapping >= 0 and twist >= 0):
+    pose = g.pose_sigma_mm if g.pose_sigma_mm is not None else 0.0
+    terms = (tip, mapping, twist, pose)
+    if not all(_finite(x) and x >= 0 for x in terms):
         return math.nan
-    return math.sqrt(tip * tip + mapping * mapping + twist * twist)
+    return math.sqrt(sum(x * x for x in terms))
 
 
 def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], float | None, float]:
@@ -250,7 +256,7 @@ def decide(policy: GatePolicy, g: GateInput, now_ns: int) -> GateDecision:
             boundary_mm=g.boundary_mm, required_mm=required, speed_mm_s=g.speed_mm_s,
             tip_u=g.tip_u, tip_v=g.tip_v, latency_ms=latency_ms if math.isfinite(latency_ms) else None,
             sigma_mm=sigma if math.isfinite(sigma) else None, exclusion_clearance_mm=g.exclusion_clearance_mm,
-            mapping_sigma_mm=g.mapping_sigma_mm, twist_sigma_mm=g.twist_sigma_mm,
+            mapping_sigma_mm=g.mapping_sigma_mm, twist_sigma_mm=g.twist_sigma_mm, pose_sigma_mm=g.pose_sigma_mm,
         )
     except Exception:  # a bug in the policy must never become a permit
         return deny(policy, Reason.INTERNAL_ERROR, t_capture_ns=getattr(g, "t_capture_ns", now_ns), now_ns=now_ns)

@@ -48,6 +48,7 @@ from guidance.zones.body_mapper import BodyLookup, PatchMapper
 from guidance.zones.coverage import CoverageMap
 from guidance.zones.mapper import ZoneLookup, ZoneMapper
 from guidance.vision.rigid import RigidPose
+from guidance.zones.face_pose_bias import face_pose_sigma_mm
 from guidance.zones.neck_twist import TorsoReferenceBuilder, TorsoState, notch_point, twist_sigma_mm
 from guidance.zones.skin_speed import SkinSpeed
 from guidance.zones.plan import TreatmentPlan
@@ -396,6 +397,8 @@ class GuidancePipeline:
         g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
         if self.scalp:
             g = dataclasses.replace(g, head_band=head_band.state if head_band is not None else "lost")
+        if not self.scalp and lookup is not None and face_pose_sigma_mm(lookup.surface) is not None:
+            g = dataclasses.replace(g, pose_sigma_mm=face_pose_sigma_mm(lookup.surface))  # the face pose's bias there
         if torso is not None and lookup is not None and lookup.surface in ("neck", "decolletage"):
             ref = torso.reference  # a neck or décolletage point is judged on the torso: none yet, denied
             g = dataclasses.replace(g, neck_torso="ok" if ref is not None else "unreferenced",

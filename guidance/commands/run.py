@@ -68,4 +68,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"recording: {s.recording}")
     if s.out_video:
         print(f"overlay video: {s.out_video}")
+    note = face_pose_note(args.plan, args.head_band)
+    if note:
+        print(note)
     return 0
+
+
+def face_pose_note(plan_name: str, head_band: str | None) -> str:
+    """A face session with neck or décolletage zones: why most of them were denied, and what to do (docs/neck.md)."""
+    if head_band is not None:
+        return ""
+    from guidance.zones.atlas import load_atlas
+    from guidance.zones.plan import load_plan
+
+    plan, atlas = load_plan(plan_name), load_atlas()
+    if plan.area == "body" or not any(atlas.zones[z].surface in ("neck", "decolletage")
+                                      for z in plan.zones if z in atlas.zones):
+        return ""
+    return ("note: without --head-band the neck and décolletage are placed by the face pose (9-14 mm and 19-28 mm "
+            "off on unseen faces, docs/neck.md): the gate keeps most of them denied near_boundary; give --head-band "
+            "to treat them")

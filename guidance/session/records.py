@@ -259,6 +259,7 @@ class GateRecord(Record):
     mapping_sigma_mm: float | None = None  # the face mapping's part of it (a gate input: re-processing reads it)
     exclusion_clearance_mm: float | None = None  # distance to the nearest exclusion beyond its buffer
     twist_sigma_mm: float | None = None  # on the neck: the twist model's part of the uncertainty
+    pose_sigma_mm: float | None = None  # a face session's neck or décolletage: the face pose's placement part
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,8 @@ def gate_record(d: Any, seq: int | None, lookahead_latency_ms: float) -> GateRec
                       sigma_mm=_finite_or_none(d.sigma_mm),
                       exclusion_clearance_mm=_finite_or_none(d.exclusion_clearance_mm),
                       mapping_sigma_mm=None if d.mapping_sigma_mm is None else float(d.mapping_sigma_mm),
-                      twist_sigma_mm=_finite_or_none(getattr(d, "twist_sigma_mm", None)))
+                      twist_sigma_mm=_finite_or_none(getattr(d, "twist_sigma_mm", None)),
+                      pose_sigma_mm=_finite_or_none(getattr(d, "pose_sigma_mm", None)))
 
 
 def frame_record(result: Any, gate_confidence: float) -> FrameRecord:

@@ -68,6 +68,7 @@ def test_no_permit_outside_the_plan_and_the_turned_neck_is_treated(session):
     neck = [r for r in turned if gt[r.index].segment_type == "turn"]
     assert len(neck) >= 10  # permits on the neck with the head turned beyond 30 degrees
     assert all(r.zone.surface == "neck" and r.gate.twist_sigma_mm > 2.0 for r in neck)  # the twist's sigma in it
+    assert all(r.gate.pose_sigma_mm is None for r in turned)  # the band carries it, not the face pose
     chest = [r for r in turned if gt[r.index].segment_type == "decolletage"]
     assert len(chest) >= 5 and all(r.zone.surface == "decolletage" for r in chest)  # the head turned: no swing
     # The gate refuses few good pulses for reasons of its own. Of the usable frames (in contact, inside the plan by

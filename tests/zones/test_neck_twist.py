@@ -111,6 +111,17 @@ def test_the_gate_denies_an_unplaced_neck_and_widens_the_look_ahead_by_the_twist
     assert sigma == pytest.approx(TWIST_SIGMA_SHARE * neck["radius_mm"] * np.pi / 4)
     d = decide(GatePolicy(), GateInput(**{**g.__dict__, "twist_sigma_mm": sigma}), now)
     assert not d.permit and d.reason == Reason.NEAR_BOUNDARY and d.twist_sigma_mm == sigma  # 12 mm < 2 + 10.8
+    # a face session's face-pose placement sigma: in quadrature too; 30 mm inside passes 2 + 21.4, 12 mm does not
+    from guidance.zones.face_pose_bias import face_pose_sigma_mm
+
+    pose = face_pose_sigma_mm("neck")
+    assert pose is not None and face_pose_sigma_mm("face") is None and face_pose_sigma_mm(None) is None
+    d = decide(GatePolicy(), GateInput(**{**g.__dict__, "pose_sigma_mm": pose}), now)
+    assert not d.permit and d.reason == Reason.NEAR_BOUNDARY and d.pose_sigma_mm == pose
+    assert d.sigma_mm == pytest.approx(pose)
+    assert decide(GatePolicy(), GateInput(**{**g.__dict__, "pose_sigma_mm": pose, "boundary_mm": 30.0}), now).permit
+    assert not decide(GatePolicy(), GateInput(**{**g.__dict__, "pose_sigma_mm": float("nan"), "boundary_mm": 30.0}),
+                      now).permit  # a broken term denies
 
 
 def test_on_a_rendered_turn_the_real_face_tracker_places_the_neck_far_better_twisted(mapper):
@@ -187,11 +198,13 @@ def test_a_face_session_with_neck_zones_judges_the_neck_on_the_torso():
     assert lookup.zone == "neck_anterior" and np.hypot(lookup.chart_mm[0] - u, lookup.chart_mm[1] - v) < 0.05
     assert Reason.NECK_UNREFERENCED not in d.reasons
     assert d.twist_sigma_mm == pytest.approx(twist_sigma_mm(ref, neck))
+    assert d.pose_sigma_mm == 21.4  # the face pose's placement of the neck (zones/face_pose_bias.py)
     # recorded, and read back as the same torso
     from guidance.pipeline import FrameResult
     result = FrameResult(frame, obs, tip, lookup, d, None, t, t, t, t, t, True, 10.0, None, torso=TorsoState(ref))
     r = frame_record(result, 1.0)
     assert r.torso.ready and r.gate.twist_sigma_mm == pytest.approx(d.twist_sigma_mm)
+    assert r.gate.pose_sigma_mm == pytest.approx(21.4)
     back = torso_state(r).reference
     assert back.psi_rad == pytest.approx(ref.psi_rad) and np.allclose(back.rest.t_mm, TORSO.t_mm)
     for _ in range(15):
@@ -327,3 +340,13 @@ def test_a_face_session_finds_the_decolletage_on_the_torso_when_the_head_turns(m
     lookup, d, _ = pipe.judge(frame, front, tip, t + 5_000_000, armed=True, lookahead_ms=10.0, camera=CAM,
                               torso=TorsoState(TorsoReference(TORSO, 0.0)))
     assert lookup.zone == "decolletage" and Reason.NECK_UNREFERENCED not in d.reasons and d.twist_sigma_mm is None
+    assert d.pose_sigma_mm == 33.4 and not d.permit and Reason.NEAR_BOUNDARY in d.reasons  # 23 mm below the notch
+
+
+def test_guidance_run_says_why_a_face_sessions_neck_is_mostly_denied():
+    from guidance.commands.run import face_pose_note
+
+    assert "--head-band" in face_pose_note("neck_decolletage", None) and "near_boundary" in face_pose_note(
+        "neck_decolletage", None)
+    assert face_pose_note("neck_decolletage", "head_band_default") == ""
+    assert face_pose_note("full_face", None) == "" and face_pose_note("body_decolletage", None) == ""
