@@ -37,6 +37,7 @@ from guidance.live.display import Display
 from guidance.outputs import new_folder, output_file
 from guidance.live.overlay import OverlayState
 from guidance.live.priority import GIL_SWITCH_S, gil_handoff
+from guidance.live.touch_prompt import band_prompt, touch_target
 from guidance.live.overlay_scene import (OverlayScene, project_decolletage_chart, project_neck_chart,
                                          project_scalp_chart)
 from guidance.pipeline import FrameResult, GuidancePipeline, PipelineConfig
@@ -46,8 +47,6 @@ from guidance.session.writer import SessionRecorder
 from guidance.vision.capture.camera import check_camera_fits, load_camera
 from guidance.vision.capture.sources import IMAGE_SUFFIXES, FrameSource, open_source
 from guidance.vision.capture.video_out import STREAM_SUFFIXES
-from guidance.vision.face.head_band import NOT_REGISTERED
-from guidance.vision.face.touch_registration import NOTCH_POINT, TOUCH_POINTS
 from guidance.vision.handpiece.profiles import load_handpiece_profile, load_head_band
 from guidance.vision.rigid import RigidPose
 from guidance.yamlfile import read_yaml
@@ -482,7 +481,7 @@ def _overlay_state(result: FrameResult, pipeline: GuidancePipeline, lat, fps_t, 
         tip_px=result.tip.tip_px if result.tip is not None and result.tip.valid else None,
         fps=fps, latency_ms_p50=float(np.median(arr)) if arr.size else None,
         latency_ms_p99=float(np.percentile(arr, 99)) if arr.size else None,
-        link=link, pulses=summary.pulses, violations=summary.violations, prompt=_prompt(result),
+        link=link, pulses=summary.pulses, violations=summary.violations, prompt=band_prompt(result.head_band),
         target_px=touch_target(result.head_band, result.face.landmarks if result.face.found else None,
                                _notch_px(result, pipeline)),
     )
@@ -500,34 +499,6 @@ def _notch_px(result: FrameResult, pipeline: GuidancePipeline) -> tuple[float, f
     px, _ = cv2.projectPoints(p.reshape(1, 1, 3), np.zeros(3), np.zeros(3), cam.K, cam.dist)
     x, y = px.reshape(2)
     return float(x), float(y)
-
-
-def touch_target(band: Any, landmarks_px: np.ndarray | None,
-                 notch_px: tuple[float, float] | None = None) -> tuple[float, float] | None:
-    """A touch registration under way (`band`: this frame's `BandHead`): the pixel of the landmark asked for on
-    this frame's face landmarks, or, when the sternal notch is asked for, `notch_px`; None otherwise (no face, not
-    asked, or registered)."""
-    reg = band.registration if band is not None else None
-    if (reg is None or reg.registered or reg.method != "touch" or band.state != "unregistered"
-            or landmarks_px is None or "touch " not in reg.reason):
-        return None
-    k = int(reg.samples)
-    if k == len(TOUCH_POINTS) and NOTCH_POINT.words in reg.reason:
-        return notch_px
-    if not 0 <= k < len(TOUCH_POINTS):
-        return None
-    x, y = np.asarray(landmarks_px)[TOUCH_POINTS[k].landmark][:2]
-    return float(x), float(y)
-
-
-def _prompt(result: FrameResult) -> str:
-    """A scalp session waiting for its band registration: what the practitioner should do (the touch asked for)."""
-    band = result.head_band
-    if band is None or band.state != "unregistered" or band.registration is None or band.registration.registered:
-        return ""
-    text = band.registration.reason
-    prefix = f"{NOT_REGISTERED}: "
-    return text[len(prefix):] if text.startswith(prefix) else ""
 
 
 def _patch_projector(result: FrameResult, pipeline: GuidancePipeline):

@@ -23,6 +23,7 @@ import numpy as np
 
 from guidance.errors import UserError
 from guidance.live.overlay import BLUE, ORANGE, VERMILION, WHITE, YELLOW, OverlayState, draw_overlay
+from guidance.live.touch_prompt import band_prompt, touch_target
 from guidance.live.overlay_scene import (OverlayScene, project_decolletage_chart, project_neck_chart,
                                          project_scalp_chart)
 from guidance.session import records
@@ -282,7 +283,12 @@ class FrameComposer:
         st.layers = {"zones": True, "coverage": True, "inset": False, "mesh": False}
         cov = self.replay.at(i)
         self.scene.set_pulses(cov, self.replay.placed)
-        self.scene.fill(st, self.tl.session.landmarks(i), self._px_per_mm(rec, width), None, self._offmesh(rec))
+        landmarks = self.tl.session.landmarks(i)
+        band = records.band_head(rec)
+        if band is not None:  # a band session registering: the step asked for, and the landmark's ring, as live
+            st.prompt = band_prompt(band)
+            st.target_px = touch_target(band, landmarks)
+        self.scene.fill(st, landmarks, self._px_per_mm(rec, width), None, self._offmesh(rec))
         return st
 
     def _offmesh(self, rec: FrameRecord) -> dict:

@@ -135,3 +135,13 @@ def test_the_recording_keeps_the_torso_and_reprocessing_reproduces_every_decisio
     st = FrameComposer(build_timeline(open_session(result.session_dir, quiet=True), load_atlas())).overlay_state(
         turned, 640)
     assert {"neck_anterior", "neck_lateral_left", "neck_lateral_right"} <= {o.name for o in st.outlines}
+    assert "decolletage" in {o.name for o in st.outlines}  # the chest's zone on the torso too
+    # ... and, while registering, the step asked for and the landmark's ring, as the live overlay showed them
+    composer = FrameComposer(build_timeline(open_session(result.session_dir, quiet=True), load_atlas()))
+    asking = [r.index for r in frames if r.head_band.state == "unregistered" and "touch 3 of 6" in r.head_band.prompt
+              and r.face.found]
+    assert asking, "no frame asked for the chin"
+    st = composer.overlay_state(asking[len(asking) // 2], 640)
+    assert st.prompt.startswith("touch 3 of 6: the chin") and st.target_px is not None
+    notch = [r.index for r in frames if "touch 6 of 6" in r.head_band.prompt]
+    assert notch and composer.overlay_state(notch[0], 640).prompt.startswith("touch 6 of 6: the sternal notch")
