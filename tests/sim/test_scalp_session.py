@@ -56,7 +56,7 @@ def test_no_permit_with_the_true_tip_outside_the_plan_or_on_an_exclusion(session
     frames = open_session(result.session_dir, quiet=True).frames
     permitted_face_away = [r.index for r in frames if r.gate.permit and not gt[r.index].face_found]
     assert len(permitted_face_away) >= 10
-    # of the usable frames the camera did not stall (this machine's load, 0-50 % from run to run on 2 cores)
+    # of the usable frames the camera did not stall (this machine's load, 0-65 % from run to run on 2 cores)
     f = result.figures
     assert f.usable_share_unstalled >= 0.3, (f.usable_share, f.usable_stalled, f.usable_frames)
     assert result.acceptance.pulses_fired >= 10
