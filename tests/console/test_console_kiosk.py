@@ -66,7 +66,9 @@ def test_kiosk_browser_opens_the_console_at_idle_priority_and_goes_with_it(tmp_p
                     pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{devtools}/json/list", timeout=5).read())
                 except OSError:
                     pages = []
-                if any(p.get("url", "").startswith(f"http://127.0.0.1:{port}/clients") for p in pages):
+                # the page listed and loaded: under load its title comes a moment after its URL
+                if any(p.get("url", "").startswith(f"http://127.0.0.1:{port}/clients")
+                       and "guidance" in p.get("title", "").lower() for p in pages):
                     break
             time.sleep(0.2)
         assert any(p.get("url", "").startswith(f"http://127.0.0.1:{port}/clients") for p in pages), pages
