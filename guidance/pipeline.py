@@ -225,12 +225,6 @@ class GuidancePipeline:
         self._complete: dict[str, bool] = {z: False for z in plan.zones}
         self.events: deque[records.Event] = deque()  # for the recorder / UI; drained by the owner
         self.last_seq: int | None = None
-        # The pose model (for the décolletage's lower edge) runs only for plans that treat the neck or
-        # décolletage, on its own thread at a reduced rate; the hot path reads its latest result.
-        self.shoulders: ShoulderTracker | None = None
-        if vision and self.config.shoulder_tracking and any(self.atlas.zones[z].surface in ("neck", "decolletage")
-                                                             for z in plan.zones):
-            self.shoulders = ShoulderTracker()
         # Scalp sessions: the head band, registered to the face's head frame while the face is near frontal,
         # carries the head (and the scalp zones) when the face turns away; the gate judges the band instead
         # of the face (reasons band_unregistered, band_lost, band_moved).
@@ -240,6 +234,15 @@ class GuidancePipeline:
         self.scalp = (any(self.atlas.zones[z].surface == "scalp" for z in plan.zones)
                       or (self.neck_planned and self.config.neck_on_band))
         self.band_body = load_head_band(self.config.head_band) if self.scalp and vision else None
+        # The pose model (the shoulder line: the décolletage's and the neck's lower edge) runs only for face
+        # sessions that treat the neck or décolletage, on its own thread at a reduced rate; the hot path reads its
+        # latest result. A band session does not use it (the band and the notch touch place the neck, the sternum
+        # patch the torso): running it there took about 6 ms a frame of the two cores for nothing (a 60 ms run
+        # every 10th frame), and stalled the camera.
+        self.shoulders: ShoulderTracker | None = None
+        if (vision and self.config.shoulder_tracking and not self.scalp
+                and any(self.atlas.zones[z].surface in ("neck", "decolletage") for z in plan.zones)):
+            self.shoulders = ShoulderTracker()
         # Plans with neck zones: the neck stands on the torso (the head frame at rest) and twists under the head
         # (zones/neck_twist.py); the rest pose is made from the first near-frontal head poses after arming (the
         # face's, or in a band session the band's once registered).

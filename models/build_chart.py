@@ -36,7 +36,10 @@ from guidance.vision.models import load_topology
 import bundle  # models/bundle.py, beside this script
 
 DATA_DIR = bundle.ZONES
-ATLAS_VERSION = "1.1.0"  # 1.1: exclusion buffers (zone geometry as in 1.0)
+# 1.1: exclusion buffers (zone geometry as in 1.0). 1.2: the neck split at the sternocleidomastoid's anterior border
+# and the décolletage drawn from the notch, clavicles, deltopectoral grooves and the 4th costal level (they were
+# rectangles); the chart, its grid and every face and scalp zone as in 1.1.
+ATLAS_VERSION = "1.2.0"
 # Clinical buffer (skin mm) each exclusion keeps beyond its own edge, independent of a plan's margin: the gate
 # requires the tip's look-ahead distance *plus* this from the exclusion. The periorbital zones already reach the
 # orbital rim; 3 mm more keeps the electrode's field off the lids and the rim's thin skin. The lips' zone is the
@@ -59,9 +62,23 @@ FRONTAL_HAIRLINE_MM = 25.0
 JAWLINE_BAND_MM = 12.0
 NECK_LENGTH_MM = 100.0  # menton → suprasternal notch, proportional extension
 DECOLLETAGE_LENGTH_MM = 150.0  # suprasternal notch → shoulder/bust line, proportional extension
-NECK_ANTERIOR_HALF_MM = 30.0
-NECK_HALF_MM = 75.0
-DECOLLETAGE_HALF_MM = 150.0
+NECK_HALF_MM = 75.0  # arc either side of the midline: the front and sides of the neck, to the trapezius' edge
+# The anterior triangle of the neck (neck_anterior) ends laterally at the sternocleidomastoid's anterior border: from
+# its sternal head beside the notch up and out to below the angle of the mandible. Chart half-widths (arc mm) at the
+# notch and at the menton's level; the border is straight between them and carried on up to the mandible.
+SCM_HALF_AT_NOTCH_MM = 12.0
+SCM_HALF_AT_MENTON_MM = 50.0
+# The décolletage (on the plane below the notch; u = x, v = y - notch): its top edge is the clavicles' upper border,
+# level with the notch in this chart (their medial two thirds lie within a few mm of it; the lateral third's rise
+# towards the acromion is not charted); it ends laterally at the deltopectoral groove, which leaves the clavicle at
+# the junction of its middle and lateral thirds (SC joint ~20 mm from the midline + 2/3 of a ~150 mm clavicle), and
+# runs down and slightly in to the anterior axillary fold; its lower edge is the V of a neckline, from the upper
+# pole of the breast at the fold (~75 mm below the clavicle) to the sternum at the 4th costal cartilage (~130 mm
+# below the notch). Adult proportions; the sternal notch touch moves the whole shape to the client's notch.
+DELTOPECTORAL_TOP_HALF_MM = 120.0
+DELTOPECTORAL_BOTTOM_HALF_MM = 110.0
+DECOLLETAGE_FOLD_DROP_MM = 75.0
+DECOLLETAGE_STERNAL_DROP_MM = 130.0
 SCALP_TEMPORAL_U_MM = 45.0
 
 
@@ -344,6 +361,14 @@ def interp_curve(points_uv: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.interp(u, points_uv[o, 0], points_uv[o, 1])
 
 
+def decolletage_outline(notch_v: float) -> np.ndarray:
+    """The décolletage's outline on the chart (u, v mm), clockwise from the notch: the clavicles (level with the
+    notch) out to the deltopectoral grooves, down them to the anterior axillary folds, then the V to the sternum."""
+    top, bottom = DELTOPECTORAL_TOP_HALF_MM, DELTOPECTORAL_BOTTOM_HALF_MM
+    return np.array([[-top, notch_v], [top, notch_v], [bottom, notch_v + DECOLLETAGE_FOLD_DROP_MM],
+                     [0.0, notch_v + DECOLLETAGE_STERNAL_DROP_MM], [-bottom, notch_v + DECOLLETAGE_FOLD_DROP_MM]])
+
+
 def build_atlas(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, surfaces: dict, topo: dict) -> tuple[dict, np.ndarray, list[str], np.ndarray]:
     g = Grid()
     mir = mirror_index(v)
@@ -373,7 +398,10 @@ def build_atlas(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, surfaces: dict, 
     scalp = (~face) & (g.v < v_upper) & (g.v >= v_vertex) & (g.u >= u_span[0]) & (g.u <= u_span[1])
     sternal_v = surfaces["neck"]["y_bottom_mm"]
     neck = (~face) & (g.v > v_lower) & (g.v < sternal_v) & (np.abs(g.u) <= NECK_HALF_MM)
-    dec = (g.v >= sternal_v) & (g.v < surfaces["decolletage"]["y_bottom_mm"]) & (np.abs(g.u) <= DECOLLETAGE_HALF_MM)
+    menton_v = float(uv[152, 1])
+    scm_half = SCM_HALF_AT_NOTCH_MM + (SCM_HALF_AT_MENTON_MM - SCM_HALF_AT_NOTCH_MM) * (sternal_v - g.v) / (
+        sternal_v - menton_v)
+    dec = (g.v >= sternal_v) & (g.v < surfaces["decolletage"]["y_bottom_mm"]) & g.poly(decolletage_outline(sternal_v))
 
     names: list[str] = []
     labels = np.zeros((g.h, g.w), np.uint8)
@@ -487,7 +515,7 @@ def build_atlas(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, surfaces: dict, 
         paint("cheek_left", left_over & (g.u >= 0), face, "treat", "face", "Cheek left")
 
     # neck and décolletage
-    paint("neck_anterior", np.abs(g.u) <= NECK_ANTERIOR_HALF_MM, neck, "treat", "neck", "Neck, anterior")
+    paint("neck_anterior", np.abs(g.u) <= scm_half, neck, "treat", "neck", "Neck, anterior (anterior triangle)")
     paint("neck_lateral_right", g.u < 0, neck, "treat", "neck", "Neck, lateral right")
     paint("neck_lateral_left", g.u >= 0, neck, "treat", "neck", "Neck, lateral left")
     paint("decolletage", dec, dec, "treat", "decolletage", "Décolletage")

@@ -33,20 +33,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from guidance.pipeline import PipelineConfig
 from guidance.samples import fetch
-from guidance.sim.head_scene import HeadScene
 from guidance.sim.neck_turn import about_axis, neck_surface_point
-from guidance.sim.render import SceneRenderer
-from guidance.vision.capture.camera import CameraModel
 from guidance.vision.capture.sources import Frame
-from guidance.vision.face.head_pose import load_canonical_face
-from guidance.vision.face.landmarks import ORIGINAL_LANDMARK_MODEL
-from guidance.vision.face.tracker import FaceTracker, TrackerConfig
 from guidance.vision.rigid import RigidPose
-from guidance.zones.atlas import load_atlas
-from guidance.zones.chart import load_chart
 from guidance.zones.neck_twist import TorsoReferenceBuilder, locate_decolletage, locate_neck, twist_share
+
+from neck_twist import RenderedClient  # the experiment beside this one (run as a script: its folder is on the path)
 
 FPS = 30.0
 FRAMES = 45
@@ -71,21 +64,12 @@ def face_photo(name: str, frame: int) -> np.ndarray:
 
 
 def measure(name: str, frame: int) -> dict:
-    chart, atlas = load_chart(), load_atlas()
-    neck, dec = chart.surfaces["neck"], chart.surfaces["decolletage"]
-    cam = CameraModel.default(*SIZE)
-    photo = face_photo(name, frame)
-    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(
-        Frame(0, 0, photo))
-    if not seen.found or seen.landmarks_raw is None:
+    client = RenderedClient(face_photo(name, frame))
+    if client.scene is None:
         return {"face": name, "error": "no face found in the photo"}
-    rng = np.random.default_rng(5)
-    bg = np.clip(rng.normal(150, 8, (SIZE[1], SIZE[0], 3)), 0, 255).astype(np.uint8)
-    scene = HeadScene(cam, chart.surfaces, atlas, load_canonical_face(), chart.triangles, photo, seen.landmarks_raw,
-                      bg, seed=5)
-    renderer = SceneRenderer(cam)
-    torso = RigidPose(np.eye(3), np.array([0.0, -85.0, 470.0]))
-    tracker = FaceTracker(PipelineConfig().tracker, cam)
+    chart, scene, renderer = client.chart, client.scene, client.renderer
+    neck, dec = chart.surfaces["neck"], chart.surfaces["decolletage"]
+    rng, torso, tracker = client.rng, client.torso, client.tracker
     builder = TorsoReferenceBuilder()
     neck_pts = [(u, v) for v in (95.0, 140.0, 185.0) for u in np.arange(-40.0, 41.0, 10.0)]
     dec_pts = [(x, float(neck["y_bottom_mm"]) + dy) for dy in (15.0, 40.0) for x in (-70.0, -45.0, 45.0, 70.0)]

@@ -104,20 +104,32 @@ def map_torso_decolletage(torso: RigidPose, head: RigidPose, ray_cam: np.ndarray
     return None if hit is None else hit.chart_mm
 
 
+class RenderedClient:
+    """The rendered client of both experiments: the canonical head textured with `photo` on a still torso 480 mm
+    away (the torso = the head frame at rest, the chin in the middle of the picture), a noisy grey background, and
+    the product's face tracker to watch it. `found` is False when no face is found in the photo."""
+
+    def __init__(self, photo: np.ndarray):
+        self.chart, self.atlas = load_chart(), load_atlas()
+        self.cam = CameraModel.default(*SIZE)
+        seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(
+            Frame(0, 0, photo))
+        self.found = bool(seen.found and seen.landmarks_raw is not None)
+        self.rng = np.random.default_rng(5)
+        bg = np.clip(self.rng.normal(150, 8, (SIZE[1], SIZE[0], 3)), 0, 255).astype(np.uint8)
+        self.scene = (HeadScene(self.cam, self.chart.surfaces, self.atlas, load_canonical_face(), self.chart.triangles,
+                                photo, seen.landmarks_raw, bg, seed=5) if self.found else None)
+        self.renderer = SceneRenderer(self.cam)
+        self.torso = RigidPose(np.eye(3), np.array([0.0, -85.0, 470.0]))
+        self.tracker = FaceTracker(PipelineConfig().tracker, self.cam)
+
+
 def main(argv: list[str]) -> int:
-    chart, atlas = load_chart(), load_atlas()
+    client = RenderedClient(cv2.imread(str(fetch("single_face.jpg"))))
+    chart, scene, renderer = client.chart, client.scene, client.renderer
     neck, dec = chart.surfaces["neck"], chart.surfaces["decolletage"]
-    cam = CameraModel.default(*SIZE)
-    photo = cv2.imread(str(fetch("single_face.jpg")))
-    seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
-    rng = np.random.default_rng(5)
-    bg = np.clip(rng.normal(150, 8, (SIZE[1], SIZE[0], 3)), 0, 255).astype(np.uint8)
-    scene = HeadScene(cam, chart.surfaces, atlas, load_canonical_face(), chart.triangles, photo, seen.landmarks_raw,
-                      bg, seed=5)
-    renderer = SceneRenderer(cam)
-    # The torso (= the head frame at rest) 480 mm away, the chin in the middle of the picture.
-    torso = RigidPose(np.eye(3), np.array([0.0, -85.0, 470.0]))
-    tracker = FaceTracker(PipelineConfig().tracker, cam)
+    rng, torso, tracker = client.rng, client.torso, client.tracker
+    assert scene is not None, "no face in single_face.jpg"
     # sample points over the neck: 3 heights, chart u every 10 mm
     us, vs = np.arange(-80.0, 81.0, 10.0), np.array([95.0, 140.0, 185.0])
     points = [(u, v) for v in vs for u in us]

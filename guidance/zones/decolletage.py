@@ -1,26 +1,28 @@
-"""The décolletage's lower edge from the pose model's shoulder line.
+"""The shoulder line from the pose model: where the décolletage (and the neck) end below.
 
-Without shoulders the décolletage is the *proportional extension*: a plane
-tangent to the front of the neck from the suprasternal notch down a fixed
-150 mm (``surfaces.py``). When the pose model sees both shoulders (visibility
-above a threshold, result fresh), the lower edge follows the line between them
-instead:
+The décolletage is the atlas's outline on a plane tangent to the front of the
+neck (``surfaces.py``): the clavicles level with the suprasternal notch, the
+deltopectoral grooves, and the V of a neckline down to the sternum at the 4th
+costal level (``models/build_chart.py``, atlas 1.2). When the pose model sees
+both shoulders (visibility above a threshold, result fresh), the line between
+them cuts it further:
 
 1. each shoulder's image point is undistorted into a camera ray, expressed in
    the head frame (head pose of the same frame) and intersected with the
    décolletage plane — giving two chart points (u = x, v = y on the plane);
-2. the décolletage is then the part of the atlas's décolletage band (between
-   its top edge at the notch and its lateral edges) that lies *above* the line
-   through those two points and *between* them laterally; the band may extend
-   below the proportional 150 mm when the shoulders are lower, down to the
-   edge of the atlas grid;
-3. a point below the line (or outside the shoulders) is not décolletage: the
-   mapper moves on to the other surfaces and, failing them, reports
-   ``off-surface`` (the gate denies);
-4. the boundary distance on the décolletage is the smallest of the distances
-   to the top edge, the lateral edges and the shoulder line, minus one grid
-   cell (as conservative as the atlas rasters); it is also returned on its own
-   as ``ZoneLookup.limit_mm`` so the gate can take it into the planned-region
+2. the décolletage is then the part of the atlas's décolletage outline that
+   lies *above* the line through those two points and *between* them
+   laterally (never more than the outline: the shoulder joints sit near the
+   clavicles' height, so a low line means a slumped client or a misplaced
+   pose, not more chest to treat);
+3. a point below the line (or outside the shoulders, or outside the outline)
+   is not décolletage: the mapper moves on to the other surfaces and, failing
+   them, reports ``off-surface`` (the gate denies);
+4. the boundary distance on the décolletage is the smallest of the atlas's
+   distance to the outline, the distances to the band's top and lateral
+   edges and to the shoulder line, minus one grid cell (as conservative as
+   the atlas rasters); the line's distance is also returned on its own as
+   ``ZoneLookup.limit_mm`` so the gate can take it into the planned-region
    distance (which is read from the atlas and knows nothing of shoulders).
 
 The pose model runs off the hot path (``guidance.vision.body.shoulders.ShoulderTracker``);
@@ -50,7 +52,7 @@ class DecolletageLimit:
     u_min: float  # the band's lateral edges (atlas décolletage ∩ between the shoulders)
     u_max: float
     v_top: float  # the band's top edge (suprasternal notch)
-    v_bottom: float  # how far down the plane may be hit (edge of the atlas grid)
+    v_bottom: float  # how far down the plane may be hit (the plane's lower edge; the outline ends above it)
     cell_mm: float
     t_capture_ns: int  # of the pose frame it came from
 
@@ -165,9 +167,8 @@ def shoulder_limit(shoulders, pose, camera, surfaces: dict, atlas, *, t_referenc
     if l_[0] - r[0] < 1.0:  # crossed or coincident on the plane: not a frontal chest
         return None, "shoulders crossed on the décolletage plane"
     g = atlas.grid
-    v_grid_bottom = g.v0_mm + (g.height - 1) * g.cell_mm - g.cell_mm
     limit = DecolletageLimit(
         right_uv=r, left_uv=l_, u_min=max(band[0], r[0]), u_max=min(band[1], l_[0]),
-        v_top=max(band[2], float(dec["y_top_mm"])), v_bottom=v_grid_bottom,
+        v_top=max(band[2], float(dec["y_top_mm"])), v_bottom=float(dec["y_bottom_mm"]),
         cell_mm=g.cell_mm, t_capture_ns=int(shoulders.t_capture_ns))
     return limit, "shoulder line"

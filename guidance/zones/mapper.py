@@ -104,13 +104,10 @@ class FaceFrame:
         self.z0, self.dz1, self.dz2 = z[:, 0], z[:, 1] - z[:, 0], z[:, 2] - z[:, 0]
         self.pose = pose
         self.camera = camera
-        # The décolletage's lower edge: the shoulder line when known, else the proportional extension.
+        # The shoulder line, when known, cuts the décolletage's outline (and the neck) from below.
         self.limit = limit
         self.limit_reason = limit_reason
         self.surfaces = mapper.chart.surfaces
-        if limit is not None:
-            dec = dict(self.surfaces["decolletage"], y_bottom_mm=limit.v_bottom)
-            self.surfaces = dict(self.surfaces, decolletage=dec)
 
     def hit(self, x: float, y: float) -> tuple[int, np.ndarray] | None:
         """(triangle, barycentric) of the nearest camera-facing triangle under (x, y), or None."""
@@ -170,11 +167,12 @@ class FaceFrame:
             if self.limit is not None and hit.surface in ("neck", "decolletage"):
                 if hit.surface == "decolletage":
                     inside, d, limit = self.limit.locate(*hit.chart_mm)
-                    zone = m.atlas.zones.get("decolletage")
-                    if not inside or zone is None or m.on_face_mesh(*hit.chart_mm):
-                        continue  # below the shoulder line / outside the shoulders: not décolletage
-                    return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, d, None, None, (x, y),
-                                      limit)
+                    zone, d_atlas = m.atlas.zone_at(*hit.chart_mm)
+                    if (not inside or zone is None or hit.surface not in zone.carried_on
+                            or m.on_face_mesh(*hit.chart_mm)):
+                        continue  # below the shoulder line, outside the shoulders or the décolletage's outline
+                    return ZoneLookup(True, zone.name, zone.kind, hit.surface, hit.chart_mm, min(d, d_atlas), None,
+                                      None, (x, y), limit)
                 p = hit.point_head_mm  # on the décolletage plane's frame: the head's, or with the torso the torso's
                 if self.torso is not None:
                     p = self.torso.rest.inverse().apply(head.apply(p[None, :]))[0]

@@ -89,7 +89,8 @@ def test_the_recording_keeps_the_band_and_reprocessing_reproduces_every_decision
     from guidance.review.timeline import build_timeline
     from guidance.zones.atlas import load_atlas
 
-    back = next(r.index for r in frames if r.head_band.state == "ok" and r.index / SCRIPT.fps > SCRIPT.frontal_s + 3)
+    # the player's frames are the recording's positions (a loaded machine drops camera frames: not their index)
+    back = next(i for i, r in enumerate(frames) if r.head_band.state == "ok" and r.index / SCRIPT.fps > SCRIPT.frontal_s + 3)
     st = FrameComposer(build_timeline(open_session(result.session_dir, quiet=True), load_atlas())).overlay_state(
         back, 640)
     assert any(o.name.startswith("scalp_") for o in st.outlines)

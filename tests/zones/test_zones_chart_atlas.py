@@ -135,6 +135,34 @@ def test_boundary_distance_is_signed_and_in_mm(atlas):
     assert 3.5 <= atlas.region_distance_mm(["glabella", "forehead_central"], u_mid, v_top + 5.0)
 
 
+def test_neck_and_decolletage_follow_the_anatomical_landmarks(atlas, chart):
+    """Atlas 1.2: the anterior neck is the anterior triangle (wide under the mandible, narrowing to the notch at the
+    sternocleidomastoid's sternal heads); the décolletage runs along the clavicles (level with the notch) to the
+    deltopectoral grooves and down to a V at the sternum; neither is a rectangle any more."""
+    notch = chart.surfaces["neck"]["y_bottom_mm"]
+    menton = float(chart.vertex_uv_mm[152, 1])
+
+    def zone(u, v):
+        z, _ = atlas.zone_at(u, v)
+        return None if z is None else z.name
+
+    def anterior_half(v):  # how far the anterior neck reaches either side at height v
+        us = np.arange(0.0, 75.0, 0.5)
+        return max(u for u in us if zone(u, v) == "neck_anterior" and zone(-u, v) == "neck_anterior")
+
+    top, mid, low = anterior_half(menton + 10), anterior_half((menton + notch) / 2), anterior_half(notch - 3)
+    assert top > mid > low and 40 <= top <= 50 and low <= 15
+    assert zone(60.0, notch - 3) == "neck_lateral_left" and zone(-60.0, notch - 3) == "neck_lateral_right"
+    # the décolletage: just under the notch across the clavicles, not past the deltopectoral groove
+    assert all(zone(u, notch + 2) == "decolletage" for u in (-115.0, -60.0, 0.0, 60.0, 115.0))
+    assert zone(130.0, notch + 2) is None and zone(-130.0, notch + 2) is None
+    # the V: deepest at the sternum (notch + 130 mm), shallower towards the axillary folds
+    depth = {u: max(v for v in np.arange(notch, notch + 150, 0.5) if zone(u, v) == "decolletage")
+             for u in (0.0, 50.0, 100.0)}
+    assert 128 <= depth[0.0] - notch <= 131 and depth[0.0] > depth[50.0] > depth[100.0] >= notch + 70
+    assert zone(0.0, notch + 135) is None and zone(100.0, notch + 100) is None
+
+
 def test_build_script_reproduces_the_shipped_data(tmp_path):
     build_chart.build(tmp_path)
     for name in ("face_chart.json", "atlas.json"):

@@ -80,21 +80,22 @@ def test_the_limit_moves_with_the_shoulder_line(mapper, astronaut):
     assert r.zone == "decolletage" and r.limit_mm > 0
 
 
-def test_low_shoulders_extend_the_decolletage_past_the_proportional_band(mapper, astronaut):
+def test_low_shoulders_do_not_extend_the_decolletage_past_its_outline(mapper, astronaut):
+    """The shoulder line only cuts the décolletage: with it below the outline's V, the décolletage is the outline's."""
     image, obs, shoulders = astronaut
     size = (image.shape[1], image.shape[0])
     low = mapper.prepare(obs, size, shoulders=shifted(shoulders, 80))
-    assert low.limit.edge_v(0) > 380
+    notch_v = mapper.chart.surfaces["decolletage"]["y_top_mm"]
+    assert low.limit.edge_v(0) > notch_v + 150  # below the V's apex (notch + 130 mm)
     without = mapper.prepare(obs, size)
-    found = False
-    for y in range(250, image.shape[0], 4):
-        r = low.locate(206.0, float(y))
-        if r.zone == "decolletage" and r.chart_mm[1] > 370:  # below the proportional 362 mm
-            assert without.locate(206.0, float(y)).zone == "off-surface"
-            assert 0 < r.boundary_mm <= r.limit_mm
-            found = True
-            break
-    assert found
+    column = [(low.locate(206.0, float(y)), without.locate(206.0, float(y))) for y in range(250, image.shape[0], 2)]
+    on = [(a, b) for a, b in column if a.zone == "decolletage"]
+    assert len(on) > 10
+    for a, b in on:
+        assert b.zone == "decolletage" and a.boundary_mm <= b.boundary_mm + 1e-6
+    assert max(a.chart_mm[1] for a, _ in on) <= notch_v + 130.5
+    below = [a for a, _ in column if a.chart_mm is None or a.chart_mm[1] > notch_v + 131]
+    assert below and all(a.zone == "off-surface" for a in below)
 
 
 def test_shoulders_above_the_notch_also_end_the_neck(mapper, astronaut):
