@@ -419,7 +419,8 @@ def _loop(opts, source, pipeline: GuidancePipeline, scene: OverlayScene, bridge,
                 offmesh = _offmesh_projectors(result, pipeline)
                 display.submit(frame.image, st,
                                lambda s, lm=lm, ppm=ppm, uv=st_uv(result), proj=proj, off=offmesh:
-                               _finish(scene, s, lm, ppm, uv, proj, off))
+                               _finish(scene, s, lm, ppm, uv, proj, off),
+                               behind=result.latency_ms > 1000.0 / (source.fps or 30.0))  # late: the overlay yields
             if opts.max_frames and result.frame.index + 1 >= opts.max_frames:
                 break
     except KeyboardInterrupt:
