@@ -176,8 +176,9 @@ def run_band_session(out: str | Path, render: Callable[[Path], Path], what: str,
                      run_args: tuple[str, ...], *, rate_hz: float = 15.0, report: bool = True, log=print,
                      chart_error: Callable[[tuple[float, float], tuple[float, float]], float] | None = None,
                      kind: str = "scalp") -> ScalpResult:
-    """Render (`render(folder) -> folder`), run and check one session carried by the head band into OUT (a new or
-    empty folder): the scalp's, or the neck's (sim/neck_session.py)."""
+    """Render (`render(folder) -> folder`), run and check one session into OUT (a new or empty folder): the scalp's
+    and the neck's (sim/neck_session.py), carried by the head band (`run_args`), or a face session's
+    (sim/two_face_session.py, no band)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("output folder exists and is not empty (choose another or remove it)", path=out)
