@@ -11,6 +11,9 @@ Usage: python docs/make_scalp_figures.py OUT_DIR      (about 6 minutes on 2 core
                                                            sternum patch carries it)
        python docs/make_scalp_figures.py --neck-no-patch OUT_DIR   (the same without the patch: the torso taken as still)
        python docs/make_scalp_figures.py --from OUT_DIR   (the table again, from a session already run)
+Any of the session forms takes `--texture NAME` last: the rendered client's face texture (a pinned photo, or a
+pinned video's 30th frame; default single_face.jpg, a training face), e.g. an evaluation face of
+guidance/data/face_sets.yaml.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ def _pct(x: float) -> str:
 
 def main() -> int:
     args = sys.argv[1:]
+    texture: dict = {}
+    if len(args) >= 2 and args[-2] == "--texture":
+        texture, args = {"face": args[-1]}, args[:-2]
     if len(args) == 2 and args[0] == "--from":
         out = Path(args[1])
         sim, session = out / "simulation", out / "session"
@@ -40,13 +46,13 @@ def main() -> int:
         r = ScalpResult(verify(sim, session, out / "controller.jsonl", plan),
                         scalp_figures(sim, session, plan, neck_chart_error_mm if neck else None), sim, session)
     elif len(args) == 1:
-        r = run_scalp_session(Path(args[0]), script=ScalpScript())
+        r = run_scalp_session(Path(args[0]), script=ScalpScript(**texture))
     elif len(args) == 2 and args[0] == "--neck":
-        r = run_neck_session(Path(args[1]), script=NeckScript())
+        r = run_neck_session(Path(args[1]), script=NeckScript(**texture))
     elif len(args) == 2 and args[0] == "--neck-no-patch":
-        r = run_neck_session(Path(args[1]), script=NeckScript(patch=False))
+        r = run_neck_session(Path(args[1]), script=NeckScript(patch=False, **texture))
     elif len(args) == 2 and args[0] == "--face":
-        r = run_scalp_session(Path(args[1]), script=ScalpScript(touches=False, frontal_s=2.0))
+        r = run_scalp_session(Path(args[1]), script=ScalpScript(touches=False, frontal_s=2.0, **texture))
     else:
         print(__doc__.strip(), file=sys.stderr)
         return 2

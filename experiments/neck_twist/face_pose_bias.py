@@ -30,11 +30,10 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from guidance.samples import fetch
 from guidance.sim.neck_turn import about_axis, neck_surface_point
+from guidance.sim.scalp import face_texture
 from guidance.vision.capture.sources import Frame
 from guidance.vision.rigid import RigidPose
 from guidance.zones.neck_twist import TorsoReferenceBuilder, locate_decolletage, locate_neck, twist_share
@@ -47,24 +46,8 @@ SWAY_DEG = 4.0
 SIZE = (640, 480)
 
 
-def face_photo(name: str, frame: int) -> np.ndarray:
-    path = fetch(name)
-    if path.suffix.lower() in (".mp4", ".mov", ".avi"):
-        cap = cv2.VideoCapture(str(path))
-        cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
-        ok, img = cap.read()
-        cap.release()
-        if not ok:
-            raise SystemExit(f"{name}: cannot read frame {frame}")
-        return img
-    img = cv2.imread(str(path))
-    if img is None:
-        raise SystemExit(f"{name}: cannot read the image")
-    return img
-
-
 def measure(name: str, frame: int) -> dict:
-    client = RenderedClient(face_photo(name, frame))
+    client = RenderedClient(face_texture(name, frame))
     if client.scene is None:
         return {"face": name, "error": "no face found in the photo"}
     chart, scene, renderer = client.chart, client.scene, client.renderer

@@ -53,7 +53,7 @@ from guidance import __version__
 from guidance.errors import UserError
 from guidance.sim.ground_truth import GROUND_TRUTH_FILE, GTFrame, write_ground_truth
 from guidance.sim.render import SceneItem
-from guidance.sim.scalp import (FACE_PHOTO, HandpieceTake, ScalpScript, TouchPlan, lifted_arc, band_on_head,
+from guidance.sim.scalp import (HandpieceTake, ScalpScript, TouchPlan, lifted_arc, band_on_head,
                                 client_scene, face_uv, tip_columns, touch_hold_normal, touch_tip)
 from guidance.sim.simulate import INFO_FILE, VIDEO_FILE, commit_folder
 from guidance.vision.capture.camera import CameraModel
@@ -288,7 +288,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
     rng = np.random.default_rng(script.seed)
     canonical = load_canonical_face()
     touch_plan = TouchPlan.make(script, canonical, chart.triangles)
-    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed)
+    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed, script.face, script.face_frame)
     take = HandpieceTake(profile, camera, script)
     on_head = band_on_head()
     torso0 = RigidPose(np.eye(3), np.array([0.0, script.torso_y_mm, script.torso_distance_mm]))
@@ -378,7 +378,7 @@ def simulate_neck(out_dir: str | Path, *, script: NeckScript = NeckScript(), pla
         info = {
             "sim_version": NECK_SIM_VERSION, "kind": "neck", "guidance_version": __version__,
             "video": VIDEO_FILE, "video_codec": "MJPG quality 95", "ground_truth": GROUND_TRUTH_FILE,
-            "script": asdict(script), "face_photo": FACE_PHOTO,
+            "script": asdict(script), "face_photo": script.face,
             "path": {"name": "neck_turn", "duration_s": script.duration_s, "plan": the_plan.source,
                      "plan_zones": list(planned), "plan_margin_mm": the_plan.margin_mm},
             "handpiece_profile": {"source": str(the_plan.handpiece_profile),

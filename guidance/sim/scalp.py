@@ -98,6 +98,10 @@ class ScalpScript:
     stroke_half_deg: float = 22.0  # stroke half-length along the parallel (degrees of head longitude)
     lift_every_s: float = 3.0  # a lift of `lift_s` (1 cm off the skin) every this many seconds
     lift_s: float = 0.35
+    # the rendered client's face texture: a pinned sample photo, or a video's frame `face_frame` (an evaluation
+    # face, guidance/data/face_sets.yaml, to judge on a face nothing was tuned on)
+    face: str = FACE_PHOTO
+    face_frame: int = 30
     exposure_s: float = 0.008
     noise_sigma: float = 1.5
     tilt_deg: float = 20.0  # (unused by the scalp hand, kept for the Hand it extends)
@@ -313,16 +317,31 @@ def _background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.array([150, 160, 170], np.float32) + n + ramp, 0, 255).astype(np.uint8)
 
 
+def face_texture(name: str, frame: int = 30) -> np.ndarray:
+    """The rendered client's face texture: a pinned sample photo, or frame `frame` of a pinned video."""
+    path = fetch(name)
+    if path.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv"):
+        cap = cv2.VideoCapture(str(path))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        ok, img = cap.read()
+        cap.release()
+        if not ok:
+            raise UserError(f"cannot read frame {frame} of the face video", path=name)
+        return img
+    still = cv2.imread(str(path))
+    if still is None:
+        raise UserError("cannot read the face photo", path=name)
+    return still
+
+
 def client_scene(camera: CameraModel, chart, atlas, canonical: np.ndarray, rng: np.random.Generator,
-                 seed: int) -> HeadScene:
+                 seed: int, face: str = FACE_PHOTO, face_frame: int = 30) -> HeadScene:
     """The rendered client: the face photo laid on the canonical face through its own landmarks, a cranium, the
     neck, the band's fabric, in front of a plain wall."""
-    photo = cv2.imread(str(fetch(FACE_PHOTO)))
-    if photo is None:
-        raise UserError("cannot read the face photo", path=FACE_PHOTO)
+    photo = face_texture(face, face_frame)
     seen = FaceTracker(TrackerConfig(smoothing=False, landmark_model=ORIGINAL_LANDMARK_MODEL)).process(Frame(0, 0, photo))
     if not seen.found or seen.landmarks_raw is None:
-        raise UserError("no face found in the face photo", path=FACE_PHOTO)
+        raise UserError("no face found in the face photo", path=face)
     return HeadScene(camera, chart.surfaces, atlas, canonical, chart.triangles, photo, seen.landmarks_raw,
                      _background(camera.size, rng), seed=seed)
 
@@ -404,7 +423,7 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
     if script.touches and script.touches_end_s + script.touch_move_s > script.frontal_s:
         raise UserError(f"the touches end at {script.touches_end_s + script.touch_move_s:.2f} s, after the frontal "
                         f"phase ({script.frontal_s:g} s)", field="frontal_s")
-    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed)
+    scene = client_scene(camera, chart, atlas, canonical, rng, script.seed, script.face, script.face_frame)
     take = HandpieceTake(profile, camera, script)
     on_head = band_on_head()
     planned = tuple(the_plan.zones)
@@ -467,7 +486,7 @@ def simulate_scalp(out_dir: str | Path, *, script: ScalpScript = ScalpScript(), 
         info = {
             "sim_version": SCALP_SIM_VERSION, "kind": "scalp", "guidance_version": __version__,
             "video": VIDEO_FILE, "video_codec": "MJPG quality 95", "ground_truth": GROUND_TRUTH_FILE,
-            "script": asdict(script), "face_photo": FACE_PHOTO,
+            "script": asdict(script), "face_photo": script.face,
             "path": {"name": "scalp_turn", "duration_s": script.duration_s, "plan": the_plan.source,
                      "plan_zones": list(planned), "plan_margin_mm": the_plan.margin_mm},
             "handpiece_profile": {"source": str(the_plan.handpiece_profile),
