@@ -81,10 +81,8 @@ class Display:
             while True:
                 item = self.q.get()
                 if item is None:
-                    if self._writer is not None and last is not None and self._skipped:
-                        for _ in range(self._skipped):  # the frames skipped after the last drawn one
-                            self._writer.write(last)
-                        self.written += self._skipped
+                    if last is not None:
+                        self._write(last, self._skipped)  # the frames skipped after the last drawn one
                     break
                 image, state, finish, skipped = item
                 to_console = self.control is not None and self.control.frame_due()
@@ -95,11 +93,7 @@ class Display:
                 if to_console:
                     self.control.offer_frame(img, state_json(state))
                 if self.out:
-                    if self._writer is None:
-                        self._writer = StreamVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
-                    for _ in range(1 + skipped):  # the frames skipped before this one: the video keeps time
-                        self._writer.write(img)
-                    self.written += 1 + skipped
+                    self._write(img, 1 + skipped)  # and the frames skipped before it: the video keeps time
                     last = img
                 if self.window:
                     if not sized:  # open at the frame's own size; the practitioner may resize it
@@ -114,6 +108,15 @@ class Display:
         finally:
             if self.window:
                 cv2.destroyAllWindows()
+
+    def _write(self, img: np.ndarray, times: int) -> None:
+        """The overlay video: `img` as the next `times` pictures."""
+        assert self.out is not None, "only called with an overlay video to write"
+        if self._writer is None:
+            self._writer = StreamVideoWriter(self.out, self.fps, (img.shape[1], img.shape[0]))
+        for _ in range(times):
+            self._writer.write(img)
+        self.written += times
 
     def close(self) -> None:
         self.q.put(None)
