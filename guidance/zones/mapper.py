@@ -34,6 +34,12 @@ from guidance.vision.rigid import RigidPose
 
 _EPS = 1e-9
 _BARY_TOL = 1e-6
+# How far beyond the tracked mesh's edge (chart mm) a point is still mapped by the mesh's edge triangle, extended.
+# The mesh's edge is where the landmark model is least sure: with the handpiece over the forehead it sat ~3 mm low
+# on an evaluation face (sim/two_face_session.py), so a tip 2-3 mm inside the true hairline fell off the tracked
+# mesh and was cast onto the scalp ellipsoid of the head pose, 5-13 mm from the truth. Extended by the edge
+# triangle's own affine map it is continuous with the mesh (see `FaceFrame.edge_hit`).
+EDGE_EXTENSION_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class FaceFrame:
         a, e1, e2, det = p[front, 0], e1[front], e2[front], det[front]
         # barycentric (l1, l2) = inv([e1 e2]) @ (q - a)
         self.a = a
+        self.p = p[front]  # (F,3,2) the camera-facing triangles' corners, for `edge_hit`
         self.i00, self.i01 = e2[:, 1] / det, -e2[:, 0] / det
         self.i10, self.i11 = -e1[:, 1] / det, e1[:, 0] / det
         z = lm[chart.triangles[front], 2]
@@ -129,9 +136,52 @@ class FaceFrame:
             b1, b2 = b1 / s, b2 / s
         return int(self.index[k]), np.array([1.0 - b1 - b2, b1, b2])
 
+    def edge_hit(self, x: float, y: float,
+                 max_mm: float = EDGE_EXTENSION_MM) -> tuple[int, np.ndarray, float] | None:
+        """A point off the mesh but near its edge: (triangle, extended barycentric, chart mm beyond the edge).
+
+        The nearest edge of the camera-facing triangles (the union's outline: the mesh's border, or the
+        silhouette of a turned face) is found in the image; the point's barycentric weights in that edge's
+        triangle, not clipped, extend the triangle's affine map beyond the edge, so the chart stays
+        continuous across it. None when the extension is more than `max_mm` on the chart (a triangle seen
+        edge-on stretches a pixel into many millimetres, so it never reaches far).
+        """
+        if self.p.shape[0] == 0:
+            return None
+        q = np.array([x, y])
+        best_d, best_k, best_e, best_t = np.inf, -1, 0, 0.0
+        for e in range(3):
+            pi, pj = self.p[:, e], self.p[:, (e + 1) % 3]
+            seg = pj - pi
+            t = np.clip(np.einsum("ij,ij->i", q - pi, seg) / np.maximum(np.einsum("ij,ij->i", seg, seg), _EPS), 0, 1)
+            d = np.hypot(*(q - (pi + t[:, None] * seg)).T)
+            k = int(np.argmin(d))
+            if d[k] < best_d:
+                best_d, best_k, best_e, best_t = float(d[k]), k, e, float(t[k])
+        dx, dy = x - self.a[best_k, 0], y - self.a[best_k, 1]
+        l1 = self.i00[best_k] * dx + self.i01[best_k] * dy
+        l2 = self.i10[best_k] * dx + self.i11[best_k] * dy
+        bary = np.array([1.0 - l1 - l2, l1, l2])
+        on_edge = np.zeros(3)
+        on_edge[best_e], on_edge[(best_e + 1) % 3] = 1.0 - best_t, best_t
+        tri = int(self.index[best_k])
+        beyond = float(np.linalg.norm(self.mapper.chart.uv_of(tri, bary) - self.mapper.chart.uv_of(tri, on_edge)))
+        return (tri, bary, beyond) if beyond <= max_mm else None
+
     def locate(self, x: float, y: float) -> ZoneLookup:
         m = self.mapper
         h = self.hit(x, y)
+        surface = "face"
+        if h is None:
+            # Just beyond the tracked mesh's edge: the edge triangle extended. Its zone says the surface: a face
+            # zone (the forehead's run on up the scalp), or the neck's or the scalp's below and above the mesh,
+            # which the gate then judges as that surface (its pose sigma, its torso reference).
+            e = self.edge_hit(x, y)
+            if e is not None:
+                zone, _ = m.atlas.zone_at(*(float(c) for c in m.chart.uv_of(e[0], e[1])))
+                if zone is not None and zone.kind != OFF_SURFACE and zone.carried_on:
+                    h = e[0], e[1]
+                    surface = "face" if "face" in zone.carried_on else zone.carried_on[0]
         if h is not None:
             tri, bary = h
             uv = m.chart.uv_of(tri, bary)
@@ -141,7 +191,7 @@ class FaceFrame:
             if zone is None:  # a mesh point always has a zone; if the atlas was cut short, fail closed
                 return ZoneLookup(True, OFF_SURFACE, OFF_SURFACE, "face", (float(uv[0]), float(uv[1])),
                                   d_chart * scale, tri, b3, (x, y))
-            return ZoneLookup(True, zone.name, zone.kind, "face", (float(uv[0]), float(uv[1])), d_chart * scale,
+            return ZoneLookup(True, zone.name, zone.kind, surface, (float(uv[0]), float(uv[1])), d_chart * scale,
                               tri, b3, (x, y))
         off = self._locate_off_mesh(x, y)
         if off is not None:

@@ -165,3 +165,35 @@ def test_locate_command_json(sample, capsys):
     assert out["face_found"] is False and out["zone"] is None and out["kind"] is None
     assert main(["locate", str(path), "99999", "5"]) == 2
     assert "outside the" in capsys.readouterr().err
+
+
+def test_the_chart_runs_on_across_the_tracked_mesh_edge(sample, mapper):
+    """The tracked mesh's edge is where the landmark model is least sure: a tip a few pixels past it (2-3 mm inside
+    the true hairline or jaw) is mapped by the edge triangle extended, continuous with the mesh, not cast onto the
+    head pose's scalp or neck with a jump of 5-13 mm (or, above a forehead, off-surface). Beyond
+    EDGE_EXTENSION_MM the surfaces take over as before."""
+    from guidance.zones.mapper import EDGE_EXTENSION_MM
+
+    img = cv2.imread(str(sample("single_face.jpg")))
+    obs = FaceTracker(TrackerConfig(smoothing=False)).process(Frame(0, 0, img))
+    frame = mapper.prepare(obs, (img.shape[1], img.shape[0]))
+    lm = obs.landmarks[:, :2]
+    down = (lm[152] - lm[9]) / np.linalg.norm(lm[152] - lm[9])
+    for start, direction, surface, zone in ((10, -down, "face", "forehead_central"),
+                                            (152, down, "neck", "neck_anterior")):
+        on_mesh = [s for s in np.arange(-3, 10, 0.25) if frame.hit(*map(float, lm[start] + s * direction))]
+        edge = max(on_mesh)
+        last = frame.locate(*map(float, lm[start] + edge * direction))
+        assert last.surface == "face"
+        prev = last.chart_mm
+        for s in np.arange(edge + 0.25, edge + 3.0, 0.25):  # a few pixels past the edge (~1 mm each here)
+            r = frame.locate(*map(float, lm[start] + s * direction))
+            assert (r.surface, r.zone) == (surface, zone), s
+            assert r.triangle is not None  # the edge triangle's map, extended
+            step = float(np.hypot(r.chart_mm[0] - prev[0], r.chart_mm[1] - prev[1]))
+            assert step < 0.6, (start, s, step)  # continuous: a quarter pixel is ~0.25 mm of skin here
+            prev = r.chart_mm
+        beyond = float(np.hypot(prev[0] - last.chart_mm[0], prev[1] - last.chart_mm[1]))
+        assert 1.0 < beyond <= EDGE_EXTENSION_MM
+        e = frame.edge_hit(*map(float, lm[start] + (edge + 40) * direction))  # far past it: not the mesh's
+        assert e is None
