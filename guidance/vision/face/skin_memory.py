@@ -10,7 +10,9 @@ the face region as last seen *well clear of the handpiece* (`trust_pad_px`
 beyond its silhouette, and only in frames whose handpiece pose is known, so
 the handpiece itself never enters the memory), follows the face's 2D motion
 between frames (a similarity fitted to the landmarks away from the
-handpiece), and fills the silhouette from it.
+handpiece), and fills the silhouette from it, shifted by up to `search_px`
+to where the skin around the silhouette matches it best (the similarity
+places it to a pixel or two; a fill a pixel off misleads the model).
 
 What the memory cannot know: skin never seen clear of the handpiece (the fill
 leaves those pixels as they are) and changes under the handpiece since it was
@@ -58,6 +60,7 @@ def similarity_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
 
 
 REFRESH_BANDS = 3
+SHIFT_SAMPLES = 600  # ring pixels compared at each shift of the memory
 
 
 class SkinMemory:
@@ -70,7 +73,7 @@ class SkinMemory:
     """
 
     def __init__(self, trust_pad_px: int = 8, max_age_s: float = 10.0, margin: float = 0.35,
-                 ring_px: int = 6, max_ring_diff: float = 8.0):
+                 ring_px: int = 6, max_ring_diff: float = 8.0, search_px: int = 3):
         self.trust_pad_px = trust_pad_px
         self.max_age_s = max_age_s  # memory older than this is not used (expressions, light change)
         self.margin = margin  # the face region: the landmarks' box grown by this share of its size
@@ -79,6 +82,7 @@ class SkinMemory:
         # the memory under the handpiece is not believed.
         self.ring_px = ring_px
         self.max_ring_diff = max_ring_diff
+        self.search_px = search_px  # the fill may be shifted this far (px) to where the ring matches best
         self._ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
         self._trust_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * trust_pad_px + 1, 2 * trust_pad_px + 1))
         self.mem: np.ndarray | None = None  # BGR, reference frame
@@ -150,19 +154,43 @@ class SkinMemory:
         x1, y1 = min(bx + bw + g, fx1), min(by + bh + g, fy1)
         if x1 <= x0 or y1 <= y0:
             return image, FillReport(masked, 0, None)
-        sub = self._shifted(m, x0, y0)
         size = (x1 - x0, y1 - y0)
-        mem = cv2.warpAffine(self.mem, sub, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        seen = cv2.warpAffine(self.seen_s, sub, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,  # type: ignore[arg-type]
-                              borderValue=-1.0)
+        # the memory around the window, `search_px` wider on each side: the face's 2D similarity places it to a
+        # pixel or two, and a fill a pixel off misleads the landmark model; the ring picks the shift
+        r = self.search_px
+        big = (size[0] + 2 * r, size[1] + 2 * r)
+        sub = self._shifted(m, x0 - r, y0 - r)
+        mem_big = cv2.warpAffine(self.mem, sub, big, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        seen_big = cv2.warpAffine(self.seen_s, sub, big, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,  # type: ignore[arg-type]
+                                  borderValue=-1.0)
         now = self._s(t_ns)
-        known = (seen >= 0) & (now - seen <= self.max_age_s)
+        known_big = (seen_big >= 0) & (now - seen_big <= self.max_age_s)
         win = mask[y0:y1, x0:x1]
         sel = win > 0
+        ring_all = (cv2.dilate(win, self._ring_kernel) > 0) & ~sel
+        dx = dy = 0
+        if r > 0 and ring_all.any():
+            # the ring's grey levels against the memory's at every shift at once (unknown memory is black, so a
+            # shift onto it loses); ties keep the smaller shift
+            ys, xs = np.nonzero(ring_all)
+            step = max(1, len(ys) // SHIFT_SAMPLES)  # a few hundred of the ring's pixels place it as well as all
+            ys, xs = ys[::step], xs[::step]
+            grey_now = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)[ys, xs].astype(np.int16)
+            grey_mem = cv2.cvtColor(mem_big, cv2.COLOR_BGR2GRAY).ravel()
+            steps = np.arange(-r, r + 1)
+            sdy, sdx = (a.ravel() for a in np.meshgrid(steps, steps, indexing="ij"))
+            at = (ys + r)[None, :] * big[0] + (xs + r)[None, :] + (sdy * big[0] + sdx)[:, None]
+            sad = np.abs(grey_mem[at].astype(np.int16) - grey_now[None, :]).mean(axis=1)
+            best = np.flatnonzero(sad <= sad.min() + 1e-9)
+            j = int(best[np.argmin((np.abs(sdx) + np.abs(sdy))[best])])
+            dy, dx = int(sdy[j]), int(sdx[j])
+        mem = mem_big[r + dy:r + dy + size[1], r + dx:r + dx + size[0]]
+        seen = seen_big[r + dy:r + dy + size[1], r + dx:r + dx + size[0]]
+        known = known_big[r + dy:r + dy + size[1], r + dx:r + dx + size[0]]
         fresh = sel & known
         if not fresh.any():
             return image, FillReport(masked, 0, None)
-        ring = (cv2.dilate(win, self._ring_kernel) > 0) & ~sel & known
+        ring = ring_all & known
         diff = None
         if ring.any():
             diff = float(np.abs(image[y0:y1, x0:x1][ring].astype(np.int16) - mem[ring].astype(np.int16)).mean())

@@ -108,3 +108,32 @@ def test_losing_the_face_forgets_the_memory():
     mem.refresh(face, None, box_mask(0, 0, 10, 10), int(1e9))
     assert mem.mem is None
     assert mem.fill(face, box_mask(140, 100, 180, 140), int(1.1e9))[1].filled_px == 0
+
+
+def test_a_memory_placed_a_few_pixels_off_is_shifted_to_where_the_ring_matches():
+    """The face's 2D similarity places the memory to a pixel or two (the landmarks jitter, the face is not flat);
+    a fill a pixel off misleads the landmark model, and the pixel-wise ring check refused it. The ring now picks
+    the shift (up to `search_px`), so the fill lands on the skin as it is now."""
+    face, lm = textured(), grid_landmarks()
+    moved = np.roll(np.roll(face, -2, axis=1), 1, axis=0)  # the skin 2 px left, 1 px down; the landmarks say not
+    for search_px, filled in ((0, False), (3, True)):
+        mem = SkinMemory(search_px=search_px)
+        learn(mem, face, lm, box_mask(0, 0, 10, 10))
+        occluded = moved.copy()
+        occluded[100:140, 140:180] = 0
+        out, rep = mem.fill(occluded, box_mask(140, 100, 180, 140), 5 * 33_000_000, tip_px=(160, 120))
+        assert (rep.filled_px == 40 * 40) is filled, (search_px, rep)
+        if filled:
+            assert rep.ring_diff is not None and rep.ring_diff < 1.0
+            assert np.abs(out[100:140, 140:180].astype(int) - moved[100:140, 140:180]).mean() < 1.0
+        else:
+            assert rep.ring_diff is not None and rep.ring_diff > mem.max_ring_diff
+
+
+def test_a_shift_never_excuses_a_changed_face():
+    face, lm = textured(), grid_landmarks()
+    mem = SkinMemory(search_px=3)
+    learn(mem, face, lm, box_mask(0, 0, 10, 10))
+    brighter = np.clip(face.astype(int) + 30, 0, 255).astype(np.uint8)  # the light changed
+    out, rep = mem.fill(brighter, box_mask(140, 100, 180, 140), 5 * 33_000_000)
+    assert rep.filled_px == 0 and rep.ring_diff > mem.max_ring_diff and out is brighter
