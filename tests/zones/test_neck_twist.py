@@ -350,3 +350,51 @@ def test_guidance_run_says_why_a_face_sessions_neck_is_mostly_denied():
         "neck_decolletage", None)
     assert face_pose_note("neck_decolletage", "head_band_default") == ""
     assert face_pose_note("full_face", None) == "" and face_pose_note("body_decolletage", None) == ""
+
+
+def test_a_face_sessions_scalp_carries_the_face_pose_sigma_too():
+    """Above the forehead a face session maps onto the canonical scalp ellipsoid, 5-22 mm from the face's own
+    forehead edge on the training faces: the gate carries that as it does the neck's, so a scalp point 12 mm
+    inside a planned zone is denied near_boundary, and one 40 mm inside is not."""
+    from guidance.zones.face_pose_bias import face_pose_sigma_mm
+
+    pose = face_pose_sigma_mm("scalp")
+    assert pose is not None and pose >= 20.0
+    g = GateInput(armed=True, t_capture_ns=10**9, face_found=True, t_face_ns=10**9, presence=0.9, tip_valid=True,
+                  tip_confidence=0.9, zone="forehead_central", zone_kind=ZoneKind.TREAT, zone_planned=True,
+                  boundary_mm=12.0, speed_mm_s=0.0, pipeline_latency_ms=10.0, pose_sigma_mm=pose)
+    now = 10**9 + 5_000_000
+    d = decide(GatePolicy(), g, now)
+    assert not d.permit and d.reason == Reason.NEAR_BOUNDARY and d.pose_sigma_mm == pose
+    assert decide(GatePolicy(), GateInput(**{**g.__dict__, "boundary_mm": 40.0}), now).permit
+
+
+def test_a_face_session_judges_a_point_above_the_forehead_with_the_scalp_pose_sigma():
+    """The pipeline, not only the gate: a face plan's tip high above the forehead (on the scalp ellipsoid, past the
+    mesh's extended edge) carries the scalp's face-pose sigma and is not permitted; one on the mid-forehead (the
+    mesh) carries none."""
+    from guidance.pipeline import GuidancePipeline
+    from guidance.samples import fetch
+    from guidance.vision.handpiece.profiles import load_handpiece_profile
+    from guidance.vision.handpiece.tracker import TipObservation
+    from guidance.zones.face_pose_bias import face_pose_sigma_mm
+    from guidance.zones.plan import load_plan
+
+    image = cv2.imread(str(fetch("single_face.jpg")))
+    h, w = image.shape[:2]
+    cam = CameraModel.default(w, h)
+    obs = FaceTracker(TrackerConfig(smoothing=False), cam).process(Frame(0, 10**9, image))
+    assert obs.found and obs.head_pose is not None and obs.head_pose.valid
+    plan = load_plan("full_face")
+    pipe = GuidancePipeline(plan, load_handpiece_profile(plan.handpiece_profile), vision=False)
+    lm = obs.landmarks[:, :2]
+    down = lm[152] - lm[9]
+    t = obs.t_capture_ns
+    for px, surface, sigma in ((lm[10] - 0.25 * down, "scalp", face_pose_sigma_mm("scalp")), (lm[151], "face", None)):
+        tip = TipObservation(0, t, True, "", (float(px[0]), float(px[1])), (0.0, 0.0, 470.0), (0.0, 0.0, 0.0), 0.0,
+                             1.0, 0.3, 0.2, (0, 1), (0.0, 0.0, 0.0), (0.0, 0.0, 400.0), True, t)
+        lookup, d, _ = pipe.judge(Frame(0, t, image), obs, tip, t + 5_000_000, armed=True, lookahead_ms=10.0,
+                                  camera=cam)
+        assert lookup.surface == surface and d.pose_sigma_mm == sigma, (surface, lookup, d)
+        if surface == "scalp":
+            assert not d.permit
