@@ -103,8 +103,8 @@ class FaceFrame:
         self.index = np.flatnonzero(front)
         a, e1, e2, det = p[front, 0], e1[front], e2[front], det[front]
         # barycentric (l1, l2) = inv([e1 e2]) @ (q - a)
-        self.a = a
         self.p = p[front]  # (F,3,2) the camera-facing triangles' corners, for `edge_hit`
+        self.a = a
         self.i00, self.i01 = e2[:, 1] / det, -e2[:, 0] / det
         self.i10, self.i11 = -e1[:, 1] / det, e1[:, 0] / det
         z = lm[chart.triangles[front], 2]
@@ -136,9 +136,8 @@ class FaceFrame:
             b1, b2 = b1 / s, b2 / s
         return int(self.index[k]), np.array([1.0 - b1 - b2, b1, b2])
 
-    def edge_hit(self, x: float, y: float,
-                 max_mm: float = EDGE_EXTENSION_MM) -> tuple[int, np.ndarray, float] | None:
-        """A point off the mesh but near its edge: (triangle, extended barycentric, chart mm beyond the edge).
+    def edge_hit(self, x: float, y: float, max_mm: float = EDGE_EXTENSION_MM) -> tuple[int, np.ndarray] | None:
+        """A point off the mesh but near its edge: (triangle, extended barycentric), as `hit` gives on the mesh.
 
         The nearest edge of the camera-facing triangles (the union's outline: the mesh's border, or the
         silhouette of a turned face) is found in the image; the point's barycentric weights in that edge's
@@ -166,7 +165,7 @@ class FaceFrame:
         on_edge[best_e], on_edge[(best_e + 1) % 3] = 1.0 - best_t, best_t
         tri = int(self.index[best_k])
         beyond = float(np.linalg.norm(self.mapper.chart.uv_of(tri, bary) - self.mapper.chart.uv_of(tri, on_edge)))
-        return (tri, bary, beyond) if beyond <= max_mm else None
+        return (tri, bary) if beyond <= max_mm else None
 
     def locate(self, x: float, y: float) -> ZoneLookup:
         m = self.mapper
@@ -178,9 +177,9 @@ class FaceFrame:
             # which the gate then judges as that surface (its pose sigma, its torso reference).
             e = self.edge_hit(x, y)
             if e is not None:
-                zone, _ = m.atlas.zone_at(*(float(c) for c in m.chart.uv_of(e[0], e[1])))
+                zone, _ = m.atlas.zone_at(*(float(c) for c in m.chart.uv_of(*e)))
                 if zone is not None and zone.kind != OFF_SURFACE and zone.carried_on:
-                    h = e[0], e[1]
+                    h = e
                     surface = "face" if "face" in zone.carried_on else zone.carried_on[0]
         if h is not None:
             tri, bary = h
