@@ -267,12 +267,15 @@ def run_demo(out: str | Path, *, face_video: str = "single_face.mp4", path: str 
 
 def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, plan: str | Path,
                       max_frames: int | None, rate_hz: float, log,
-                      simulated: Path | None = None, run_args: tuple[str, ...] = ()
+                      simulated: Path | None = None, run_args: tuple[str, ...] = (),
+                      arm_at_s: tuple[float, ...] | None = None
                       ) -> tuple[subprocess.CompletedProcess, Path, Path]:
     """Steps 1-3: simulate, keys, controller simulator and `guidance run`; a failing step raises its own line.
 
     `simulated`: a simulation folder made already (e.g. `sim/scalp.py`): step 1 is skipped. `run_args`: more
-    arguments for `guidance run`."""
+    arguments for `guidance run`. `arm_at_s`: instead of `--arm`, a scripted practitioner at the console arms the
+    session at these times (s into the session) over its control channel (sim/practitioner.py); what each arm
+    got is written to OUT/practitioner.json."""
     sim, keys, session = out / "simulation", out / "keys", out / "session"
     if simulated is not None:
         sim = simulated
@@ -295,16 +298,35 @@ def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, p
                                       "--trigger", "held", "--rate-hz", str(rate_hz), "--log", str(out / "controller.jsonl"),
                                       "--contact-truth", str(sim), "--t0-ns", str(t0)),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    arming: tuple[str, ...] = ("--arm",)
+    practitioner = None
+    run_env = env
+    if arm_at_s is not None:
+        from guidance.live.control import TOKEN_ENV
+        from guidance.sim.practitioner import Practitioner
+        control_ep = f"tcp://127.0.0.1:{free_port_pair()}"
+        practitioner = Practitioner(control_ep, t0, tuple(arm_at_s))
+        run_env = dict(env, **{TOKEN_ENV: practitioner.token})
+        arming = ("--control", control_ep, "--control-fps", "5")
     try:
-        log("[3/5] guidance run (headless, armed, recording) ...")
+        log("[3/5] guidance run (headless, " + ("armed" if practitioner is None else
+                                                "armed by the practitioner at " +
+                                                ", ".join(f"{a:g}" for a in arm_at_s or ()) + " s") +
+            ", recording) ...")
+        if practitioner is not None:
+            practitioner.start()
         run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
                                        "--publish", permit_ep, "--report", report_ep, "--keys", str(keys),
                                        "--record", str(session), "--headless", "--out", str(out / "overlay.mkv"),
-                                       "--arm", "--start-at-ns", str(t0), *run_args), env=env, capture_output=True,
-                             text=True)
+                                       *arming, "--start-at-ns", str(t0), *run_args), env=run_env,
+                             capture_output=True, text=True)
         if run.returncode != 0:
             raise UserError(f"guidance run failed: {_last_line(run.stderr, run.returncode)}")
         (out / "run.txt").write_text(run.stdout)
     finally:
         stop_process(ctrl)
+        if practitioner is not None:
+            practitioner.stop()
+            (out / "practitioner.json").write_text(json.dumps([asdict(a) for a in practitioner.attempts],
+                                                              indent=2) + "\n")
     return run, sim, session

@@ -175,10 +175,11 @@ def run_scalp_session(out: str | Path, *, script: ScalpScript = ScalpScript(), r
 def run_band_session(out: str | Path, render: Callable[[Path], Path], what: str, plan: str,
                      run_args: tuple[str, ...], *, rate_hz: float = 15.0, report: bool = True, log=print,
                      chart_error: Callable[[tuple[float, float], tuple[float, float]], float] | None = None,
-                     kind: str = "scalp") -> ScalpResult:
+                     kind: str = "scalp", arm_at_s: tuple[float, ...] | None = None) -> ScalpResult:
     """Render (`render(folder) -> folder`), run and check one session into OUT (a new or empty folder): the scalp's
     and the neck's (sim/neck_session.py), carried by the head band (`run_args`), or a face session's
-    (sim/two_face_session.py, no band)."""
+    (sim/two_face_session.py, no band). `arm_at_s`: armed by a scripted practitioner at the console at these
+    times (s) instead of at the start (`_simulate_and_run`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("output folder exists and is not empty (choose another or remove it)", path=out)
@@ -189,7 +190,7 @@ def run_band_session(out: str | Path, render: Callable[[Path], Path], what: str,
         log(f"[1/5] rendering {what} ...")
         sim = render(out / "simulation")
         run, sim, session = _simulate_and_run(out, env, "", "", plan, None, rate_hz, log, simulated=sim,
-                                              run_args=run_args)
+                                              run_args=run_args, arm_at_s=arm_at_s)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

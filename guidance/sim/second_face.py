@@ -89,6 +89,10 @@ class Track:
                                                     (6.4, 0.12, 0.45), (7.4, -0.35, 0.45))
     scale: float = 1.0  # its eye distance over the client's
 
+    def later(self, delay_s: float) -> "Track":
+        """The same track, begun `delay_s` later (the second face is out of the picture until then)."""
+        return Track(tuple((t + delay_s, x, y) for t, x, y in self.keys), self.scale)
+
     def at(self, t_s: float) -> tuple[float, float]:
         ks = self.keys
         if t_s <= ks[0][0]:
