@@ -309,10 +309,8 @@ def _simulate_and_run(out: Path, env: dict, face_video: str, path: str | Path, p
         run_env = dict(env, **{TOKEN_ENV: practitioner.token})
         arming = ("--control", control_ep, "--control-fps", "5")
     try:
-        log("[3/5] guidance run (headless, " + ("armed" if practitioner is None else
-                                                "armed by the practitioner at " +
-                                                ", ".join(f"{a:g}" for a in arm_at_s or ()) + " s") +
-            ", recording) ...")
+        armed = "armed" if arm_at_s is None else f"armed by the practitioner at {', '.join(f'{a:g}' for a in arm_at_s)} s"
+        log(f"[3/5] guidance run (headless, {armed}, recording) ...")
         if practitioner is not None:
             practitioner.start()
         run = subprocess.run(_guidance("run", "--source", str(sim / "simulated.avi"), "--plan", str(plan),
