@@ -67,6 +67,13 @@ class GatePolicy:
     max_frame_age_ms: float = 50.0  # newest frame older than this: camera stalled
     max_face_age_ms: float = 40.0  # face track older than the frame by more than this
     max_patch_age_ms: float = 40.0  # body plans: the skin patch's pose older than the frame by more than this
+    # Face plans with the client's face locked: after a frame in which another face had the client's place (denied
+    # other_face), the client's face found again is still denied other_face for this long. Where the other face
+    # overlaps the client's, the tracker can find the client's face for a frame or two between two frames that
+    # are someone else's, with the mesh half on the other face: 8-12 mm off on an evaluation face's two-face
+    # session (docs/face_tracking.md, "The two-face session"). The client's track must hold, checked against the
+    # client's look every frame, this long (15 checks at 30 fps) before it is trusted again.
+    client_settle_ms: float = 500.0
     min_presence: float = 0.5
     min_tip_confidence: float = 0.5
     # The skin point's 1-sigma uncertainty (tip and face mapping together, mm) is added to the required
@@ -118,6 +125,9 @@ class GateInput:
     # Face plans with the client's face locked: the client's face is not found but another face is (face_found
     # is then False): denied other_face rather than no_face.
     other_face: bool = False
+    # Capture time of the last frame in which the client's face was not found but another face was (None: none
+    # yet). A found face is denied other_face until `client_settle_ms` after it.
+    t_other_face_ns: int | None = None
     patch_found: bool = False
     t_patch_ns: int | None = None
     patch_in_range: bool = False
@@ -208,6 +218,8 @@ def _failures(p: GatePolicy, g: GateInput, now_ns: int) -> tuple[list[Reason], f
     elif not _true(g.face_found):
         fails.append(Reason.OTHER_FACE if _true(g.other_face) else Reason.NO_FACE)
     else:
+        if g.t_other_face_ns is not None and (g.t_capture_ns - g.t_other_face_ns) / 1e6 < p.client_settle_ms:
+            fails.append(Reason.OTHER_FACE)  # found again just after another face had its place: not yet trusted
         if g.t_face_ns is None or not (0 <= (g.t_capture_ns - g.t_face_ns) / 1e6 <= p.max_face_age_ms):
             fails.append(Reason.FACE_STALE)
         if not (_finite(g.presence) and g.presence >= p.min_presence):

@@ -129,6 +129,8 @@ class PipelineState:
     armed: bool = False
     paused: bool = False
     face_lost_since_ns: int | None = None
+    # The last frame in which the client's face was not found but another face was (the gate's client_settle_ms)
+    t_other_face_ns: int | None = None
     frames: int = 0
     permits: int = 0
     denies: dict[str, int] = field(default_factory=dict)
@@ -341,6 +343,7 @@ class GuidancePipeline:
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
             presence=float(face.presence), other_face=not face.found and getattr(face, "other_faces", 0) > 0,
+            t_other_face_ns=self.state.t_other_face_ns,
             tip_valid=tip is not None and tip.valid,
             tip_confidence=gate_confidence(tip),
             zone=zone, zone_kind=kind, zone_planned=zone in self.plan.zones,
@@ -397,6 +400,8 @@ class GuidancePipeline:
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)
         on_chart = lookup is not None and lookup.chart_mm is not None
         speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
+        if not face.found and getattr(face, "other_faces", 0) > 0:
+            self.state.t_other_face_ns = frame.t_capture_ns  # another face had the client's place
         g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
         if self.scalp:
             g = dataclasses.replace(g, head_band=head_band.state if head_band is not None else "lost")

@@ -257,3 +257,20 @@ def test_another_face_never_stands_in_for_the_client():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     table = re.findall(r"^\| `(\w+)` \|", doc, re.M)
     assert table.index("other_face") == table.index("no_face") + 1
+
+
+def test_the_client_found_again_just_after_another_face_had_its_place_is_not_trusted_yet():
+    """A face found within client_settle_ms of a frame whose only face was someone else's is denied other_face;
+    once the client's track has held that long it is judged as any other frame."""
+    settle = POLICY.client_settle_ms * MS
+    t = NOW - 10 * MS
+    for since, permit in ((0, False), (2 * 33 * MS, False), (settle - MS, False), (settle, True), (10 * settle, True),
+                          (-33 * MS, False)):  # a mark from the future: not trusted either
+        d = decide(POLICY, good(t_other_face_ns=t - since), NOW)
+        assert d.permit == permit, (since, d.reasons)
+        if not permit:
+            assert d.reason == Reason.OTHER_FACE and Reason.NO_FACE not in d.reasons
+    assert decide(POLICY, good(t_other_face_ns=None), NOW).permit
+    # the order of the documented table: other_face before the face's own checks
+    d = decide(POLICY, good(t_other_face_ns=t, presence=0.1), NOW)
+    assert d.reasons[:2] == (Reason.OTHER_FACE, Reason.LOW_PRESENCE)

@@ -87,3 +87,28 @@ def test_the_skin_memory_brings_the_skin_point_under_the_handpiece_closer_to_the
     assert np.median(with_memory) <= np.median(without) + 0.1, (np.median(with_memory), np.median(without))
     assert np.percentile(with_memory, 90) <= np.percentile(without, 90) + 0.2
     assert all(s is not None and s > 0 for s in sigmas)  # every mapped frame had its mapping sigma
+
+
+def test_the_client_found_again_right_after_another_face_had_its_place_is_denied_for_the_settle_time():
+    """The pipeline marks a frame whose only face was someone else's and the gate denies the client's face found
+    again within client_settle_ms of it (the mark is carried in order, live and re-judged alike)."""
+    from guidance.vision.face.tracker import FaceObservation
+
+    plan = load_plan("full_face")
+    pipe = GuidancePipeline(plan, load_handpiece_profile(plan.handpiece_profile), vision=False)
+    settle_ns = int(pipe.policy.client_settle_ms * 1e6)
+    frame_ns = 33_333_333
+    seen = []
+    for i in range(40):
+        t = 1_000_000_000 + i * frame_ns
+        someone_else = i in (5, 6)  # the client's face not found, another face is
+        face = FaceObservation(i, t, t, not someone_else, 0.9, None, None, None, None, False, {},
+                               other_faces=1 if someone_else else 0, client=True)
+        _, d, _ = pipe.judge(Frame(i, t, np.zeros((480, 640, 3), np.uint8)), face, None, t + 5_000_000,
+                             armed=True, lookahead_ms=15.0)
+        seen.append((t, Reason.OTHER_FACE in d.reasons, Reason.NO_FACE in d.reasons))
+    t_first, t_last = 1_000_000_000 + 5 * frame_ns, 1_000_000_000 + 6 * frame_ns
+    for t, other, no_face in seen:
+        assert not no_face
+        assert other == (t_first <= t < t_last + settle_ns), (t - t_last) / 1e6
+    assert 2 + 14 <= sum(other for _, other, _ in seen) <= 2 + 15  # half a second of frames after the last one

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from guidance.gate import GatePolicy
 from guidance.session.reader import open_session
 from guidance.sim.two_face_session import ENTER_S, run_two_face_session
 
@@ -78,3 +79,20 @@ def test_the_practitioner_arms_again_once_the_other_face_has_gone_and_the_client
         sorted({f.gate.reason for f in after})
     mapped = [f for f in after if f.zone is not None and f.zone.chart_mm is not None]
     assert len(mapped) >= 0.5 * len(after)
+
+
+def test_the_clients_face_found_between_frames_of_the_other_face_is_never_permitted(session):
+    """Where the other face covers the client's, the tracker can find the client's face for a frame or two between
+    frames that are someone else's, its mesh half on the other face (8-12 mm off): no permit until the client's
+    track has held for the gate's client_settle_ms."""
+    _, out = session
+    rec = open_session(out / "session", quiet=True)
+    settle_ns = GatePolicy().client_settle_ms * 1e6
+    last, early = None, []
+    for f in rec.frames:
+        if not f.face.found and f.face.other_faces > 0:
+            last = f.t_capture_ns
+        elif last is not None and f.t_capture_ns - last < settle_ns and f.gate.permit:
+            early.append(f.index)
+    assert last is not None, "the second face never had the client's place"
+    assert early == []
