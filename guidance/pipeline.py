@@ -342,7 +342,7 @@ class GuidancePipeline:
             armed=armed,
             t_capture_ns=frame.t_capture_ns,
             face_found=face.found, t_face_ns=face.t_capture_ns if face.found else None,
-            presence=float(face.presence), other_face=not face.found and getattr(face, "other_faces", 0) > 0,
+            presence=float(face.presence), other_face=face.someone_elses,
             t_other_face_ns=self.state.t_other_face_ns,
             tip_valid=tip is not None and tip.valid,
             tip_confidence=gate_confidence(tip),
@@ -400,7 +400,7 @@ class GuidancePipeline:
         # the tip's speed over the skin: from its chart track (the head's own motion taken out)
         on_chart = lookup is not None and lookup.chart_mm is not None
         speed = self.skin_speed.update(frame.t_capture_ns, lookup.chart_mm if on_chart else None)  # type: ignore[union-attr]
-        if not face.found and getattr(face, "other_faces", 0) > 0:
+        if face.someone_elses:
             self.state.t_other_face_ns = frame.t_capture_ns  # another face had the client's place
         g = self._gate_input(frame, face, tip, lookup, armed, lookahead_ms, speed, mapping_sigma_mm)
         if self.scalp:

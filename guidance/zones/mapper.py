@@ -103,8 +103,8 @@ class FaceFrame:
         self.index = np.flatnonzero(front)
         a, e1, e2, det = p[front, 0], e1[front], e2[front], det[front]
         # barycentric (l1, l2) = inv([e1 e2]) @ (q - a)
-        self.p = p[front]  # (F,3,2) the camera-facing triangles' corners, for `edge_hit`
         self.a = a
+        self.p = p[front]  # (F,3,2) the camera-facing triangles' corners, for `edge_hit`
         self.i00, self.i01 = e2[:, 1] / det, -e2[:, 0] / det
         self.i10, self.i11 = -e1[:, 1] / det, e1[:, 0] / det
         z = lm[chart.triangles[front], 2]

@@ -71,6 +71,11 @@ class FaceObservation:
     client_distance: tuple[float, float] | None = None  # (colour, texture) to the client when compared this frame
 
     @property
+    def someone_elses(self) -> bool:
+        """The client's face is not found and another face is: the frame is someone else's (gate: other_face)."""
+        return not self.found and self.other_faces > 0
+
+    @property
     def age_ms(self) -> float:
         """How old the observation is now, on the monotonic clock."""
         return (time.monotonic_ns() - self.t_capture_ns) / 1e6
